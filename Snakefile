@@ -1,0 +1,46 @@
+# lesionflow: data -> split -> train -> infer (TTA) -> tune on validation, locked -> evaluate
+# -> zero-Dice breakdown -> analysis notebook -> leaderboard -> report.
+# Every artifact lives at results/<stage>/<content key>/; keys come from lesionflow.keys.
+
+import sys
+from pathlib import Path
+
+from lesionflow.config import resolve_config
+from lesionflow.errors import LesionflowError
+from lesionflow.keys import build_plan
+
+# The built-in demo, unless a config is given on the command line (it would otherwise be
+# merged into the demo's runs).
+if not config:
+
+    configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+try:
+    CONFIG = resolve_config(config)
+    PLAN = build_plan(CONFIG, Path.cwd())
+except LesionflowError as err:
+    sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        get_all_targets,
+    default_target: True
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/infer.smk"
+include: "workflow/rules/tune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analyse.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""Command-line entry point of the tune stage; all logic is in lesionflow.tune.
+
+It must never do more than parse arguments and call run_tune (which reads validation only).
+"""
+
+import argparse
+import json
+
+from lesionflow.errors import exit_on_user_error
+from lesionflow.tune import run_tune
+
+
+@exit_on_user_error
+def main() -> None:
+    """Parse ``--manifest``, ``--split``, ``--probs``, ``--settings`` (JSON) and ``--out``."""
+    parser = argparse.ArgumentParser(description="Tune post-processing on validation; lock it.")
+    parser.add_argument("--manifest", required=True, help="manifest.csv written by the data stage")
+    parser.add_argument("--split", required=True, help="split.csv written by the split stage")
+    parser.add_argument("--probs", required=True, help="val.npz written by the infer stage")
+    parser.add_argument("--settings", required=True, help="the tune section of the run, as JSON")
+    parser.add_argument("--out", required=True, help="output folder for locked.json")
+    args = parser.parse_args()
+    run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out)
+
+
+if __name__ == "__main__":
+    main()

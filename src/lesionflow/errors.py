@@ -1,0 +1,32 @@
+"""Errors a user can fix, and the one-line report that stage entry points print for them.
+
+Never used for programming errors: those keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class LesionflowError(Exception):
+    """Bad input (a file, a config key, a manifest row) described in one line."""
+
+
+def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a stage's ``main`` so a LesionflowError becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except LesionflowError as err:
+            message = " ".join(str(err).split())
+            print(f"lesionflow: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapped

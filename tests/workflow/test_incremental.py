@@ -1,0 +1,125 @@
+"""The six incremental-rerun properties, read from Snakemake's dry-run job lists."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lesionflow.config import resolve_config
+from lesionflow.keys import build_plan
+from lesionflow.synthetic import generate_dataset
+
+from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, write_config
+
+pytestmark = pytest.mark.slow
+
+TRAIN_AND_LATER = {"train", "infer", "tune", "evaluate", "breakdown", "analyse"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A completed pipeline with a baseline and a flip-TTA run sharing its training."""
+    workdir = tmp_path_factory.mktemp("incremental")
+    config = tiny_config({"base": tiny_run(), "tta": tiny_run(infer={"tta": ["identity", "hflip"]})})
+    write_config(workdir, config)
+    snakemake(workdir)
+    return workdir, config
+
+
+def keys_of(workdir, config):
+    return build_plan(resolve_config(config), workdir).runs
+
+
+def test_complete_run_leaves_nothing_to_do(finished):
+    workdir, _ = finished
+    jobs, text = planned_jobs(workdir)
+    assert sum(jobs.values()) == 0, text
+    assert "Nothing to be done" in text
+
+
+def test_tta_change_reruns_inference_onwards_and_no_training(finished, tmp_path):
+    workdir, config = finished
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed["runs"]["tta"]["infer"]["tta"] = ["identity", "vflip"]
+    write_config(workdir, changed)
+    try:
+        jobs, text = planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+    assert jobs["train"] == 0, text
+    assert jobs["infer"] == 2 and jobs["tune"] == 1 and jobs["evaluate"] == 1, text
+    assert jobs["breakdown"] == 1 and jobs["analyse"] == 1, text
+    # Only the changed run is affected.
+    assert jobs["run_view"] == 1, text
+
+
+def test_renaming_a_run_reruns_no_training_inference_tuning_or_evaluation(finished):
+    workdir, config = finished
+    renamed = yaml.safe_load(yaml.safe_dump(config))
+    renamed["runs"] = {"renamed": renamed["runs"]["base"], "tta": renamed["runs"]["tta"]}
+    write_config(workdir, renamed)
+    try:
+        jobs, text = planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+    assert not (TRAIN_AND_LATER & {rule for rule, n in jobs.items() if n}), text
+    assert jobs["run_view"] == 1 and jobs["compare"] == 1, text
+
+
+def test_identical_runs_share_one_training_job(tmp_path):
+    write_config(tmp_path, tiny_config({"one": tiny_run(), "two": tiny_run()}))
+    jobs, text = planned_jobs(tmp_path)
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1, text
+    assert jobs["run_view"] == 2, text
+
+
+def test_one_run_target_builds_that_branch_only(tmp_path):
+    config = tiny_config({"mine": tiny_run(), "other": tiny_run(train={"epochs": 2})})
+    write_config(tmp_path, config)
+    keys = keys_of(tmp_path, config)
+    jobs, text = planned_jobs(tmp_path, "results/runs/mine/index.json")
+    assert jobs["train"] == 1 and jobs["analyse"] == 1 and jobs["compare"] == 0, text
+    assert keys["mine"]["train"] in text
+    assert keys["other"]["train"] not in text
+
+
+def make_manifest_dataset(folder):
+    generate_dataset(folder, n_images=24, image_size=32, seed=5)
+    return folder / "manifest.csv"
+
+
+def test_manifest_data_one_pixel_reruns_downstream_and_touch_reruns_nothing(tmp_path):
+    manifest = make_manifest_dataset(tmp_path / "mydata")
+    config = tiny_config({"r": tiny_run()})
+    config["data"] = {"source": "manifest", "manifest": "mydata/manifest.csv"}
+    write_config(tmp_path, config)
+    target = f"results/split/{keys_of(tmp_path, config)['r']['split']}/split.csv"
+    snakemake(tmp_path, target)
+
+    for file in (tmp_path / "mydata").rglob("*"):
+        os.utime(file, ns=(2 * 10**18, 2 * 10**18))
+    jobs, text = planned_jobs(tmp_path, target)
+    assert sum(jobs.values()) == 0, text
+
+    image = sorted((tmp_path / "mydata" / "images").iterdir())[0]
+    pixels = np.array(Image.open(image))
+    pixels[0, 0, 0] = (int(pixels[0, 0, 0]) + 1) % 256
+    Image.fromarray(pixels).save(image)
+    jobs, text = planned_jobs(tmp_path)
+    assert jobs["data"] == 1 and jobs["split"] == 1 and jobs["train"] == 1, text
+    assert jobs["evaluate"] == 1 and jobs["compare"] == 1, text
+
+
+def test_no_tune_job_reads_a_test_split_file(finished):
+    workdir, _ = finished
+    _, text = planned_jobs(workdir, "--forceall")
+    blocks = re.split(r"\n(?=\S*rule \w+:)", text)
+    tune_blocks = [b for b in blocks if re.match(r"\S*rule tune:", b.strip())]
+    assert tune_blocks, text
+    for block in tune_blocks:
+        inputs = re.search(r"input: (.*)", block).group(1)
+        assert "test" not in inputs, block
+        assert "val.npz" in inputs

@@ -1,0 +1,42 @@
+rule breakdown:
+    input:
+        per_image=get_input("breakdown", "evaluate", "per_image_test.csv"),
+    output:
+        images="results/breakdown/{key}/zero_dice_images.csv",
+        summary="results/breakdown/{key}/zero_dice_summary.csv",
+    log:
+        "logs/breakdown/{key}.log",
+    conda:
+        "../envs/lesionflow.yaml"
+    shell:
+        "breakdown.py --per-image {input.per_image} --out $(dirname {output.summary}) > {log} 2>&1"
+
+
+rule analyse:
+    input:
+        notebook=NOTEBOOK,
+        per_image_val=get_input("analyse", "evaluate", "per_image_val.csv"),
+        per_image_test=get_input("analyse", "evaluate", "per_image_test.csv"),
+        summary=get_input("analyse", "evaluate", "summary.json"),
+        metrics_by_epoch=get_input("analyse", "train", "metrics_by_epoch.csv"),
+        lr_by_step=get_input("analyse", "train", "lr_by_step.csv"),
+        train_summary=get_input("analyse", "train", "train_summary.json"),
+        zero_dice_images=get_input("analyse", "breakdown", "zero_dice_images.csv"),
+        zero_dice_summary=get_input("analyse", "breakdown", "zero_dice_summary.csv"),
+        split_summary=get_input("analyse", "split", "split_summary.csv"),
+        manifest=get_input("analyse", "data", "manifest.csv"),
+        split=get_input("analyse", "split", "split.csv"),
+        probs_test=get_input("analyse", "infer", "test.npz"),
+        locked=get_input("analyse", "tune", "locked.json"),
+    output:
+        notebook="results/analyse/{key}/analysis.ipynb",
+        html="results/analyse/{key}/analysis.html",
+    log:
+        "logs/analyse/{key}.log",
+    params:
+        parameters=get_notebook_parameters,
+    conda:
+        "../envs/lesionflow.yaml"
+    shell:
+        "analyse.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "--out $(dirname {output.html}) > {log} 2>&1"

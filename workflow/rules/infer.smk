@@ -1,0 +1,20 @@
+rule infer:
+    input:
+        manifest=get_input("infer", "data", "manifest.csv"),
+        split=get_input("infer", "split", "split.csv"),
+        model=get_input("infer", "train", "model.pt"),
+    output:
+        probs="results/infer/{key}/{subset}.npz",
+    log:
+        "logs/infer/{key}_{subset}.log",
+    params:
+        settings=get_settings("infer"),
+    threads: get_run_resource("infer", "threads")
+    resources:
+        gpu=get_run_resource("infer", "gpu"),
+        mem_mb=get_run_resource("infer", "mem_mb"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "infer.py --manifest {input.manifest} --split {input.split} --model {input.model} "
+        "--settings {params.settings:q} --subset {wildcards.subset} --out {output.probs} > {log} 2>&1"

@@ -1,0 +1,24 @@
+rule train:
+    input:
+        manifest=get_input("train", "data", "manifest.csv"),
+        split=get_input("train", "split", "split.csv"),
+    output:
+        model="results/train/{key}/model.pt",
+        curves="results/train/{key}/metrics_by_epoch.csv",
+        lr="results/train/{key}/lr_by_step.csv",
+        summary="results/train/{key}/train_summary.json",
+        figure="results/train/{key}/training_curves.png",
+    log:
+        "logs/train/{key}.log",
+    params:
+        settings=get_settings("train"),
+    threads: get_run_resource("train", "threads")
+    resources:
+        gpu=get_run_resource("train", "gpu"),
+        mem_mb=get_run_resource("train", "mem_mb"),
+        runtime=get_run_resource("train", "runtime"),
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "train.py --manifest {input.manifest} --split {input.split} --settings {params.settings:q} "
+        "--out $(dirname {output.model}) > {log} 2>&1"
