@@ -25,7 +25,7 @@ def test_defaults_fill_every_section():
     config = resolve_config(minimal())
     run = config.runs["a"]
     assert run["model"]["network"] == "UNet"
-    assert run["train"]["epochs"] == 30
+    assert run["train"]["epochs"] == 30 and run["train"]["batch_size"] == 8
     assert run["tune"]["thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7]
     assert config.data["synthetic"]["n_images"] == 240
     assert config.split == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
@@ -54,7 +54,9 @@ def test_unknown_network_error_names_the_valid_ones():
 
 
 def test_wrong_type_error_names_key_and_value():
-    with pytest.raises(LesionflowError, match=r"runs\.a\.train\.batch_size' must be of type integer"):
+    with pytest.raises(
+        LesionflowError, match=r"runs\.a\.train\.batch_size' must be of type integer"
+    ):
         resolve_config({"runs": {"a": {"train": {"batch_size": "16"}}}})
 
 

@@ -120,7 +120,9 @@ def test_manifest_fingerprint_follows_content_not_mtime(tmp_path):
 
 def test_moving_a_manifest_dataset_keeps_its_fingerprint(tmp_path):
     first = manifest_fingerprint(write_tiny_manifest(tmp_path / "a"), FileHashCache(tmp_path / "c"))
-    second = manifest_fingerprint(write_tiny_manifest(tmp_path / "b"), FileHashCache(tmp_path / "c"))
+    second = manifest_fingerprint(
+        write_tiny_manifest(tmp_path / "b"), FileHashCache(tmp_path / "c")
+    )
     assert first == second
 
 

@@ -84,7 +84,9 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
+        fig.savefig(
+            tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png"
+        )
     plt.close(fig)
 
 

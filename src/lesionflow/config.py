@@ -145,7 +145,9 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         )
     data = config["data"]
     if data["source"] == "manifest" and not data.get("manifest"):
-        raise LesionflowError("config key 'data.manifest' is required when 'data.source' is manifest")
+        raise LesionflowError(
+            "config key 'data.manifest' is required when 'data.source' is manifest"
+        )
 
     baseline = config["compare"].get("baseline", next(iter(runs)))
     if baseline not in runs:

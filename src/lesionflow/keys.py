@@ -105,7 +105,11 @@ def _lesionflow_imports(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("lesionflow"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lesionflow"):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("lesionflow")
+        ):
             found.add(node.module)
             # `from lesionflow import metrics` names a module, not an attribute.
             found.update(f"{node.module}.{a.name}" for a in node.names)
@@ -335,4 +339,3 @@ def build_plan(config: ResolvedConfig, workdir: str | Path = ".") -> Plan:
 def settings_json(plan: Plan, stage: str, key: str) -> str:
     """The settings a stage's job receives, as compact JSON for its command line."""
     return json.dumps(plan.job(stage, key).settings, sort_keys=True, separators=(",", ":"))
-

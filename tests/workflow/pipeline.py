@@ -62,7 +62,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

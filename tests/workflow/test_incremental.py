@@ -23,7 +23,9 @@ TRAIN_AND_LATER = {"train", "infer", "tune", "evaluate", "breakdown", "analyse"}
 def finished(tmp_path_factory):
     """A completed pipeline with a baseline and a flip-TTA run sharing its training."""
     workdir = tmp_path_factory.mktemp("incremental")
-    config = tiny_config({"base": tiny_run(), "tta": tiny_run(infer={"tta": ["identity", "hflip"]})})
+    config = tiny_config(
+        {"base": tiny_run(), "tta": tiny_run(infer={"tta": ["identity", "hflip"]})}
+    )
     write_config(workdir, config)
     snakemake(workdir)
     return workdir, config
@@ -92,7 +94,7 @@ def make_manifest_dataset(folder):
 
 
 def test_manifest_data_one_pixel_reruns_downstream_and_touch_reruns_nothing(tmp_path):
-    manifest = make_manifest_dataset(tmp_path / "mydata")
+    make_manifest_dataset(tmp_path / "mydata")
     config = tiny_config({"r": tiny_run()})
     config["data"] = {"source": "manifest", "manifest": "mydata/manifest.csv"}
     write_config(tmp_path, config)

@@ -85,8 +85,12 @@ def test_summary_separates_lesion_positive_and_empty_images(pipeline):
 
 def test_zero_dice_breakdown_accounts_for_every_zero(pipeline):
     workdir, keys = pipeline
-    per_image = pd.read_csv(workdir / f"results/evaluate/{keys['base']['evaluate']}/per_image_test.csv")
-    breakdown = pd.read_csv(workdir / f"results/breakdown/{keys['base']['breakdown']}/zero_dice_summary.csv")
+    per_image = pd.read_csv(
+        workdir / f"results/evaluate/{keys['base']['evaluate']}/per_image_test.csv"
+    )
+    breakdown = pd.read_csv(
+        workdir / f"results/breakdown/{keys['base']['breakdown']}/zero_dice_summary.csv"
+    )
     assert breakdown["count"].sum() == int((per_image["dice"] == 0).sum())
     assert list(breakdown["case"]) == [
         "A_GT_empty_PRED_nonempty",

@@ -5,11 +5,15 @@ import os
 
 from lesionflow.keys import settings_json
 
+envvars:
+    "PATH",
+
+
 REPO = Path(workflow.basedir)
 NOTEBOOK = str(REPO / "notebooks" / "analysis.ipynb")
 # Stage entry points in scripts/ are called by name, run by this interpreter.
 os.environ["PATH"] = os.pathsep.join(
-    [str(REPO / "scripts"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    [str(REPO / "scripts"), str(Path(sys.executable).parent), os.environ["PATH"]]
 )
 
 

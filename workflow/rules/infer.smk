@@ -16,5 +16,5 @@ rule infer:
     conda:
         "../envs/torch.yaml"
     shell:
-        "infer.py --manifest {input.manifest} --split {input.split} --model {input.model} "
+        "OMP_NUM_THREADS={threads} infer.py --manifest {input.manifest} --split {input.split} --model {input.model} "
         "--settings {params.settings:q} --subset {wildcards.subset} --out {output.probs} > {log} 2>&1"

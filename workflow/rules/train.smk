@@ -20,5 +20,5 @@ rule train:
     conda:
         "../envs/torch.yaml"
     shell:
-        "train.py --manifest {input.manifest} --split {input.split} --settings {params.settings:q} "
+        "OMP_NUM_THREADS={threads} train.py --manifest {input.manifest} --split {input.split} --settings {params.settings:q} "
         "--out $(dirname {output.model}) > {log} 2>&1"

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Entry point of the infer stage: parse arguments, call lesionflow.infer.run_infer."""
+
+import argparse
+import json
+
+from lesionflow.errors import exit_on_user_error
+from lesionflow.infer import run_infer
+
+
+@exit_on_user_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", required=True, help="manifest.csv of the dataset")
+    parser.add_argument("--split", required=True, help="split.csv (train / val / test)")
+    parser.add_argument("--model", required=True, help="model.pt written by the train stage")
+    parser.add_argument("--settings", required=True, help='JSON: {"infer": ...}')
+    parser.add_argument("--subset", required=True, choices=["val", "test"])
+    parser.add_argument("--out", required=True, help="output .npz of probability maps")
+    args = parser.parse_args()
+    settings = json.loads(args.settings)
+    run_infer(args.manifest, args.split, args.model, settings, args.subset, args.out)
+
+
+if __name__ == "__main__":
+    main()
