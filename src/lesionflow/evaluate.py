@@ -16,7 +16,8 @@ from lesionflow.artifacts import load_arrays, read_json, write_csv, write_json
 from lesionflow.errors import LesionflowError
 from lesionflow.metrics import CONVENTIONS, per_image_table, summarise
 from lesionflow.postprocess import apply_locked
-from lesionflow.tune import check_probs_in_split, load_reference_masks, read_split
+from lesionflow.split import read_split
+from lesionflow.tune import check_probs_in_split, load_reference_masks
 
 LOCKED_KEYS = (
     "threshold",

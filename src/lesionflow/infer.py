@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from lesionflow import artifacts, dataset
 from lesionflow.errors import LesionflowError
 from lesionflow.models import build_network, resolve_device
+from lesionflow.split import read_split
 from lesionflow.tta import get_transforms, predict_probabilities
 
 SUBSETS = ("val", "test")
@@ -68,7 +68,7 @@ def run_infer(
     model, checkpoint = load_model(model_path, device)
 
     manifest = dataset.read_manifest(manifest_path)
-    split = pd.read_csv(split_path, dtype={"image_id": str, "subject": str})
+    split = read_split(split_path)
     ids, images, _ = dataset.load_subset(manifest, split, subset)
     channels, spatial_dims = checkpoint["in_channels"], checkpoint["spatial_dims"]
     for image_id, image in zip(ids, images, strict=True):

@@ -163,3 +163,18 @@ def run_split(
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")
     artifacts.save_figure(plot_split_summary(summary_df), out / "split_summary.png")
+
+
+SPLIT_COLUMNS = ("image_id", "subject", "split")
+
+
+def read_split(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``split.csv`` with string ids; raise LesionflowError naming the file if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise LesionflowError(f"split file {path} does not exist")
+    frame = pd.read_csv(path, dtype={"image_id": str, "subject": str, "split": str})
+    missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise LesionflowError(f"split file {path} lacks the columns {missing}")
+    return frame

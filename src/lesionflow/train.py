@@ -38,6 +38,7 @@ from tqdm import tqdm
 from lesionflow import artifacts, dataset
 from lesionflow.errors import LesionflowError
 from lesionflow.models import build_loss, build_network, resolve_device
+from lesionflow.split import read_split
 from lesionflow.tta import forward_logits
 
 THRESHOLD = 0.5
@@ -175,7 +176,7 @@ def _check_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 def _load(manifest_path, split_path, subset: str, spatial_dims: int):
     manifest = dataset.read_manifest(manifest_path)
-    split = pd.read_csv(split_path, dtype={"image_id": str, "subject": str})
+    split = read_split(split_path)
     ids, images, masks = dataset.load_subset(manifest, split, subset)
     if len(ids) == 0:
         raise LesionflowError(f"{split_path}: split '{subset}' has no images")

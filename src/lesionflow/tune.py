@@ -18,9 +18,9 @@ from lesionflow.dataset import load_manifest_mask, read_manifest
 from lesionflow.errors import LesionflowError
 from lesionflow.metrics import dice_from_counts, iou_from_counts, segmentation_summary
 from lesionflow.postprocess import PRESENCE_SOURCES, component_sizes
+from lesionflow.split import read_split
 
 OBJECTIVES = ("dice_pos", "iou_pos", "dice_all")
-SPLIT_COLUMNS = ("image_id", "subject", "split")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,18 +73,6 @@ def check_tune_settings(settings: Mapping) -> dict:
         "presence_score": settings["presence_score"],
         "connectivity": int(settings["connectivity"]),
     }
-
-
-def read_split(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``split.csv`` with string ids; raise LesionflowError naming the file if malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise LesionflowError(f"split file {path} does not exist")
-    frame = pd.read_csv(path, dtype={"image_id": str, "subject": str, "split": str})
-    missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise LesionflowError(f"split file {path} lacks the columns {missing}")
-    return frame
 
 
 def check_probs_in_split(
