@@ -433,3 +433,12 @@ def test_entry_point_reports_bad_parameters_in_one_line(repo_root, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("lesionflow: error: --parameters: not valid JSON")
+
+
+def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
+    section = {"lesion_f1": 0.5, "lesion_f1_n": 7, "lesion_f1_ci_low": 0.25, "lesion_f1_ci_high": None}
+    table = analysis.summary_table(section).set_index("metric")
+    assert table.loc["lesion-wise F1", "value"] == "0.5000"
+    assert table.loc["lesion-wise F1", "n"] == "7"
+    assert table.loc["lesion-wise F1", "interval"] == "[0.250, undefined]"
+    assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""

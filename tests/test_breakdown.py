@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lesionflow.artifacts import read_json
 from lesionflow.breakdown import CASES, run_breakdown, zero_dice_images, zero_dice_summary
 from lesionflow.errors import LesionflowError
 
@@ -74,3 +75,19 @@ def test_run_breakdown_names_a_table_without_the_needed_columns(tmp_path):
     pd.DataFrame({"image_id": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(LesionflowError, match=r"bad\.csv.*dice"):
         run_breakdown(tmp_path / "bad.csv", tmp_path / "out")
+
+
+def test_json_record_holds_cases_undefined_count_and_size_bin_of_each_missed_image(tmp_path):
+    per_image = _per_image().assign(gt_size_bin=["", "", ">=20", "<20", "", ">=20", ""])
+    per_image.to_csv(tmp_path / "per_image_test.csv", index=False)
+    run_breakdown(tmp_path / "per_image_test.csv", tmp_path / "out")
+    record = read_json(tmp_path / "out" / "zero_dice.json")
+    assert (record["n_images"], record["n_zero_dice"], record["n_dice_undefined"]) == (7, 5, 1)
+    assert [case["case"] for case in record["cases"]] == list(CASES)
+    assert record["missed_by_size_bin"] == {
+        "B_GT_nonempty_PRED_empty": {">=20": 1},
+        "C_disjoint": {"<20": 1},
+    }
+    bins = {image["image_id"]: image["gt_size_bin"] for image in record["images"]}
+    assert bins["c"] == ">=20" and bins["a"] == ""
+    assert record["cases"][0]["gt_pixels_count"] == 3

@@ -4,10 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from scipy.stats import wilcoxon
 
-from lesionflow.artifacts import write_json
-from lesionflow.compare import leaderboard, plot_leaderboard, run_compare
+from lesionflow.artifacts import write_csv, write_json
+from lesionflow.compare import leaderboard, paired_comparison, plot_leaderboard, run_compare, wilcoxon_dice
 from lesionflow.errors import LesionflowError
+from lesionflow.metrics import score_images
 
 
 def _summary(dice, iou, auc, ap):
@@ -93,3 +95,60 @@ def test_run_compare_writes_the_leaderboard_with_each_source(tmp_path):
 def test_run_compare_names_a_missing_summary(tmp_path):
     with pytest.raises(LesionflowError, match="missing.json"):
         run_compare({"a": tmp_path / "missing.json"}, "a", tmp_path)
+
+
+# --- paired comparisons on per-image tables -------------------------------------------------
+
+
+def _per_image(seed, n=24, flip=0.0):
+    """Random sparse masks for n images of n // 2 subjects; `flip` degrades the prediction."""
+    rng = np.random.default_rng(0)
+    gts = [rng.random((16, 16)) > (0.9 if k % 3 else 1.1) for k in range(n)]
+    noise = np.random.default_rng(seed)
+    preds = [g ^ (noise.random(g.shape) < flip) for g in gts]
+    ids = [f"img{k:02d}" for k in range(n)]
+    subjects = [f"s{k // 2:02d}" for k in range(n)]
+    scores = [float(p.mean()) for p in preds]
+    return score_images(ids, subjects, preds, gts, None, scores, [s > 0 for s in scores])[0]
+
+
+def test_wilcoxon_p_value_equals_scipy_on_shared_reference_positive_images():
+    ours, base = _per_image(1, flip=0.02), _per_image(2, flip=0.08)
+    result = wilcoxon_dice(ours, base)
+    positive = base["gt_pixels"].to_numpy() > 0
+    expected = wilcoxon(ours["dice"][positive], base["dice"][positive]).pvalue
+    assert result["wilcoxon_dice_p"] == pytest.approx(expected)
+    assert result["wilcoxon_dice_n"] == int(positive.sum())
+    assert result["median_dice_difference"] > 0
+
+
+def test_a_run_compared_with_itself_has_zero_deltas_and_an_undefined_p_value():
+    table = _per_image(1, flip=0.05)
+    result = paired_comparison(table, table, {"n_resamples": 50})
+    assert result["paired_delta_dice_pos"] == 0
+    assert result["paired_delta_dice_pos_ci_low"] == result["paired_delta_dice_pos_ci_high"] == 0
+    assert np.isnan(result["wilcoxon_dice_p"]) and result["wilcoxon_dice_n"] > 0
+
+
+def test_paired_interval_brackets_the_difference_and_uses_shared_images_only():
+    ours, base = _per_image(1, flip=0.01), _per_image(2, flip=0.1)
+    result = paired_comparison(ours.iloc[:20], base, {"n_resamples": 300})
+    assert result["n_shared_images"] == 20
+    assert result["paired_delta_dice_pos_ci_low"] <= result["paired_delta_dice_pos"]
+    assert result["paired_delta_dice_pos"] <= result["paired_delta_dice_pos_ci_high"]
+    assert result["paired_delta_dice_pos_ci_low"] > 0  # a clearly better run
+
+
+def test_run_compare_adds_paired_columns_when_given_per_image_tables(tmp_path):
+    summaries, per_image = {}, {}
+    for name, flip in (("good", 0.01), ("base", 0.1)):
+        summaries[name] = tmp_path / name / "summary.json"
+        per_image[name] = tmp_path / name / "per_image_test.csv"
+        write_json(summaries[name], _summary(1 - flip, 0.5, 0.9, 0.8))
+        write_csv(_per_image(3, flip=flip), per_image[name])
+    df = run_compare(summaries, "base", tmp_path / "compare", per_image, {"bootstrap": {"n_resamples": 40}})
+    row = df.set_index("run").loc["good"]
+    assert row["n_shared_images"] == 24 and row["wilcoxon_dice_p"] < 0.05
+    assert df.columns[-1] == "source"
+    written = pd.read_csv(tmp_path / "compare" / "leaderboard.csv")
+    assert "paired_delta_presence_ap_ci_high" in written

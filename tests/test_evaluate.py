@@ -8,7 +8,7 @@ from PIL import Image
 from lesionflow.artifacts import read_json, save_arrays, write_json
 from lesionflow.errors import LesionflowError
 from lesionflow.evaluate import run_evaluate
-from lesionflow.metrics import PER_IMAGE_COLUMNS
+from lesionflow.metrics import LESION_COLUMNS, PER_IMAGE_COLUMNS
 
 LOCKED = {
     "threshold": 0.5,
@@ -72,11 +72,13 @@ def test_evaluate_writes_per_image_tables_and_summary_with_the_contract_keys(tmp
     out = tmp_path / "evaluate"
     _run(data, out)
     summary = read_json(out / "summary.json")
-    assert set(summary) == {"val", "test", "locked", "conventions"}
+    assert set(summary) == {"val", "test", "locked", "settings", "conventions"}
     assert summary["locked"]["threshold"] == 0.5
     for subset in ("val", "test"):
         table = pd.read_csv(out / f"per_image_{subset}.csv", dtype={"image_id": str})
         assert list(table.columns) == PER_IMAGE_COLUMNS and len(table) == 2
+        lesions = pd.read_csv(out / f"lesions_{subset}.csv", dtype={"image_id": str})
+        assert list(lesions.columns) == LESION_COLUMNS and len(lesions) == 1
     test = summary["test"]
     assert test["dice_pos"] == pytest.approx(1.0) and test["dice_pos_n"] == 1
     assert test["dice_all_convention"].startswith("empty reference and empty prediction")
@@ -114,8 +116,35 @@ def test_evaluate_refuses_swapped_probability_files(tmp_path):
 
 def test_evaluate_refuses_unknown_settings_naming_the_key(tmp_path):
     data = _write(tmp_path)
-    with pytest.raises(LesionflowError, match="evaluate.bootstrap"):
-        _run(data, tmp_path / "out", settings={"evaluate": {"bootstrap": 100}})
+    with pytest.raises(LesionflowError, match=r"evaluate\.bootstrap\.n_resample'"):
+        _run(data, tmp_path / "out", settings={"evaluate": {"bootstrap": {"n_resample": 10}}})
+    with pytest.raises(LesionflowError, match=r"evaluate\.size_bin'"):
+        _run(data, tmp_path / "out", settings={"size_bin": [10]})
+
+
+def test_summary_records_intervals_and_how_they_were_resampled(tmp_path):
+    data = _write(tmp_path)
+    settings = {"bootstrap": {"n_resamples": 50, "seed": 3}}
+    summary = _run(data, tmp_path / "out", settings=settings)
+    test = summary["test"]
+    assert test["bootstrap"] == {
+        "unit": "subject",
+        "method": "percentile",
+        "n_resamples": 50,
+        "n_subjects": 2,
+        "seed": 3,
+        "confidence": 0.95,
+    }
+    assert test["dice_pos_ci_low"] <= test["dice_pos"] <= test["dice_pos_ci_high"]
+    assert [row["size_bin"] for row in test["detection_by_size"]] == ["<50", "50-499", ">=500"]
+
+
+def test_lesion_matching_connectivity_defaults_to_the_locked_one(tmp_path):
+    data = _write(tmp_path)
+    summary = _run(data, tmp_path / "out")
+    assert summary["settings"]["lesion_matching"]["connectivity"] == LOCKED["connectivity"]
+    explicit = _run(data, tmp_path / "out2", settings={"lesion_matching": {"connectivity": 2}})
+    assert explicit["settings"]["lesion_matching"]["connectivity"] == 2
 
 
 def test_evaluate_refuses_locked_settings_not_chosen_on_validation(tmp_path):

@@ -1,18 +1,20 @@
 """Tests of lesionflow.metrics against MONAI, scikit-learn, scipy and hand-computed edge cases."""
 
 import math
+import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from monai.metrics import compute_dice, compute_iou
 from scipy.stats import pearsonr
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lesionflow.metrics import (
     DICE_ALL_CONVENTION,
+    GROUPS,
+    LESION_COLUMNS,
     PER_IMAGE_COLUMNS,
+    LesionMatching,
     dice_per_image,
     image_metrics,
     iou_per_image,
@@ -20,7 +22,8 @@ from lesionflow.metrics import (
     per_image_table,
     precision_per_image,
     recall_per_image,
-    summarise,
+    score_images,
+    segmentation_summary,
 )
 
 
@@ -175,7 +178,88 @@ def test_pearson_matches_scipy_and_is_nan_for_a_constant_reference():
             assert ours[i] == pytest.approx(expected, abs=1e-9)
 
 
-# --- tables and summaries -------------------------------------------------------------------
+# --- every metric against MONAI on the hand-made edge cases ----------------------------------
+
+
+def _edge_cases():
+    shape = (9, 9)
+    touching_gt = _mask(shape, (2, 2), (2, 3), (3, 2), (3, 3), (4, 4), (4, 5), (5, 4), (5, 5))
+    touching_pred = _mask(shape, (2, 2), (2, 3), (3, 3), (4, 4), (5, 5), (6, 6))
+    volume_gt = np.zeros((5, 6, 7), dtype=bool)
+    volume_gt[1:3, 1:4, 2:5] = True
+    volume_pred = np.zeros_like(volume_gt)
+    volume_pred[2:4, 2:4, 2:6] = True
+    return {
+        "both_empty": (_mask(shape), _mask(shape)),
+        "reference_empty_prediction_one_pixel": (_mask(shape, (4, 4)), _mask(shape)),
+        "reference_one_pixel_prediction_empty": (_mask(shape), _mask(shape, (4, 4))),
+        "identical": (touching_gt, touching_gt.copy()),
+        "disjoint": (_mask(shape, (0, 0), (0, 1)), _mask(shape, (8, 8), (7, 8))),
+        "touching_lesions": (touching_pred, touching_gt),
+        "volume_3d": (volume_pred, volume_gt),
+    }
+
+
+def _monai(pred, gt):
+    """MONAI's values for one image, with the flags that make its conventions comparable."""
+    from monai.metrics import (
+        compute_average_surface_distance,
+        compute_hausdorff_distance,
+        compute_iou,
+        get_confusion_matrix,
+    )
+    from monai.metrics.confusion_matrix import compute_confusion_matrix_metric
+
+    p = torch.from_numpy(pred[None, None].astype(np.float32))
+    g = torch.from_numpy(gt[None, None].astype(np.float32))
+    matrix = get_confusion_matrix(p, g)
+    # MONAI warns about empty masks; the expected-NaN table in the test covers those cases.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "dice": float(compute_dice(p, g, ignore_empty=False)),
+            "iou": float(compute_iou(p, g, ignore_empty=False)),
+            "precision": float(compute_confusion_matrix_metric("precision", matrix)),
+            "recall": float(compute_confusion_matrix_metric("sensitivity", matrix)),
+            "hd95": float(compute_hausdorff_distance(p, g, percentile=95)),
+            "msd": float(compute_average_surface_distance(p, g, symmetric=True)),
+        }
+
+
+@pytest.mark.parametrize("case", list(_edge_cases()))
+def test_every_pixel_metric_equals_monai_where_defined_and_is_nan_where_undefined(case):
+    pred, gt = _edge_cases()[case]
+    ours = image_metrics(pred, gt)
+    theirs = _monai(pred, gt)
+    gt_empty, pred_empty = not gt.any(), not pred.any()
+    expected_nan = {
+        # Our conventions: Dice/IoU undefined only when both are empty (MONAI says 1 there);
+        "dice": gt_empty and pred_empty,
+        "iou": gt_empty and pred_empty,
+        # precision undefined without a prediction, recall without a reference (MONAI: NaN too);
+        "precision": pred_empty,
+        "recall": gt_empty,
+        # no surface distance when either mask is empty (MONAI: NaN or inf with a warning).
+        "hd95": gt_empty or pred_empty,
+        "msd": gt_empty or pred_empty,
+    }
+    for metric, undefined in expected_nan.items():
+        if undefined:
+            assert math.isnan(ours[metric]), metric
+        else:
+            assert ours[metric] == pytest.approx(theirs[metric], rel=1e-6, abs=1e-9), metric
+
+
+def test_lesion_counts_of_the_touching_case_depend_on_connectivity():
+    pred, gt = _edge_cases()["touching_lesions"]
+    four = image_metrics(pred, gt, matching=LesionMatching(connectivity=1))
+    eight = image_metrics(pred, gt, matching=LesionMatching(connectivity=2))
+    # Diagonal neighbours: two reference lesions with 4-connectivity, one with 8-connectivity.
+    assert (four["n_ref_lesions"], eight["n_ref_lesions"]) == (2, 1)
+    assert eight["lesion_tp"] == 1 and eight["lesion_fp"] == 0
+
+
+# --- tables ---------------------------------------------------------------------------------
 
 
 def _table():
@@ -190,33 +274,48 @@ def _table():
     probs = [p.astype(np.float32) * 0.9 + 0.05 for p in preds]
     scores = [0.9, 0.2, 0.8, 0.1]
     calls = [True, False, True, False]
-    return per_image_table(
-        ["a_1", "b_1", "c_1", "d_1"], list("abcd"), preds, gts, probs, scores, calls
+    return score_images(
+        ["a_1", "b_1", "c_1", "d_1"], list("abcd"), preds, gts, probs, scores, calls, size_bins=[2]
     )
 
 
-def test_per_image_table_has_exactly_the_contract_columns():
-    table = _table()
+def test_per_image_table_has_exactly_the_contract_columns_and_one_group_per_image():
+    table, lesions = _table()
     assert list(table.columns) == PER_IMAGE_COLUMNS
+    assert list(lesions.columns) == LESION_COLUMNS
     assert table["gt_pixels"].tolist() == [2, 1, 0, 0]
     assert table["pred_pixels"].tolist() == [2, 0, 1, 0]
+    assert table["group"].tolist() == list(GROUPS)
 
 
-def test_summary_dice_pos_excludes_empty_references_and_dice_all_counts_empty_empty_as_one():
-    summary = summarise(_table())
-    assert (summary["n_images"], summary["n_gt_positive"], summary["n_gt_empty"]) == (4, 2, 2)
+def test_lesion_table_has_one_row_per_reference_lesion_with_its_size_bin():
+    table, lesions = _table()
+    assert lesions["image_id"].tolist() == ["a_1", "b_1"]
+    assert lesions["size"].tolist() == [2, 1]
+    assert lesions["size_bin"].tolist() == [">=2", "<2"]
+    assert lesions["detected"].tolist() == [True, False]
+    assert table["gt_size_bin"].tolist() == [">=2", "<2", "", ""]
+    assert table["lesion_fp"].tolist() == [0, 0, 1, 0]
+    assert table["fp_lesion_area"].tolist() == [0, 0, 1, 0]
+
+
+def test_per_image_table_leaves_missing_presence_values_undefined():
+    shape = (4, 4)
+    table = per_image_table(["x"], ["s"], [_mask(shape, (1, 1))], [_mask(shape, (1, 1))])
+    assert math.isnan(table.loc[0, "presence_score"]) and math.isnan(table.loc[0, "presence_pred"])
+
+
+def test_segmentation_summary_for_tuning_excludes_empty_references_from_dice_pos():
+    table, _ = _table()
+    summary = segmentation_summary(table)
     assert summary["dice_pos"] == pytest.approx(0.5) and summary["dice_pos_n"] == 2
-    assert summary["iou_pos"] == pytest.approx(0.5) and summary["iou_pos_n"] == 2
-    # dice values 1, 0, 0, NaN -> with the convention 1, 0, 0, 1.
+    # dice values 1, 0, 0, NaN -> with the dice_all convention 1, 0, 0, 1.
     assert summary["dice_all"] == pytest.approx(0.5) and summary["dice_all_n"] == 4
-    assert summary["dice_all_convention"] == DICE_ALL_CONVENTION
     assert summary["false_positive_rate_empty"] == pytest.approx(0.5)
-    assert summary["false_positive_rate_empty_n"] == 2
-    assert summary["nan_counts"]["dice_pos"] == 0
-    assert summary["nan_counts"]["precision_pos"] == 1  # the missed image predicted nothing
+    assert DICE_ALL_CONVENTION.startswith("empty reference and empty prediction count as 1")
 
 
-def test_summary_dice_all_equals_monai_mean_with_ignore_empty_false():
+def test_dice_all_equals_monai_mean_with_ignore_empty_false():
     preds, gts = _random_stack(seed=5)
     table = per_image_table(
         [str(i) for i in range(len(preds))], ["s"] * len(preds), list(preds), list(gts)
@@ -226,39 +325,4 @@ def test_summary_dice_all_equals_monai_mean_with_ignore_empty_false():
         torch.from_numpy(gts[:, None].astype(np.float32)),
         ignore_empty=False,
     ).mean()
-    assert summarise(table)["dice_all"] == pytest.approx(float(theirs), rel=1e-6)
-
-
-def test_summary_presence_auc_and_ap_match_sklearn():
-    table = _table()
-    summary = summarise(table)
-    truth = table["gt_pixels"] > 0
-    assert summary["presence_roc_auc"] == pytest.approx(
-        roc_auc_score(truth, table["presence_score"])
-    )
-    assert summary["presence_ap"] == pytest.approx(
-        average_precision_score(truth, table["presence_score"])
-    )
-    assert summary["presence_sensitivity"] == pytest.approx(0.5)
-    assert summary["presence_specificity"] == pytest.approx(0.5)
-    assert (summary["presence_n_positive"], summary["presence_n_negative"]) == (2, 2)
-
-
-def test_summary_is_nan_not_zero_when_a_class_is_absent():
-    table = _table().iloc[:2]  # lesion-positive images only
-    summary = summarise(table)
-    assert math.isnan(summary["presence_roc_auc"]) and math.isnan(summary["presence_ap"])
-    assert math.isnan(summary["false_positive_rate_empty"])
-    assert summary["false_positive_rate_empty_n"] == 0
-    assert math.isnan(summary["presence_specificity"]) and summary["presence_specificity_n"] == 0
-    empty_only = summarise(_table().iloc[2:])
-    assert math.isnan(empty_only["dice_pos"]) and empty_only["dice_pos_n"] == 0
-
-
-def test_summary_survives_a_csv_round_trip(tmp_path):
-    path = tmp_path / "per_image.csv"
-    _table().to_csv(path, index=False)
-    again = pd.read_csv(path, dtype={"image_id": str, "subject": str})
-    a, b = summarise(_table()), summarise(again)
-    for key in ("dice_pos", "presence_roc_auc", "presence_sensitivity", "dice_all"):
-        assert a[key] == pytest.approx(b[key])
+    assert segmentation_summary(table)["dice_all"] == pytest.approx(float(theirs), rel=1e-6)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from lesionflow.artifacts import read_json, save_arrays
 from lesionflow.errors import LesionflowError
-from lesionflow.metrics import per_image_table, summarise
+from lesionflow.metrics import per_image_table, segmentation_summary
 from lesionflow.postprocess import apply_locked
 from lesionflow.tune import run_tune, tune_on_validation, youden_threshold
 
@@ -46,7 +46,7 @@ def _brute_force_objective(probs, masks, locked, objective):
     ids = sorted(probs)
     preds = [apply_locked(probs[i], locked)[0] for i in ids]
     table = per_image_table(ids, ids, preds, [masks[i] for i in ids])
-    return summarise(table)[objective]
+    return segmentation_summary(table)[objective]
 
 
 def test_tune_chooses_threshold_that_maximises_validation_dice():

@@ -98,13 +98,17 @@ def require_parameters(parameters: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------- run summary
 
 
-# (summary key, label, key of its sample size, fixed note)
+# (summary key, label, key of its sample size when the metric has no <key>_n of its own, note)
 _SUMMARY_ROWS = (
     ("n_images", "images", None, ""),
     ("n_gt_positive", "lesion-positive images", None, ""),
     ("n_gt_empty", "lesion-free images", None, ""),
     ("dice_pos", "Dice, lesion-positive images", "dice_pos_n", "mean over images with a lesion"),
     ("iou_pos", "IoU, lesion-positive images", "dice_pos_n", "mean over images with a lesion"),
+    ("precision_pos", "pixel precision, lesion-positive images", None, "NaN where nothing predicted"),
+    ("recall_pos", "pixel recall, lesion-positive images", None, "mean over images with a lesion"),
+    ("hd95_pos", "HD95 (pixels), lesion-positive images", None, "images with both masks non-empty"),
+    ("msd_pos", "mean surface distance (pixels)", None, "images with both masks non-empty"),
     ("dice_all", "Dice, all images", "n_images", None),
     (
         "false_positive_rate_empty",
@@ -112,27 +116,44 @@ _SUMMARY_ROWS = (
         "n_gt_empty",
         "share of lesion-free images with any predicted lesion pixel",
     ),
+    ("fp_lesions_per_empty_image", "false-positive lesions per lesion-free image", None, ""),
+    ("lesion_sensitivity", "lesion-wise sensitivity", None, "n = reference lesions"),
+    ("lesion_precision", "lesion-wise precision", None, "n = predicted lesions"),
+    ("lesion_f1", "lesion-wise F1", None, "harmonic mean of the two above"),
     ("presence_roc_auc", "lesion presence ROC-AUC", "n_images", "is there any lesion in the image"),
     ("presence_ap", "lesion presence average precision", "n_images", "positives = lesion images"),
+    ("presence_sensitivity", "presence sensitivity at the locked threshold", None, ""),
+    ("presence_specificity", "presence specificity at the locked threshold", None, ""),
 )
 
 
+def _interval(section: Mapping[str, Any], key: str) -> str:
+    low, high = section.get(f"{key}_ci_low"), section.get(f"{key}_ci_high")
+    if low is None and high is None:
+        return ""
+    return f"[{format_value(low, 3)}, {format_value(high, 3)}]"
+
+
 def summary_table(section: Mapping[str, Any]) -> pd.DataFrame:
-    """Key metrics of one summary.json section (val or test) with their sample sizes.
+    """Key metrics of one summary.json section (val or test) with sample sizes and intervals.
 
     A missing key reads 'missing'; a null (undefined) metric reads 'undefined (n=..)'.
     """
     rows = []
     for key, label, n_key, note in _SUMMARY_ROWS:
-        n = section.get(n_key, MISSING) if n_key else None
-        # iou_pos may carry its own n in later versions of evaluate; prefer it when present.
-        if key == "iou_pos" and "iou_pos_n" in section:
-            n = section["iou_pos_n"]
+        own_n = f"{key}_n"
+        n = section.get(own_n) if own_n in section else (section.get(n_key, MISSING) if n_key else None)
         value = format_value(section[key], n=n) if key in section else MISSING
         if note is None:
             note = f"convention: {section.get('dice_all_convention', MISSING)}"
         rows.append(
-            {"metric": label, "value": value, "n": "" if n is None else str(n), "note": note}
+            {
+                "metric": label,
+                "value": value,
+                "interval": _interval(section, key),
+                "n": "" if n is None else str(n),
+                "note": note,
+            }
         )
     return pd.DataFrame(rows)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionflow.artifacts import write_csv
+from lesionflow.artifacts import write_csv, write_json
 from lesionflow.errors import LesionflowError
 
 CASES = ("A_GT_empty_PRED_nonempty", "B_GT_nonempty_PRED_empty", "C_disjoint")
@@ -32,6 +32,10 @@ def zero_dice_images(per_image: pd.DataFrame) -> pd.DataFrame:
         "gt_pixels",
         "pred_pixels",
     ]
+    # The size bin of a missed image's total reference area tells small misses from big ones.
+    if "gt_size_bin" in zero:
+        zero["gt_size_bin"] = zero["gt_size_bin"].fillna("").astype(str)
+        columns.append("gt_size_bin")
     return zero[columns].sort_values(["case", "image_id"]).reset_index(drop=True)
 
 
@@ -61,12 +65,31 @@ def zero_dice_summary(zero_df: pd.DataFrame, n_images: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def zero_dice_record(per_image: pd.DataFrame, zero_df: pd.DataFrame, summary: pd.DataFrame) -> dict:
+    """Everything of the breakdown in one JSON-ready mapping, with the images Dice could not judge."""
+    dice = pd.to_numeric(per_image["dice"], errors="coerce")
+    by_bin: dict = {}
+    if "gt_size_bin" in zero_df:
+        missed = zero_df[zero_df["gt_pixels"] > 0]
+        for case, members in missed.groupby("case"):
+            by_bin[case] = {str(k): int(v) for k, v in members["gt_size_bin"].value_counts().items()}
+    return {
+        "n_images": int(len(per_image)),
+        "n_zero_dice": int(len(zero_df)),
+        # Both masks empty: Dice is undefined, so these are neither zero nor counted above.
+        "n_dice_undefined": int(dice.isna().sum()),
+        "cases": summary.to_dict(orient="records"),
+        "missed_by_size_bin": by_bin,
+        "images": zero_df.to_dict(orient="records"),
+    }
+
+
 def run_breakdown(per_image_csv: str | os.PathLike, out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Write ``zero_dice_images.csv`` and ``zero_dice_summary.csv``; return the summary."""
+    """Write ``zero_dice_images.csv``, ``zero_dice_summary.csv`` and ``zero_dice.json``."""
     path = Path(per_image_csv)
     if not path.is_file():
         raise LesionflowError(f"per-image table {path} does not exist")
-    per_image = pd.read_csv(path, dtype={"image_id": str, "subject": str})
+    per_image = pd.read_csv(path, dtype={"image_id": str, "subject": str, "gt_size_bin": str})
     missing = [c for c in REQUIRED_COLUMNS if c not in per_image.columns]
     if missing:
         raise LesionflowError(f"per-image table {path} lacks the columns {missing}")
@@ -75,4 +98,5 @@ def run_breakdown(per_image_csv: str | os.PathLike, out_dir: str | os.PathLike) 
     out = Path(out_dir)
     write_csv(zero, out / "zero_dice_images.csv")
     write_csv(summary, out / "zero_dice_summary.csv")
+    write_json(out / "zero_dice.json", zero_dice_record(per_image, zero, summary))
     return summary

@@ -1,4 +1,4 @@
-"""Leaderboard across runs from the test section of each run's summary.json, with ranks and deltas.
+"""Leaderboard across runs: test metrics with intervals, ranks, and paired comparisons to the baseline.
 
 Must never pick or filter runs by their test numbers: every run given is listed, as evaluated.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,9 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from scipy.stats import wilcoxon  # noqa: E402
 
 from lesionflow.artifacts import read_json, save_figure, write_csv  # noqa: E402
+from lesionflow.bootstrap import Resampler, describe  # noqa: E402
 from lesionflow.errors import LesionflowError  # noqa: E402
+from lesionflow.summary import paired_estimates  # noqa: E402
 
 # summary key -> rank column name
 METRICS = {
@@ -28,6 +32,9 @@ METRICS = {
     "presence_roc_auc": "rank_roc_auc",
     "presence_ap": "rank_ap",
 }
+# Compared with the baseline (paired intervals) but not ranked: the false-positive rate is lower-better.
+PAIRED_METRICS = (*METRICS, "lesion_f1", "false_positive_rate_empty")
+BOOTSTRAP_DEFAULTS = {"n_resamples": 2000, "seed": 0, "confidence": 0.95}
 
 
 def _number(value) -> float:
@@ -58,7 +65,9 @@ def leaderboard(
             where = f" ({sources[run]})" if sources and run in sources else ""
             raise LesionflowError(f"summary of run {run!r}{where} has no 'test' section")
         row: dict = {"run": run}
-        row.update({m: _number(summary["test"].get(m)) for m in METRICS})
+        for metric in PAIRED_METRICS:
+            for suffix in ("", "_ci_low", "_ci_high", "_n"):
+                row[metric + suffix] = _number(summary["test"].get(metric + suffix))
         rows.append(row)
     df = pd.DataFrame(rows)
     for metric, rank_col in METRICS.items():
@@ -76,6 +85,62 @@ def leaderboard(
         )
     df["source"] = [str(sources[r]) if sources and r in sources else "" for r in df["run"]]
     return df.sort_values(["mean_rank", "run"], kind="stable").reset_index(drop=True)
+
+
+def _shared(per_image: pd.DataFrame, baseline: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables restricted to the images they share, in the same order."""
+    shared = sorted(set(per_image["image_id"]) & set(baseline["image_id"]))
+    ours = per_image.set_index("image_id").loc[shared].reset_index()
+    theirs = baseline.set_index("image_id").loc[shared].reset_index()
+    return ours, theirs
+
+
+def wilcoxon_dice(per_image: pd.DataFrame, baseline: pd.DataFrame) -> dict:
+    """Wilcoxon signed-rank test of per-image Dice on shared reference-positive images.
+
+    The p-value is NaN (with n given) when there are no pairs or every difference is zero.
+    """
+    ours, theirs = _shared(per_image, baseline)
+    positive = (ours["gt_pixels"].to_numpy() > 0) & (theirs["gt_pixels"].to_numpy() > 0)
+    a = ours["dice"].to_numpy(dtype=float)[positive]
+    b = theirs["dice"].to_numpy(dtype=float)[positive]
+    defined = ~(np.isnan(a) | np.isnan(b))
+    diff = a[defined] - b[defined]
+    out = {
+        "wilcoxon_dice_n": int(diff.size),
+        "median_dice_difference": float(np.median(diff)) if diff.size else float("nan"),
+        "wilcoxon_dice_p": float("nan"),
+    }
+    if np.count_nonzero(diff):
+        with warnings.catch_warnings():
+            # scipy warns about small samples and switches to the exact distribution; both fine.
+            warnings.simplefilter("ignore")
+            out["wilcoxon_dice_p"] = float(wilcoxon(a[defined], b[defined]).pvalue)
+    return out
+
+
+def paired_comparison(
+    per_image: pd.DataFrame, baseline: pd.DataFrame, bootstrap: Mapping | None = None
+) -> dict:
+    """Run minus baseline on the test images both scored: paired bootstrap interval per metric
+    (same subject resamples for both) and the Wilcoxon test on per-image Dice."""
+    settings = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
+    ours, theirs = _shared(per_image, baseline)
+    out: dict = {"n_shared_images": int(len(ours))}
+    if len(ours):
+        resampler = Resampler.from_subjects(
+            ours["subject"].astype(str).tolist(),
+            settings["n_resamples"],
+            settings["seed"],
+            settings["confidence"],
+        )
+        for metric, estimate in paired_estimates(ours, theirs, resampler, PAIRED_METRICS).items():
+            described = describe(estimate, "d")
+            out[f"paired_delta_{metric}"] = described["d"]
+            out[f"paired_delta_{metric}_ci_low"] = described["d_ci_low"]
+            out[f"paired_delta_{metric}_ci_high"] = described["d_ci_high"]
+    out.update(wilcoxon_dice(per_image, baseline))
+    return out
 
 
 def plot_leaderboard(df: pd.DataFrame) -> Figure:
@@ -103,10 +168,25 @@ def plot_leaderboard(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def _read_per_image(name: str, path: str | os.PathLike) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise LesionflowError(f"per-image test table of run {name!r} not found: {path}")
+    return pd.read_csv(path, dtype={"image_id": str, "subject": str})
+
+
 def run_compare(
-    summary_paths: Mapping[str, str | os.PathLike], baseline: str, out_dir: str | os.PathLike
+    summary_paths: Mapping[str, str | os.PathLike],
+    baseline: str,
+    out_dir: str | os.PathLike,
+    per_image_paths: Mapping[str, str | os.PathLike] | None = None,
+    settings: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Write ``leaderboard.csv`` and ``leaderboard.png`` from the runs' summary.json files."""
+    """Write ``leaderboard.csv`` and ``leaderboard.png`` from the runs' summaries.
+
+    With ``per_image_paths`` (each run's per_image_test.csv) every run is also compared with the
+    baseline on their shared test images: paired bootstrap intervals and a Wilcoxon p-value.
+    ``settings`` is the compare section (its ``bootstrap`` entry is used).
+    """
     if not summary_paths:
         raise LesionflowError("compare needs at least one run summary")
     summaries = {}
@@ -115,6 +195,17 @@ def run_compare(
             raise LesionflowError(f"summary of run {name!r} not found: {path}")
         summaries[name] = read_json(path)
     df = leaderboard(summaries, baseline, summary_paths)
+    if per_image_paths is not None:
+        missing = sorted(set(summary_paths) - set(per_image_paths))
+        if missing:
+            raise LesionflowError(f"compare: no per-image test table given for runs {missing}")
+        tables = {name: _read_per_image(name, path) for name, path in per_image_paths.items()}
+        boot = (settings or {}).get("bootstrap", {})
+        paired = pd.DataFrame(
+            [{"run": run, **paired_comparison(tables[run], tables[baseline], boot)} for run in df["run"]]
+        )
+        df = df.merge(paired, on="run", how="left")
+        df = df[[c for c in df.columns if c != "source"] + ["source"]]
     out = Path(out_dir)
     write_csv(df, out / "leaderboard.csv")
     save_figure(plot_leaderboard(df), out / "leaderboard.png")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class ResolvedConfig:
     split: dict[str, Any]
     runs: dict[str, dict[str, Any]]
     baseline: str
+    compare: dict[str, Any] = field(default_factory=dict)
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -155,7 +156,8 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
             f"config key 'compare.baseline' is '{baseline}', which is not a run; "
             f"runs are: {', '.join(runs)}"
         )
-    return ResolvedConfig(data=data, split=split, runs=runs, baseline=baseline)
+    compare = {**config["compare"], "baseline": baseline}
+    return ResolvedConfig(data=data, split=split, runs=runs, baseline=baseline, compare=compare)
 
 
 def load_config_file(path: str | Path) -> ResolvedConfig:

@@ -6,17 +6,21 @@ Must never choose or change a setting: test predictions are read once, with lock
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lesionflow.artifacts import load_arrays, read_json, write_csv, write_json
+from lesionflow.bootstrap import Resampler
 from lesionflow.errors import LesionflowError
-from lesionflow.metrics import CONVENTIONS, per_image_table, summarise
+from lesionflow.lesions import size_bin_labels
+from lesionflow.metrics import CONVENTIONS, LesionMatching, score_images
 from lesionflow.postprocess import apply_locked
 from lesionflow.split import read_split
+from lesionflow.summary import resampler_record, summarise
 from lesionflow.tune import check_probs_in_split, load_reference_masks
 
 LOCKED_KEYS = (
@@ -44,13 +48,51 @@ def read_locked(path: str | os.PathLike) -> dict:
     return locked
 
 
+# The evaluate section with its defaults, for callers that pass {} (the schema fills the same).
+DEFAULTS = {
+    "lesion_matching": {"connectivity": None, "criterion": "fraction", "min_overlap": 0.0},
+    "size_bins": [50, 500],
+    "bootstrap": {"n_resamples": 2000, "seed": 0, "confidence": 0.95},
+}
+
+
+def evaluation_settings(settings: Mapping) -> dict:
+    """The evaluate section with defaults filled; an unknown key is an error that names it."""
+    if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
+        settings = settings["evaluate"]
+    unknown = [f"evaluate.{key}" for key in settings if key not in DEFAULTS]
+    for section in ("lesion_matching", "bootstrap"):
+        value = settings.get(section, {})
+        if not isinstance(value, Mapping):
+            raise LesionflowError(f"evaluate.{section} must be a mapping, got {value!r}")
+        unknown += [f"evaluate.{section}.{key}" for key in value if key not in DEFAULTS[section]]
+    if unknown:
+        raise LesionflowError(f"evaluate settings: unknown keys {unknown}")
+    resolved = {
+        section: {**DEFAULTS[section], **settings.get(section, {})}
+        for section in ("lesion_matching", "bootstrap")
+    }
+    resolved["size_bins"] = list(settings.get("size_bins", DEFAULTS["size_bins"]))
+    size_bin_labels(resolved["size_bins"])  # validates the edges, naming evaluate.size_bins
+    return resolved
+
+
+def lesion_matching(settings: Mapping, locked: Mapping) -> LesionMatching:
+    """Matching rules; connectivity defaults to the one tuning locked for removing small lesions."""
+    rules = settings["lesion_matching"]
+    connectivity = rules["connectivity"] if rules["connectivity"] is not None else locked["connectivity"]
+    return LesionMatching(int(connectivity), rules["criterion"], float(rules["min_overlap"]))
+
+
 def score_subset(
     probs: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
     subjects: Mapping[str, str],
     locked: Mapping,
-) -> pd.DataFrame:
-    """Apply ``locked`` to every probability map and return the per-image metrics table."""
+    matching: LesionMatching | None = None,
+    size_bins: Sequence[int] = (50, 500),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply ``locked`` to every probability map; return the per-image and per-lesion tables."""
     ids = sorted(probs)
     preds, scores, calls = [], [], []
     for image_id in ids:
@@ -58,7 +100,7 @@ def score_subset(
         preds.append(mask)
         scores.append(score)
         calls.append(present)
-    return per_image_table(
+    return score_images(
         ids,
         [subjects[i] for i in ids],
         preds,
@@ -66,6 +108,8 @@ def score_subset(
         [np.asarray(probs[i], dtype=np.float32) for i in ids],
         scores,
         calls,
+        matching or LesionMatching(),
+        size_bins,
     )
 
 
@@ -89,27 +133,30 @@ def run_evaluate(
     settings: Mapping,
     out_dir: str | os.PathLike,
 ) -> dict:
-    """Write ``per_image_val.csv``, ``per_image_test.csv`` and ``summary.json``; return the summary.
+    """Write per-image and per-lesion tables of val and test and ``summary.json``; return the summary.
 
-    ``settings`` is the ``evaluate`` section (``{}`` today; ``{"evaluate": {...}}`` is accepted).
+    ``settings`` is the ``evaluate`` section (``{"evaluate": {...}}`` is accepted too).
     """
-    if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
-        settings = settings["evaluate"]
-    if settings:
-        raise LesionflowError(
-            f"evaluate settings: unknown keys {['evaluate.' + str(k) for k in settings]}"
-        )
+    settings = evaluation_settings(settings)
     locked = read_locked(locked_path)
+    matching = lesion_matching(settings, locked)
+    boot = settings["bootstrap"]
     split_df = read_split(split)
     subjects = dict(zip(split_df["image_id"], split_df["subject"], strict=True))
     out = Path(out_dir)
     summary: dict = {}
     for subset, path in (("val", probs_val_path), ("test", probs_test_path)):
         probs, masks = _load_subset(manifest, split_df, path, subset)
-        table = score_subset(probs, masks, subjects, locked)
+        table, lesions = score_subset(probs, masks, subjects, locked, matching, settings["size_bins"])
         write_csv(table, out / f"per_image_{subset}.csv")
-        summary[subset] = summarise(table)
+        write_csv(lesions, out / f"lesions_{subset}.csv")
+        resampler = Resampler.from_subjects(
+            table["subject"].tolist(), boot["n_resamples"], boot["seed"], boot["confidence"]
+        )
+        summary[subset] = summarise(table, lesions, resampler, settings["size_bins"])
+        summary[subset]["bootstrap"] = resampler_record(resampler, boot["seed"])
     summary["locked"] = locked
+    summary["settings"] = {**settings, "lesion_matching": asdict(matching)}
     summary["conventions"] = dict(CONVENTIONS)
     write_json(out / "summary.json", summary)
     return summary

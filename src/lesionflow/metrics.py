@@ -1,14 +1,18 @@
-"""Segmentation and lesion-presence metrics per image and per split, for 2D and 3D alike.
+"""Segmentation, surface-distance and lesion-wise metrics per image, for 2D and 3D alike.
 
-Must never turn an undefined value (empty reference and empty prediction) into 0 or 1 silently.
+Must never turn an undefined value (for example Dice of an empty reference and an empty prediction)
+into 0 or 1 silently: it is NaN, and every summary says how many values it averaged.
 
-Conventions (also written into every ``summary.json`` under ``conventions``):
+Conventions (also written into every ``summary.json`` under ``conventions``; docs/metrics.md says
+why and how they differ from nnU-Net, MONAI and MetricsReloaded):
 
 - dice and iou are NaN when reference and prediction are both empty (undefined, not 1);
   they are 0 when exactly one of them is empty.
 - precision is NaN when the prediction is empty; recall is NaN when the reference is empty.
+- hd95 and msd are NaN when either mask is empty (no surface to measure from).
 - pearson is NaN when the probability map (or prediction) or the reference is constant.
-- ``dice_pos`` / ``iou_pos`` average over lesion-positive references only.
+- ``*_pos`` metrics average over reference-positive images only; lesion-free images are judged
+  by their false-positive burden instead.
 - ``dice_all`` averages over all images and counts empty reference + empty prediction as 1;
   it is reported only with its convention string beside it.
 """
@@ -16,10 +20,13 @@ Conventions (also written into every ``summary.json`` under ``conventions``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lesionflow.lesions import LesionMatch, match_lesions, size_bin_index, size_bin_labels
+from lesionflow.surface import surface_distances
 
 PER_IMAGE_COLUMNS = [
     "image_id",
@@ -28,12 +35,29 @@ PER_IMAGE_COLUMNS = [
     "iou",
     "precision",
     "recall",
+    "hd95",
+    "msd",
     "pearson",
     "gt_pixels",
     "pred_pixels",
+    "group",
+    "gt_size_bin",
+    "n_ref_lesions",
+    "n_pred_lesions",
+    "lesion_tp",
+    "lesion_fn",
+    "lesion_tp_pred",
+    "lesion_fp",
+    "fp_lesion_area",
     "presence_score",
     "presence_pred",
 ]
+
+# One row per reference lesion: what lesion-wise detection by size is computed from.
+LESION_COLUMNS = ["image_id", "subject", "lesion", "size", "size_bin", "detected"]
+
+# Reference (gt) x prediction: every image belongs to exactly one group, and each is reported apart.
+GROUPS = ("gt_pos_pred_pos", "gt_pos_pred_empty", "gt_empty_pred_pos", "gt_empty_pred_empty")
 
 DICE_ALL_CONVENTION = "empty reference and empty prediction count as 1; dice_pos excludes them"
 
@@ -41,15 +65,28 @@ CONVENTIONS = {
     "dice_iou": "NaN when reference and prediction are both empty; 0 when exactly one is empty",
     "precision": "NaN when the prediction is empty",
     "recall": "NaN when the reference is empty",
+    "hd95": "symmetric 95th-percentile Hausdorff distance between mask edges, in pixels (voxels); "
+    "NaN when either mask is empty",
+    "msd": "symmetric mean surface distance (MONAI's definition), in pixels; NaN when either is empty",
     "pearson": "Pearson r of probability map (or prediction) and reference over all pixels; "
     "NaN when either is constant",
-    "dice_pos": "mean Dice over images whose reference is non-empty",
-    "iou_pos": "mean IoU over images whose reference is non-empty",
+    "pos": "*_pos metrics are means over images whose reference is non-empty",
     "dice_all": DICE_ALL_CONVENTION,
     "false_positive_rate_empty": "fraction of empty-reference images with any predicted pixel",
-    "presence": "lesion presence = reference non-empty; ROC-AUC and AP from scikit-learn, "
+    "fp_lesions_per_empty_image": "mean number of predicted lesions on empty-reference images",
+    "fp_area_per_empty_image": "mean predicted lesion area (pixels) on empty-reference images",
+    "lesions": "connected components; a reference and a predicted lesion match when they overlap and "
+    "the overlap (IoU, or fraction of the reference lesion covered) reaches min_overlap; "
+    "many-to-one matches are allowed",
+    "lesion_sensitivity": "detected reference lesions / reference lesions, pooled over images",
+    "lesion_precision": "matched predicted lesions / predicted lesions, pooled over images",
+    "lesion_f1": "harmonic mean of lesion sensitivity and lesion precision",
+    "gt_size_bin": "size bin of an image's total reference area (all its lesions together)",
+    "presence": "lesion presence = reference non-empty; ROC-AUC and AP as scikit-learn computes them, "
     "NaN when only one class is present",
-    "means": "every mean excludes NaN values and reports how many it excluded in nan_counts",
+    "means": "every mean excludes NaN values and reports how many values it used (_n) "
+    "and how many it excluded (nan_counts)",
+    "intervals": "percentile bootstrap over subjects, not images, so a subject's images stay together",
 }
 
 
@@ -132,30 +169,142 @@ def pearson_per_image(values: np.ndarray, gts: np.ndarray) -> np.ndarray:
     return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
 
 
+
 # ---------------------------------------------------------------------------------------------
 # One image and a table of images
 # ---------------------------------------------------------------------------------------------
 
 
-def image_metrics(pred: np.ndarray, gt: np.ndarray, prob: np.ndarray | None = None) -> dict:
-    """Dice, IoU, precision, recall, Pearson r and pixel counts of one image (2D or 3D).
+@dataclass(frozen=True)
+class LesionMatching:
+    """How lesions are found (connectivity) and matched (criterion, min_overlap)."""
 
-    ``prob`` is the probability map used for Pearson r; the binary prediction is used when
-    it is None. See the module docstring for the NaN conventions.
+    connectivity: int = 1
+    criterion: str = "fraction"
+    min_overlap: float = 0.0
+
+
+def image_group(gt_pixels: int, pred_pixels: int) -> str:
+    """The image's group in :data:`GROUPS`: reference empty or not x prediction empty or not."""
+    gt = "gt_pos" if gt_pixels > 0 else "gt_empty"
+    pred = "pred_pos" if pred_pixels > 0 else "pred_empty"
+    return f"{gt}_{pred}"
+
+
+def _symmetric_hd95_msd(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None
+) -> tuple[float, float]:
+    # One pass over the edges gives both distances; NaN when either mask has no surface.
+    to_gt, to_pred = surface_distances(pred, gt, spacing)
+    if not (to_gt.size and to_pred.size):
+        return float("nan"), float("nan")
+    hd = max(np.percentile(to_gt, 95), np.percentile(to_pred, 95))
+    return float(hd), float(np.concatenate([to_gt, to_pred]).mean())
+
+
+def score_image(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    prob: np.ndarray | None = None,
+    matching: LesionMatching = LesionMatching(),
+    spacing: Sequence[float] | None = None,
+) -> tuple[dict, LesionMatch]:
+    """Every per-image metric of one image (2D or 3D) and its lesion match.
+
+    ``prob`` is the probability map used for Pearson r; the binary prediction is used when it is
+    None. See the module docstring for the NaN conventions.
     """
     p = np.asarray(pred, dtype=bool)[None]
     g = np.asarray(gt, dtype=bool)[None]
     inter, pred_pixels, gt_pixels = overlap_counts(p, g)
     values = p if prob is None else np.asarray(prob, dtype=np.float64)[None]
-    return {
+    hd95, msd = _symmetric_hd95_msd(p[0], g[0], spacing)
+    match = match_lesions(
+        p[0], g[0], matching.connectivity, matching.criterion, matching.min_overlap
+    )
+    row = {
         "dice": float(dice_from_counts(inter, pred_pixels, gt_pixels)[0]),
         "iou": float(iou_from_counts(inter, pred_pixels, gt_pixels)[0]),
         "precision": float(precision_per_image(p, g)[0]),
         "recall": float(recall_per_image(p, g)[0]),
+        "hd95": hd95,
+        "msd": msd,
         "pearson": float(pearson_per_image(values, g)[0]),
         "gt_pixels": int(gt_pixels[0]),
         "pred_pixels": int(pred_pixels[0]),
+        "group": image_group(int(gt_pixels[0]), int(pred_pixels[0])),
+        "n_ref_lesions": match.n_ref,
+        "n_pred_lesions": match.n_pred,
+        "lesion_tp": match.tp,
+        "lesion_fn": match.fn,
+        "lesion_tp_pred": match.tp_pred,
+        "lesion_fp": match.fp,
+        "fp_lesion_area": match.fp_area,
     }
+    return row, match
+
+
+def image_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    prob: np.ndarray | None = None,
+    matching: LesionMatching = LesionMatching(),
+) -> dict:
+    """Every per-image metric of one image as a dict (see :func:`score_image`)."""
+    return score_image(pred, gt, prob, matching)[0]
+
+
+def score_images(
+    ids: Sequence[str],
+    subjects: Sequence[str],
+    preds: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    probs: Sequence[np.ndarray] | None = None,
+    presence_scores: Sequence[float] | None = None,
+    presence_preds: Sequence[bool] | None = None,
+    matching: LesionMatching = LesionMatching(),
+    size_bins: Sequence[int] = (50, 500),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-image table (:data:`PER_IMAGE_COLUMNS`) and per-reference-lesion table (:data:`LESION_COLUMNS`).
+
+    Images may differ in shape, so they are scored one at a time. Missing presence scores or
+    predictions are left NaN (never derived silently).
+    """
+    labels = size_bin_labels(size_bins)
+    rows, lesion_frames = [], []
+    for i, image_id in enumerate(ids):
+        prob = None if probs is None else probs[i]
+        row, match = score_image(preds[i], gts[i], prob, matching)
+        row = {"image_id": str(image_id), "subject": str(subjects[i]), **row}
+        row["gt_size_bin"] = (
+            labels[int(size_bin_index(np.array([row["gt_pixels"]]), size_bins)[0])]
+            if row["gt_pixels"] > 0
+            else ""
+        )
+        row["presence_score"] = np.nan if presence_scores is None else float(presence_scores[i])
+        row["presence_pred"] = np.nan if presence_preds is None else bool(presence_preds[i])
+        rows.append(row)
+        if match.n_ref:
+            bins = size_bin_index(match.ref_sizes, size_bins)
+            lesion_frames.append(
+                pd.DataFrame(
+                    {
+                        "image_id": str(image_id),
+                        "subject": str(subjects[i]),
+                        "lesion": np.arange(1, match.n_ref + 1),
+                        "size": match.ref_sizes,
+                        "size_bin": [labels[b] for b in bins],
+                        "detected": match.ref_detected,
+                    }
+                )
+            )
+    per_image = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
+    lesions = (
+        pd.concat(lesion_frames, ignore_index=True)
+        if lesion_frames
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in LESION_COLUMNS})
+    )
+    return per_image, lesions[LESION_COLUMNS]
 
 
 def per_image_table(
@@ -166,27 +315,16 @@ def per_image_table(
     probs: Sequence[np.ndarray] | None = None,
     presence_scores: Sequence[float] | None = None,
     presence_preds: Sequence[bool] | None = None,
+    matching: LesionMatching = LesionMatching(),
 ) -> pd.DataFrame:
-    """One row per image with the columns in :data:`PER_IMAGE_COLUMNS`.
-
-    Images may differ in shape, so they are scored one at a time. Missing presence scores or
-    predictions are left NaN (never derived silently).
-    """
-    n = len(ids)
-    rows = []
-    for i in range(n):
-        prob = None if probs is None else probs[i]
-        row = {"image_id": str(ids[i]), "subject": str(subjects[i])}
-        row.update(image_metrics(preds[i], gts[i], prob))
-        row["presence_score"] = np.nan if presence_scores is None else float(presence_scores[i])
-        row["presence_pred"] = np.nan if presence_preds is None else bool(presence_preds[i])
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
-    return frame.astype({"gt_pixels": "int64", "pred_pixels": "int64"})
+    """The per-image table of :func:`score_images` alone."""
+    return score_images(
+        ids, subjects, preds, gts, probs, presence_scores, presence_preds, matching
+    )[0]
 
 
 # ---------------------------------------------------------------------------------------------
-# Summaries
+# Point summary for tuning (summary.py adds intervals, lesions and presence for evaluation)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -198,90 +336,28 @@ def _mean_defined(values: pd.Series) -> tuple[float, int, int]:
     return mean, int(len(defined)), int(values.isna().sum())
 
 
-def segmentation_summary(per_image: pd.DataFrame) -> dict:
-    """Dice/IoU over lesion-positive images, dice_all and the false-positive rate on empty ones.
+def dice_all_values(per_image: pd.DataFrame) -> np.ndarray:
+    """Per-image Dice with the old convention: empty reference and empty prediction count as 1."""
+    dice = pd.to_numeric(per_image["dice"], errors="coerce").astype("float64").to_numpy()
+    both_empty = (per_image["gt_pixels"].to_numpy() == 0) & (per_image["pred_pixels"].to_numpy() == 0)
+    return np.where(both_empty, 1.0, dice)
 
-    Needs the columns dice, iou, gt_pixels, pred_pixels (precision, recall, pearson if present).
+
+def segmentation_summary(per_image: pd.DataFrame) -> dict:
+    """Point values of dice_pos, iou_pos, dice_all and the false-positive rate on empty images.
+
+    What tuning chooses between; each mean comes with its n. Needs the columns dice, iou,
+    gt_pixels, pred_pixels.
     """
     gt_pos = per_image["gt_pixels"].to_numpy() > 0
     pred_pos = per_image["pred_pixels"].to_numpy() > 0
     pos = per_image[gt_pos]
-    out: dict = {
-        "n_images": int(len(per_image)),
-        "n_gt_positive": int(gt_pos.sum()),
-        "n_gt_empty": int((~gt_pos).sum()),
-    }
-    nan_counts: dict = {}
-    for name, column, frame in (
-        ("dice_pos", "dice", pos),
-        ("iou_pos", "iou", pos),
-        ("precision_pos", "precision", pos),
-        ("recall_pos", "recall", pos),
-        ("pearson_mean", "pearson", per_image),
+    out: dict = {"n_gt_positive": int(gt_pos.sum()), "n_gt_empty": int((~gt_pos).sum())}
+    for name, values in (
+        ("dice_pos", pos["dice"]),
+        ("iou_pos", pos["iou"]),
+        ("dice_all", pd.Series(dice_all_values(per_image))),
+        ("false_positive_rate_empty", pd.Series(pred_pos[~gt_pos].astype(float))),
     ):
-        if column not in frame:
-            continue
-        mean, n, n_nan = _mean_defined(frame[column])
-        out[name], out[f"{name}_n"] = mean, n
-        nan_counts[name] = n_nan
-
-    # dice_all: the users' old convention, kept only with its name beside it.
-    dice = pd.to_numeric(per_image["dice"], errors="coerce").astype("float64").to_numpy()
-    both_empty = ~gt_pos & ~pred_pos
-    dice_all_values = np.where(both_empty, 1.0, dice)
-    mean, n, n_nan = _mean_defined(pd.Series(dice_all_values))
-    out["dice_all"], out["dice_all_n"] = mean, n
-    out["dice_all_convention"] = DICE_ALL_CONVENTION
-    nan_counts["dice_all"] = n_nan
-
-    n_empty = int((~gt_pos).sum())
-    out["false_positive_rate_empty"] = float(pred_pos[~gt_pos].mean()) if n_empty else float("nan")
-    out["false_positive_rate_empty_n"] = n_empty
-    out["nan_counts"] = nan_counts
+        out[name], out[f"{name}_n"], _ = _mean_defined(values)
     return out
-
-
-def presence_summary(per_image: pd.DataFrame) -> dict:
-    """ROC-AUC, AP, sensitivity and specificity of lesion presence (reference non-empty)."""
-    truth = per_image["gt_pixels"].to_numpy() > 0
-    scores = pd.to_numeric(per_image["presence_score"], errors="coerce").astype("float64")
-    defined = scores.notna().to_numpy()
-    y = truth[defined]
-    s = scores.to_numpy()[defined]
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    out: dict = {"presence_n_positive": n_pos, "presence_n_negative": n_neg}
-    if n_pos and n_neg:
-        out["presence_roc_auc"] = float(roc_auc_score(y, s))
-        out["presence_ap"] = float(average_precision_score(y, s))
-    else:
-        # One class only: ROC-AUC and AP are undefined, say so instead of guessing.
-        out["presence_roc_auc"] = float("nan")
-        out["presence_ap"] = float("nan")
-    nan_counts = {"presence_score": int((~defined).sum())}
-
-    preds = per_image["presence_pred"]
-    known = preds.notna().to_numpy()
-    called = preds.where(preds.notna(), False).astype(bool).to_numpy()
-    pos_known, neg_known = truth & known, ~truth & known
-    out["presence_sensitivity"] = (
-        float(called[pos_known].mean()) if pos_known.any() else float("nan")
-    )
-    out["presence_sensitivity_n"] = int(pos_known.sum())
-    out["presence_specificity"] = (
-        float((~called[neg_known]).mean()) if neg_known.any() else float("nan")
-    )
-    out["presence_specificity_n"] = int(neg_known.sum())
-    nan_counts["presence_pred"] = int((~known).sum())
-    out["nan_counts"] = nan_counts
-    return out
-
-
-def summarise(per_image: pd.DataFrame) -> dict:
-    """Summary of a per-image table: segmentation means with their n and presence metrics.
-
-    Every mean excludes NaN and reports the number excluded in ``nan_counts``.
-    """
-    seg = segmentation_summary(per_image)
-    pres = presence_summary(per_image)
-    nan_counts = {**seg.pop("nan_counts"), **pres.pop("nan_counts")}
-    return {**seg, **pres, "nan_counts": nan_counts}

@@ -4,6 +4,7 @@ rule breakdown:
     output:
         images="results/breakdown/{key}/zero_dice_images.csv",
         summary="results/breakdown/{key}/zero_dice_summary.csv",
+        record="results/breakdown/{key}/zero_dice.json",
     log:
         "logs/breakdown/{key}.log",
     conda:

@@ -66,8 +66,10 @@ def get_run_artifacts(wildcards):
         "model": f"{folders['train']}/model.pt",
         "locked": f"{folders['tune']}/locked.json",
         "per_image_test": f"{folders['evaluate']}/per_image_test.csv",
+        "lesions_test": f"{folders['evaluate']}/lesions_test.csv",
         "summary": f"{folders['evaluate']}/summary.json",
         "zero_dice_summary": f"{folders['breakdown']}/zero_dice_summary.csv",
+        "zero_dice": f"{folders['breakdown']}/zero_dice.json",
         "analysis": f"{folders['analyse']}/analysis.html",
     }
 
@@ -86,14 +88,33 @@ def get_run_record(wildcards):
     )
 
 
-def get_summaries(wildcards):
-    """Test summary of every run, in config order."""
-    return {name: f"results/evaluate/{keys['evaluate']}/summary.json" for name, keys in PLAN.runs.items()}
+def get_evaluations(filename):
+    """`filename` of every run's evaluate job, by run name, in config order."""
+    return lambda wildcards: {
+        name: f"results/evaluate/{keys['evaluate']}/{filename}" for name, keys in PLAN.runs.items()
+    }
+
+
+def get_evaluation_files(filename):
+    """Every run's evaluate `filename`, as a list (an input that must exist, one per run)."""
+    return lambda wildcards: list(get_evaluations(filename)(wildcards).values())
+
+
+def get_labelled(filename):
+    """`run=path` pairs of every run's evaluate `filename`, for entry points that need both."""
+    return lambda wildcards: " ".join(
+        f"{name}={path}" for name, path in get_evaluations(filename)(wildcards).items()
+    )
 
 
 def get_labelled_inputs(wildcards, input):
     """`label=path` pairs of a rule's named inputs, for entry points that need both."""
     return " ".join(f"{name}={path}" for name, path in input.items())
+
+
+def get_compare_settings(wildcards):
+    """The compare section (baseline and paired bootstrap), as JSON."""
+    return json.dumps(CONFIG.compare, sort_keys=True)
 
 
 def get_all_targets(wildcards):

@@ -1,6 +1,7 @@
 rule compare:
     input:
-        unpack(get_summaries),
+        summaries=get_evaluation_files("summary.json"),
+        per_image=get_evaluation_files("per_image_test.csv"),
     output:
         table=report(
             "results/compare/leaderboard.csv",
@@ -15,10 +16,13 @@ rule compare:
     log:
         "logs/compare/leaderboard.log",
     params:
-        pairs=get_labelled_inputs,
+        summaries=get_labelled("summary.json"),
+        per_image=get_labelled("per_image_test.csv"),
         baseline=PLAN.baseline,
+        settings=get_compare_settings,
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "compare.py --summary {params.pairs} --baseline {params.baseline} "
+        "compare.py --summary {params.summaries} --per-image {params.per_image} "
+        "--baseline {params.baseline} --settings {params.settings:q} "
         "--out $(dirname {output.table}) > {log} 2>&1"

@@ -8,6 +8,8 @@ rule evaluate:
     output:
         per_image_val="results/evaluate/{key}/per_image_val.csv",
         per_image_test="results/evaluate/{key}/per_image_test.csv",
+        lesions_val="results/evaluate/{key}/lesions_val.csv",
+        lesions_test="results/evaluate/{key}/lesions_test.csv",
         summary="results/evaluate/{key}/summary.json",
     log:
         "logs/evaluate/{key}.log",
