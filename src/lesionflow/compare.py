@@ -152,6 +152,20 @@ def plot_leaderboard(df: pd.DataFrame) -> Figure:
     for ax, metric in zip(np.atleast_1d(axes), METRICS, strict=True):
         values = df[metric].to_numpy(dtype=float)[::-1]
         ax.barh(labels, np.nan_to_num(values, nan=0.0), color="tab:blue")
+        if f"{metric}_ci_low" in df:
+            # The interval says whether a gap between two bars means anything.
+            low = df[f"{metric}_ci_low"].to_numpy(dtype=float)[::-1]
+            high = df[f"{metric}_ci_high"].to_numpy(dtype=float)[::-1]
+            shown = ~(np.isnan(low) | np.isnan(high) | np.isnan(values))
+            ax.errorbar(
+                values[shown],
+                np.flatnonzero(shown),
+                xerr=[values[shown] - low[shown], high[shown] - values[shown]],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                label="95 % interval",
+            )
         for y, value in enumerate(values):
             ax.text(
                 0.01,
@@ -163,7 +177,7 @@ def plot_leaderboard(df: pd.DataFrame) -> Figure:
             )
         ax.set_xlim(0, 1)
         ax.set_title(metric)
-    fig.suptitle("Test metrics per run (sorted by mean rank)")
+    fig.suptitle("Test metrics per run with subject-bootstrap intervals (sorted by mean rank)")
     fig.tight_layout()
     return fig
 

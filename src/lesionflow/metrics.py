@@ -158,16 +158,18 @@ def pearson_per_image(values: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """
     x = _flat(values, np.float64)
     y = _flat(gts, np.float64)
+    n = x.shape[1]
     # Test constancy exactly rather than via a variance that float rounding can leave non-zero.
     constant = (x.min(axis=1) == x.max(axis=1)) | (y.min(axis=1) == y.max(axis=1))
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    num = np.einsum("ij,ij->i", xc, yc)
-    den = np.sqrt(np.einsum("ij,ij->i", xc, xc) * np.einsum("ij,ij->i", yc, yc))
+    # Raw moments: one pass and no centred copies of a full-size image (this runs on every test image).
+    sx, sy = x.sum(axis=1), y.sum(axis=1)
+    num = np.einsum("ij,ij->i", x, y) - sx * sy / n
+    var_x = np.einsum("ij,ij->i", x, x) - sx * sx / n
+    var_y = np.einsum("ij,ij->i", y, y) - sy * sy / n
+    undefined = constant | (var_x <= 0) | (var_y <= 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = num / np.where(constant, 1.0, den)
-    return np.where(constant, np.nan, np.clip(r, -1.0, 1.0))
-
+        r = num / np.sqrt(np.where(undefined, 1.0, var_x * var_y))
+    return np.where(undefined, np.nan, np.clip(r, -1.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,22 +219,23 @@ def score_image(
     p = np.asarray(pred, dtype=bool)[None]
     g = np.asarray(gt, dtype=bool)[None]
     inter, pred_pixels, gt_pixels = overlap_counts(p, g)
-    values = p if prob is None else np.asarray(prob, dtype=np.float64)[None]
+    values = p if prob is None else np.asarray(prob)[None]
     hd95, msd = _symmetric_hd95_msd(p[0], g[0], spacing)
     match = match_lesions(
         p[0], g[0], matching.connectivity, matching.criterion, matching.min_overlap
     )
+    tp, n_pred, n_gt = int(inter[0]), int(pred_pixels[0]), int(gt_pixels[0])
     row = {
         "dice": float(dice_from_counts(inter, pred_pixels, gt_pixels)[0]),
         "iou": float(iou_from_counts(inter, pred_pixels, gt_pixels)[0]),
-        "precision": float(precision_per_image(p, g)[0]),
-        "recall": float(recall_per_image(p, g)[0]),
+        "precision": tp / n_pred if n_pred else float("nan"),
+        "recall": tp / n_gt if n_gt else float("nan"),
         "hd95": hd95,
         "msd": msd,
         "pearson": float(pearson_per_image(values, g)[0]),
-        "gt_pixels": int(gt_pixels[0]),
-        "pred_pixels": int(pred_pixels[0]),
-        "group": image_group(int(gt_pixels[0]), int(pred_pixels[0])),
+        "gt_pixels": n_gt,
+        "pred_pixels": n_pred,
+        "group": image_group(n_gt, n_pred),
         "n_ref_lesions": match.n_ref,
         "n_pred_lesions": match.n_pred,
         "lesion_tp": match.tp,
