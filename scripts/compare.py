@@ -29,14 +29,16 @@ def _name_paths(texts: list[str], flag: str) -> dict[str, str]:
 def main() -> None:
     """Parse ``--summary`` and ``--per-image`` NAME=PATH lists, ``--baseline``, settings, ``--out``."""
     parser = argparse.ArgumentParser(description="Leaderboard of runs on their test metrics.")
-    parser.add_argument(
-        "--summary", nargs="+", required=True, help="NAME=PATH of each run's summary.json"
-    )
+    parser.add_argument("--summary", nargs="+", required=True, help="NAME=PATH of each run's summary.json")
     parser.add_argument(
         "--per-image", nargs="+", help="NAME=PATH of each run's per_image_test.csv (paired tests)"
     )
     parser.add_argument("--baseline", required=True, help="run name the deltas are taken against")
-    parser.add_argument("--settings", default="{}", help="the compare section, as JSON")
+    parser.add_argument(
+        "--settings",
+        default="{}",
+        help="the compare section plus every run's tags ({'tags': {run: [tag, ...]}}), as JSON",
+    )
     parser.add_argument("--out", required=True, help="output folder for leaderboard.csv and .png")
     args = parser.parse_args()
     summaries = _name_paths(args.summary, "--summary")

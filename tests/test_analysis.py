@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import nbformat
 import numpy as np
@@ -12,7 +10,13 @@ import pytest
 from PIL import Image
 
 from lesionflow import analysis
+from lesionflow.bootstrap import Resampler
+from lesionflow.breakdown import run_breakdown
 from lesionflow.errors import LesionflowError
+from lesionflow.evaluate import score_subset
+from lesionflow.metrics import CONVENTIONS
+from lesionflow.notebook import run_notebook
+from lesionflow.summary import summarise
 
 RULES = {"good_val_dice": 0.7, "overfit_loss_ratio": 1.5}
 
@@ -77,62 +81,6 @@ def test_head_tail_excludes_nan_dice_and_lesion_free_images():
     assert set(everything["image_id"]) == {"0001_1", "0001_2", "0002_1", "0003_1"}
 
 
-def test_verdicts_state_each_rule_and_the_numbers_it_judged():
-    met, overfit = analysis.training_verdicts(epochs_frame(), RULES)
-    assert "good performance if best val Dice > 0.7" in met
-    assert "met; best val Dice 0.8000 (epoch 2) > 0.7" in met
-    assert "overfitting if final val loss / final train loss > 1.5" in overfit
-    assert "met; 0.6000 / 0.3000 = 2.00 > 1.5" in overfit
-
-    calm = epochs_frame(train_loss=(0.9, 0.6, 0.5), val_loss=(1.0, 0.7, 0.6))
-    rules = {"good_val_dice": 0.9, "overfit_loss_ratio": 1.5, "improving_last_epochs": 2}
-    low, fine, improving = analysis.training_verdicts(calm, rules)
-    assert "not met; best val Dice 0.8000 (epoch 2) <= 0.9" in low
-    assert "not met; 0.6000 / 0.5000 = 1.20 <= 1.5" in fine
-    assert "met; best val Dice at epoch 2, last epoch 3" in improving
-
-
-def test_verdicts_without_finite_val_dice_say_undefined():
-    frame = epochs_frame().assign(val_dice=math.nan)
-    (verdict,) = analysis.training_verdicts(frame, {"good_val_dice": 0.7})
-    assert "undefined" in verdict
-
-
-def test_unknown_or_non_numeric_rule_is_a_user_error():
-    with pytest.raises(LesionflowError, match="verdict_rules.good_dice: unknown rule"):
-        analysis.training_verdicts(epochs_frame(), {"good_dice": 0.7})
-    with pytest.raises(LesionflowError, match="expected a number"):
-        analysis.training_verdicts(epochs_frame(), {"good_val_dice": "high"})
-
-
-def test_training_report_shows_numbers_rules_and_unmeasured_gpu_memory():
-    summary = {
-        "iterations": 120,
-        "wall_time_s": 90.0,
-        "best_epoch": 2,
-        "best_val_dice_pos": 0.8,
-        "final_train_loss": 0.3,
-        "final_val_loss": 0.6,
-        "epochs_run": 3,
-        "stopped_early": True,
-        "peak_gpu_memory_mb": None,
-        "peak_rss_mb": 512.4,
-        "device": "cpu",
-    }
-    table = analysis.training_report(summary, epochs_frame(), RULES).set_index("quantity")
-    assert table.loc["total training time", "value"] == "90.0 s (1.5 min)"
-    assert table.loc["iterations", "value"] == "120"
-    assert table.loc["epochs run", "value"] == "3 (stopped early)"
-    assert table.loc["best val Dice (lesion-positive images)", "value"] == "0.8000 at epoch 2"
-    assert table.loc["best val Dice (lesion-positive images)", "rule"].endswith("> 0.7")
-    assert table.loc["peak GPU memory", "value"] == "not measured (device cpu)"
-    assert table.loc["peak RSS", "value"] == "512 MB"
-    # A key absent from train_summary.json is shown as missing, never invented.
-    partial = analysis.training_report({}, epochs_frame(), {}).set_index("quantity")
-    assert partial.loc["iterations", "value"] == "missing"
-    assert partial.loc["final train loss", "value"] == "0.3000"
-
-
 def test_summary_table_shows_undefined_with_n_and_missing_keys():
     section = {
         "n_images": 6,
@@ -179,16 +127,6 @@ def test_split_table_adds_total_and_overlap_finds_shared_subjects():
     assert overlap.loc["train / test", "shared_subjects"] == 0
 
 
-def test_epoch_log_keeps_every_kth_best_and_last_epoch():
-    frame = pd.DataFrame({"epoch": range(1, 51), "train_loss": 1.0, "val_loss": 1.0})
-    frame["val_dice"] = np.where(frame["epoch"] == 14, 0.9, 0.1)
-    log = analysis.epoch_log(frame, max_rows=10)
-    assert log.attrs["every"] == 5
-    assert list(log["epoch"]) == [1, 6, 11, 14, 16, 21, 26, 31, 36, 41, 46, 50]
-    assert log.set_index("epoch").loc[14, "mark"] == "best"
-    assert log.set_index("epoch").loc[50, "mark"] == "last"
-
-
 def test_read_table_names_the_file_and_missing_column(tmp_path):
     path = tmp_path / "per_image_test.csv"
     pd.DataFrame({"image_id": ["0042_1"], "dice": [0.5]}).to_csv(path, index=False)
@@ -201,24 +139,6 @@ def test_read_table_names_the_file_and_missing_column(tmp_path):
 
 
 # ---------------------------------------------------------------- figures
-
-
-def test_epoch_curves_have_one_panel_per_metric_with_train_val_and_best_epoch():
-    fig = analysis.plot_epoch_curves(epochs_frame(), bands=(0.4, 0.6))
-    axes = fig.get_axes()
-    assert [ax.get_title() for ax in axes] == ["loss", "dice", "iou", "pearson"]
-    for ax in axes:
-        labels = [line.get_label() for line in ax.get_lines()]
-        assert labels == ["train", "val", "best epoch 2"]
-    # Three shaded quality bands on the Dice and IoU panels only.
-    assert [len(ax.patches) for ax in axes] == [0, 3, 3, 0]
-
-
-def test_lr_figure_plots_lr_and_loss_per_step():
-    steps = pd.DataFrame({"step": range(6), "epoch": [1] * 3 + [2] * 3, "lr": 1e-3, "loss": 0.5})
-    fig = analysis.plot_lr(steps)
-    assert [len(ax.get_lines()) for ax in fig.get_axes()] == [1, 1]
-    assert len(analysis.plot_lr(steps.drop(columns="loss")).get_axes()) == 1
 
 
 def test_dice_scatter_colours_positive_images_by_band_and_counts_lesion_free_hits():
@@ -247,192 +167,133 @@ def test_example_grid_has_four_panels_per_image():
     assert axes[4].get_ylabel() == "B"
 
 
-# ---------------------------------------------------------------- running notebooks
+# ---------------------------------------------------------------- the executed notebook
+
+FIGURES = (
+    "split", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val", "zero_dice",
+    "detection_by_size", "examples_best", "examples_worst", "examples_false_positive",
+)  # fmt: skip
 
 
 def write_tiny_run(folder) -> dict:
-    """Every artifact the analysis notebook reads, for six 16x16 images; returns its parameters."""
+    """Every artifact the analysis notebook reads, made by the real stage functions on eight
+    24x24 images (lesion found, missed, false positive, correct empty); returns its parameters."""
     folder.mkdir(parents=True, exist_ok=True)
-    frame = per_image_frame()
-    rng = np.random.default_rng(1)
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
-    probs = {}
-    for index, row in frame.iterrows():
-        mask = np.zeros((16, 16), dtype=bool)
-        side = int(math.isqrt(int(row["gt_pixels"])))
-        mask[2 : 2 + side, 3 : 3 + side] = True
-        pixels = (rng.random((16, 16, 3)) * 120).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / "images" / f"{row['image_id']}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(
-            folder / "masks" / f"{row['image_id']}.png"
-        )
-        prob = np.where(np.roll(mask, index % 3, axis=1), 0.9, 0.05).astype(np.float16)
-        if row["image_id"] == "0005_1":
-            prob[10:12, 10:13] = 0.95  # the false positive on a lesion-free image
-        probs[row["image_id"]] = prob
-    np.savez_compressed(folder / "test.npz", **probs)
+    rng = np.random.default_rng(1)
+    locked = {"threshold": 0.5, "min_lesion_area": 0, "presence_threshold": 0.5,
+              "presence_score": "max_probability", "connectivity": 1}  # fmt: skip
+    ids, subjects, probs, masks = [], [], {}, {}
+    for index in range(8):
+        image_id, mask = f"000{index // 2}_{index % 2 + 1}", np.zeros((24, 24), dtype=bool)
+        prob = np.full((24, 24), 0.05, dtype=np.float32)
+        if index < 5:  # a lesion, found by a shifted prediction (missed for image 4)
+            mask[4 : 6 + index, 5 : 9 + index] = True
+            prob[np.roll(mask, index % 2, axis=1)] = 0.9 if index != 4 else 0.3
+        elif index == 5:  # a false positive on a lesion-free image
+            prob[15:18, 15:19] = 0.95
+        pixels = (rng.random((24, 24, 3)) * 120).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "images" / f"{image_id}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"{image_id}.png")
+        ids.append(image_id)
+        subjects.append(image_id[:4])
+        probs[image_id], masks[image_id] = prob, mask
+    np.savez_compressed(folder / "test.npz", **{k: v.astype(np.float16) for k, v in probs.items()})
     pd.DataFrame(
-        {
-            "image": [f"images/{i}.png" for i in frame["image_id"]],
-            "mask": [f"masks/{i}.png" for i in frame["image_id"]],
-            "subject": frame["subject"],
-            "image_id": frame["image_id"],
-        }
-    ).to_csv(folder / "manifest.csv", index=False)
+        {"image": [f"images/{i}.png" for i in ids], "mask": [f"masks/{i}.png" for i in ids],
+         "subject": subjects, "image_id": ids}
+    ).to_csv(folder / "manifest.csv", index=False)  # fmt: skip
     pd.DataFrame(
-        {
-            "image_id": frame["image_id"],
-            "subject": frame["subject"],
-            "split": "test",
-            "lesion_positive": frame["gt_pixels"] > 0,
-        }
-    ).to_csv(folder / "split.csv", index=False)
-    frame.to_csv(folder / "per_image_test.csv", index=False)
-    frame.to_csv(folder / "per_image_val.csv", index=False)
-    epochs_frame().to_csv(folder / "metrics_by_epoch.csv", index=False)
-    pd.DataFrame(
-        {
-            "step": range(6),
-            "epoch": [1, 1, 2, 2, 3, 3],
-            "lr": np.linspace(1e-4, 1e-3, 6),
-            "loss": 0.5,
-        }
-    ).to_csv(folder / "lr_by_step.csv", index=False)
-    pd.DataFrame(
-        {"split": ["train", "val", "test"], "n": [10, 4, 6], "lesion_positive": [6, 3, 4]}
-    ).assign(lesion_rate=lambda f: f["lesion_positive"] / f["n"]).to_csv(
-        folder / "split_summary.csv", index=False
-    )
-    pd.DataFrame(
-        {
-            "case": ["A_GT_empty_PRED_nonempty", "B_GT_nonempty_PRED_empty", "C_disjoint"],
-            "count": [1, 1, 0],
-            "percent_of_zero_dice": [50.0, 50.0, 0.0],
-            "percent_of_images": [16.7, 16.7, 0.0],
-        }
-    ).to_csv(folder / "zero_dice_summary.csv", index=False)
-    pd.DataFrame(
-        {
-            "image_id": ["0005_1", "0003_1"],
-            "case": ["A_GT_empty_PRED_nonempty", "B_GT_nonempty_PRED_empty"],
-            "gt_pixels": [0, 4],
-            "pred_pixels": [5, 0],
-        }
-    ).to_csv(folder / "zero_dice_images.csv", index=False)
-    section = {
-        "n_images": 6,
-        "n_gt_positive": 4,
-        "n_gt_empty": 2,
-        "dice_pos": 0.4321,
-        "dice_pos_n": 4,
-        "iou_pos": 0.31,
-        "dice_all": 0.6,
-        "dice_all_convention": "empty reference and empty prediction count as Dice 1",
-        "false_positive_rate_empty": 0.5,
-        "presence_roc_auc": 0.875,
-        "presence_ap": None,
-    }
-    locked = {
-        "threshold": 0.5,
-        "min_lesion_area": 0,
-        "presence_threshold": 0.5,
-        "presence_score": "max_probability",
-        "connectivity": 1,
-    }
+        {"image_id": ids, "subject": subjects, "split": "test",
+         "lesion_positive": [m.any() for m in masks.values()]}
+    ).to_csv(folder / "split.csv", index=False)  # fmt: skip
+    per_image, lesions = score_subset(probs, masks, dict(zip(ids, subjects, strict=True)), locked)
+    per_image.to_csv(folder / "per_image_test.csv", index=False)
+    per_image.to_csv(folder / "per_image_val.csv", index=False)
+    lesions.to_csv(folder / "lesions_test.csv", index=False)
+    resampler = Resampler.from_subjects(subjects, 200, 0, 0.95)
+    section = summarise(per_image, lesions, resampler)
+    run_breakdown(folder / "per_image_test.csv", folder)
     (folder / "summary.json").write_text(
-        json.dumps({"val": section, "test": section, "locked": locked, "conventions": {}})
+        json.dumps({"val": section, "test": section, "locked": locked, "conventions": CONVENTIONS})
     )
     (folder / "locked.json").write_text(json.dumps(locked))
-    (folder / "train_summary.json").write_text(
-        json.dumps(
-            {
-                "iterations": 6,
-                "wall_time_s": 12.5,
-                "best_epoch": 2,
-                "best_val_dice_pos": 0.8,
-                "final_train_loss": 0.3,
-                "final_val_loss": 0.6,
-                "epochs_run": 3,
-                "stopped_early": False,
-                "peak_gpu_memory_mb": None,
-                "peak_rss_mb": 300.0,
-                "device": "cpu",
-            }
-        )
-    )
-    files = ["per_image_val.csv", "per_image_test.csv", "summary.json", "metrics_by_epoch.csv",
-             "lr_by_step.csv", "train_summary.json", "zero_dice_images.csv",
+    epochs_frame().to_csv(folder / "metrics_by_epoch.csv", index=False)
+    pd.DataFrame(
+        {"split": ["train", "val", "test"], "n": [10, 4, 8], "lesion_positive": [6, 3, 5]}
+    ).to_csv(folder / "split_summary.csv", index=False)
+    (folder / "train_summary.json").write_text(json.dumps({"best_epoch": 2, "device": "cpu"}))
+    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json",
+             "metrics_by_epoch.csv", "train_summary.json", "zero_dice_images.csv",
              "zero_dice_summary.csv", "split_summary.csv", "manifest.csv", "split.csv"]  # fmt: skip
     parameters = {name.split(".")[0]: str(folder / name) for name in files}
     parameters.update(
         title="Tiny run",
         probs_test=str(folder / "test.npz"),
         locked=str(folder / "locked.json"),
+        figures_dir=str(folder / "figures"),
         dice_bands=[0.4, 0.6],
         n_examples=2,
-        verdict_rules=RULES,
     )
     return parameters
 
 
-def test_notebook_writes_html_with_every_section(repo_root, tmp_path):
-    pytest.importorskip("lesionflow.dataset")
-    pytest.importorskip("lesionflow.postprocess")
+def _colours(path) -> int:
+    with Image.open(path) as image:
+        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+
+
+def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp_path):
     parameters = write_tiny_run(tmp_path / "run")
     out = tmp_path / "analyse"
-    analysis.run_analyse(repo_root / "notebooks" / "analysis.ipynb", parameters, out, cwd=tmp_path)
+    run_notebook(repo_root / "notebooks" / "analysis.ipynb", parameters, out, cwd=tmp_path)
     html = (out / "analysis.html").read_text()
-    for section in (
-        "1 Run summary",
-        "2 Training report",
-        "3 Split",
-        "4 Per-image test metrics",
-        "5 Lesion-free images",
-        "6 Zero-Dice breakdown",
-        "7 Error analysis panels",
-    ):
+    for section in ("1 Summary", "2 Split", "3 Training curves", "4 Image groups", "5 Per-image Dice",
+                    "6 Lesion-free images", "7 Zero-Dice breakdown", "8 Lesion-wise detection",
+                    "9 Best and worst cases"):  # fmt: skip
         assert section in html
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]
     assert "Tiny run" in html
-    assert "0.4321" in html  # test dice_pos from the fixture summary.json
-    assert "undefined (n=6)" in html  # presence_ap is null in the fixture
-    assert "0.6000 / 0.3000 = 2.00 &gt; 1.5" in html  # the overfitting verdict
+    assert analysis.format_value(summary["dice_pos"]) in html
+    assert "gt_empty_pred_pos" in html and "lesion-wise F1" in html
+    assert "def show(" not in html  # code hidden in the HTML; it stays in the .ipynb
     executed = nbformat.read(out / "analysis.ipynb", as_version=4)
-    assert all(
-        o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", [])
-    )
-    assert sorted(p.name for p in out.iterdir()) == ["analysis.html", "analysis.ipynb"]
+    assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", []))
+    for name in FIGURES:
+        png = tmp_path / "run" / "figures" / f"{name}.png"
+        assert _colours(png) > 1, name  # not a blank image
+        assert (png.with_suffix(".svg")).stat().st_size > 0
 
 
-def test_failing_notebook_names_the_cell_error_and_leaves_no_html(tmp_path):
-    notebook = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell("answer = None", metadata={"tags": ["parameters"]}),
-            nbformat.v4.new_code_cell("raise ValueError(f'boom {answer}')"),
-        ],
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-    )
-    path = tmp_path / "broken.ipynb"
-    nbformat.write(notebook, path)
-    out = tmp_path / "out"
-    with pytest.raises(LesionflowError, match=r"broken.ipynb failed at cell .*ValueError: boom 42"):
-        analysis.run_analyse(path, {"answer": 42}, out, cwd=tmp_path)
-    assert not (out / "analysis.html").exists()
-    assert not (out / "analysis.ipynb").exists()
-    assert (out / "analysis.failed.ipynb").exists()
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+def test_false_positive_examples_are_lesion_free_images_with_the_largest_prediction():
+    frame = per_image_frame()
+    chosen = analysis.false_positive_images(frame, n=3)
+    assert chosen["image_id"].tolist() == ["0005_1"]
+    assert (chosen["gt_pixels"] == 0).all() and (chosen["pred_pixels"] > 0).all()
 
 
-def test_entry_point_reports_bad_parameters_in_one_line(repo_root, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(repo_root / "scripts" / "analyse.py"), "--notebook", "x.ipynb",
-         "--parameters", "{not json", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.startswith("lesionflow: error: --parameters: not valid JSON")
+def test_empty_example_group_gets_a_figure_that_says_so():
+    fig = analysis.plot_examples([], [], [], [], [])
+    assert fig.get_axes()[0].texts[0].get_text() == "no images in this group"
+
+
+def test_detection_plot_and_table_keep_undefined_bins_undefined():
+    section = {"detection_by_size": [
+        {"size_bin": "<50", "rate": 0.5, "rate_ci_low": 0.2, "rate_ci_high": 0.8, "n_lesions": 6},
+        {"size_bin": ">=50", "rate": None, "rate_ci_low": None, "rate_ci_high": None, "n_lesions": 0},
+    ]}  # fmt: skip
+    table = analysis.detection_table(section)
+    assert table["detection rate"].tolist() == ["0.5000", "undefined (n=0)"]
+    ax = analysis.plot_detection_by_size(section).get_axes()[0]
+    assert [t.get_text() for t in ax.texts] == ["n=6", "n=0\nundefined"]
+
+
+def test_image_groups_table_counts_every_group_even_when_empty():
+    frame = per_image_frame().assign(group=["gt_pos_pred_pos"] * 3 + ["gt_pos_pred_empty"] * 2 + ["x"])
+    table = analysis.image_groups_table(frame).set_index("group")
+    assert table.loc["gt_pos_pred_pos", "images"] == 3
+    assert table.loc["gt_empty_pred_empty", "images"] == 0
 
 
 def test_summary_table_shows_each_metric_with_its_own_n_and_interval():

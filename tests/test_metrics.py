@@ -201,7 +201,7 @@ def _edge_cases():
 
 
 def _monai(pred, gt):
-    """MONAI's values for one image, with the flags that make its conventions comparable."""
+    """MONAI's values for one image (scipy's Pearson r), with flags that make conventions comparable."""
     from monai.metrics import (
         compute_average_surface_distance,
         compute_hausdorff_distance,
@@ -223,11 +223,12 @@ def _monai(pred, gt):
             "recall": float(compute_confusion_matrix_metric("sensitivity", matrix)),
             "hd95": float(compute_hausdorff_distance(p, g, percentile=95)),
             "msd": float(compute_average_surface_distance(p, g, symmetric=True)),
+            "pearson": float(pearsonr(pred.ravel().astype(float), gt.ravel().astype(float))[0]),
         }
 
 
 @pytest.mark.parametrize("case", list(_edge_cases()))
-def test_every_pixel_metric_equals_monai_where_defined_and_is_nan_where_undefined(case):
+def test_every_pixel_metric_equals_monai_or_scipy_where_defined_and_is_nan_where_undefined(case):
     pred, gt = _edge_cases()[case]
     ours = image_metrics(pred, gt)
     theirs = _monai(pred, gt)
@@ -242,6 +243,8 @@ def test_every_pixel_metric_equals_monai_where_defined_and_is_nan_where_undefine
         # no surface distance when either mask is empty (MONAI: NaN or inf with a warning).
         "hd95": gt_empty or pred_empty,
         "msd": gt_empty or pred_empty,
+        # Pearson r of a constant map is undefined (scipy: NaN with a warning).
+        "pearson": gt_empty or pred_empty or pred.all() or gt.all(),
     }
     for metric, undefined in expected_nan.items():
         if undefined:

@@ -1,4 +1,4 @@
-"""The analyse stage: tables, figures and rule-based verdicts for one run, and the notebook runner.
+"""The analyse stage: tables, figures and rule-based verdicts for one run's analysis notebook.
 
 It must never compute a metric the evaluate stage did not: it only reads, arranges and plots them,
 and judges them only by rules given as parameters.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lesionflow.artifacts import atomic_path
 from lesionflow.errors import LesionflowError
 
 BAND_NAMES = ("bad", "mid", "good")
 BAND_COLOURS = {"bad": "tab:red", "mid": "gold", "good": "tab:green"}
-EPOCH_METRICS = ("loss", "dice", "iou", "pearson")
 SPLIT_ORDER = ("train", "val", "test")
 
 # Columns each table read by the notebook must have; read_table checks them at the boundary.
@@ -38,13 +34,6 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # Columns that hold identifiers: read as text so ids such as 0042 keep their leading zeros.
 _TEXT_COLUMNS = {"image_id": str, "subject": str, "split": str, "case": str}
-
-# Rules training_verdicts knows; a config key outside this list is a typo, not a silent no-op.
-VERDICT_RULES: dict[str, str] = {
-    "good_val_dice": "good performance if best val Dice > {value}",
-    "overfit_loss_ratio": "overfitting if final val loss / final train loss > {value}",
-    "improving_last_epochs": "still improving if the best val Dice is in the last {value} epochs",
-}
 
 MISSING = "missing"
 
@@ -64,13 +53,14 @@ def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
     return frame
 
 
-def _is_undefined(value: Any) -> bool:
+def is_undefined(value: Any) -> bool:
+    """True for None and NaN: values a table must show as undefined, never as numbers."""
     return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
 
 
 def format_value(value: Any, digits: int = 4, n: Any = None) -> str:
     """A number as text; None/NaN as 'undefined (n=..)' so a missing Dice is never read as 0."""
-    if _is_undefined(value):
+    if is_undefined(value):
         return "undefined" if n is None else f"undefined (n={n})"
     if isinstance(value, bool):
         return str(value)
@@ -83,9 +73,7 @@ def format_value(value: Any, digits: int = 4, n: Any = None) -> str:
 
 def key_value_table(mapping: Mapping[str, Any], value_name: str = "value") -> pd.DataFrame:
     """A two-column table (key, value) of a flat mapping such as locked.json."""
-    return pd.DataFrame(
-        {"key": list(mapping), value_name: [format_value(v) for v in mapping.values()]}
-    )
+    return pd.DataFrame({"key": list(mapping), value_name: [format_value(v) for v in mapping.values()]})
 
 
 def require_parameters(parameters: Mapping[str, Any]) -> None:
@@ -158,12 +146,12 @@ def summary_table(section: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- training report
+# ---------------------------------------------------------------- quality bands
 
 
 def dice_band(dice: float, bands: Sequence[float] = (0.4, 0.6)) -> str:
     """'bad' below bands[0], 'mid' below bands[1], 'good' from bands[1] on; NaN is 'undefined'."""
-    if _is_undefined(dice):
+    if is_undefined(dice):
         return "undefined"
     low, high = bands
     if dice < low:
@@ -173,7 +161,7 @@ def dice_band(dice: float, bands: Sequence[float] = (0.4, 0.6)) -> str:
     return "good"
 
 
-def _band_labels(bands: Sequence[float]) -> dict[str, str]:
+def band_labels(bands: Sequence[float]) -> dict[str, str]:
     low, high = bands
     return {
         "bad": f"bad: < {low:g}",
@@ -182,210 +170,10 @@ def _band_labels(bands: Sequence[float]) -> dict[str, str]:
     }
 
 
-def _shade_bands(ax, bands: Sequence[float]) -> None:
+def shade_bands(ax, bands: Sequence[float]) -> None:
     edges = (0.0, *bands, 1.0)
     for name, low, high in zip(BAND_NAMES, edges[:-1], edges[1:], strict=True):
         ax.axhspan(low, high, color=BAND_COLOURS[name], alpha=0.12, linewidth=0)
-
-
-def _best_epoch(metrics_by_epoch: pd.DataFrame) -> int | None:
-    val = metrics_by_epoch["val_dice"]
-    if val.notna().sum() == 0:
-        return None
-    return int(metrics_by_epoch.loc[val.idxmax(), "epoch"])
-
-
-def plot_epoch_curves(
-    metrics_by_epoch: pd.DataFrame,
-    bands: Sequence[float] = (0.4, 0.6),
-    best_epoch: int | None = None,
-) -> Figure:
-    """One panel per metric (loss, dice, iou, pearson), train vs val over epochs.
-
-    Dice and IoU panels are shaded by quality band; the best epoch (by val Dice unless given, e.g.
-    from train_summary.json) is a dotted vertical line on every panel.
-    """
-    if best_epoch is None:
-        best_epoch = _best_epoch(metrics_by_epoch)
-    fig = Figure(figsize=(12, 7), layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-    for ax, metric in zip(axes, EPOCH_METRICS, strict=True):
-        for subset, style in (("train", "-"), ("val", "--")):
-            column = f"{subset}_{metric}"
-            if column in metrics_by_epoch.columns:
-                ax.plot(metrics_by_epoch["epoch"], metrics_by_epoch[column], style, label=subset)
-        if metric in ("dice", "iou"):
-            _shade_bands(ax, bands)
-            ax.set_ylim(0, 1)
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
-        ax.legend(fontsize="small")
-    return fig
-
-
-def plot_lr(lr_by_step: pd.DataFrame) -> Figure:
-    """Learning rate over optimiser steps, and the training loss per step beside it when logged."""
-    panels = ["lr"] + (["loss"] if "loss" in lr_by_step.columns else [])
-    fig = Figure(figsize=(6 * len(panels), 3.5), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-    for ax, column in zip(axes, panels, strict=True):
-        ax.plot(lr_by_step["step"], lr_by_step[column], linewidth=1)
-        ax.set_xlabel("step")
-        ax.set_title("learning rate" if column == "lr" else "training loss per step")
-    axes[0].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    return fig
-
-
-def _final(metrics_by_epoch: pd.DataFrame, column: str) -> Any:
-    if len(metrics_by_epoch) == 0 or column not in metrics_by_epoch.columns:
-        return None
-    return metrics_by_epoch[column].iloc[-1]
-
-
-def _summary_value(summary: Mapping[str, Any], key: str, fallback: Any = None) -> Any:
-    # train_summary.json is the record of the run; the per-epoch table only fills its gaps.
-    if key in summary:
-        return summary[key]
-    return MISSING if fallback is None else fallback
-
-
-def _megabytes(value: Any, when_null: str) -> str:
-    # null means the quantity was not measured (e.g. GPU memory on a CPU run), not zero.
-    if value is None:
-        return when_null
-    return MISSING if value == MISSING else f"{format_value(value, 0)} MB"
-
-
-def training_report(
-    train_summary: Mapping[str, Any], metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]
-) -> pd.DataFrame:
-    """Key training metrics (quantity, value, rule) from train_summary.json and the epoch table.
-
-    The rule column shows the configured rule that judges a row, so numbers and thresholds sit
-    side by side.
-    """
-    _check_rules(rules)
-    seconds = _summary_value(train_summary, "wall_time_s")
-    time_text = (
-        f"{seconds:.1f} s ({seconds / 60:.1f} min)"
-        if isinstance(seconds, int | float) and not _is_undefined(seconds)
-        else format_value(seconds)
-    )
-    epochs = format_value(_summary_value(train_summary, "epochs_run", len(metrics_by_epoch)))
-    if train_summary.get("stopped_early"):
-        epochs += " (stopped early)"
-    final_train = _summary_value(
-        train_summary, "final_train_loss", _final(metrics_by_epoch, "train_loss")
-    )
-    final_val = _summary_value(
-        train_summary, "final_val_loss", _final(metrics_by_epoch, "val_loss")
-    )
-    best = _summary_value(train_summary, "best_val_dice_pos")
-    best_epoch = _summary_value(train_summary, "best_epoch")
-    gpu = train_summary.get("peak_gpu_memory_mb", MISSING)
-    device = train_summary.get("device", MISSING)
-    rss = train_summary.get("peak_rss_mb", MISSING)
-
-    def rule_text(name: str) -> str:
-        return VERDICT_RULES[name].format(value=rules[name]) if name in rules else ""
-
-    rows = [
-        ("total training time", time_text, ""),
-        ("iterations", format_value(_summary_value(train_summary, "iterations")), ""),
-        ("epochs run", epochs, rule_text("improving_last_epochs")),
-        ("final train loss", format_value(final_train), ""),
-        ("final val loss", format_value(final_val), rule_text("overfit_loss_ratio")),
-        (
-            "best val Dice (lesion-positive images)",
-            f"{format_value(best)} at epoch {format_value(best_epoch)}",
-            rule_text("good_val_dice"),
-        ),
-        ("peak GPU memory", _megabytes(gpu, f"not measured (device {device})"), ""),
-        ("peak RSS", _megabytes(rss, "not measured"), ""),
-        ("device", format_value(device), ""),
-    ]
-    return pd.DataFrame(rows, columns=["quantity", "value", "rule"])
-
-
-def _check_rules(rules: Mapping[str, Any]) -> None:
-    for name, value in rules.items():
-        if name not in VERDICT_RULES:
-            raise LesionflowError(
-                f"verdict_rules.{name}: unknown rule; known rules are {', '.join(VERDICT_RULES)}"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise LesionflowError(f"verdict_rules.{name}: expected a number, got {value!r}")
-
-
-def training_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[str]:
-    """Conclusions from the epoch table, one per configured rule, each stating rule and numbers."""
-    _check_rules(rules)
-    verdicts = []
-    best_epoch = _best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
-    if "good_val_dice" in rules:
-        rule = VERDICT_RULES["good_val_dice"].format(value=rules["good_val_dice"])
-        if best_epoch is None:
-            verdicts.append(f"Rule '{rule}': undefined, no finite val Dice in the epoch table.")
-        else:
-            best = float(metrics_by_epoch["val_dice"].max())
-            met = best > rules["good_val_dice"]
-            sign = ">" if met else "<="
-            verdicts.append(
-                f"Rule '{rule}': {'met' if met else 'not met'}; best val Dice {best:.4f} "
-                f"(epoch {best_epoch}) {sign} {rules['good_val_dice']}."
-            )
-    if "overfit_loss_ratio" in rules:
-        rule = VERDICT_RULES["overfit_loss_ratio"].format(value=rules["overfit_loss_ratio"])
-        train, val = _final(metrics_by_epoch, "train_loss"), _final(metrics_by_epoch, "val_loss")
-        if _is_undefined(train) or _is_undefined(val) or float(train) <= 0:
-            verdicts.append(
-                f"Rule '{rule}': undefined; final train loss {format_value(train)}, "
-                f"final val loss {format_value(val)}."
-            )
-        else:
-            ratio = float(val) / float(train)
-            met = ratio > rules["overfit_loss_ratio"]
-            sign = ">" if met else "<="
-            verdicts.append(
-                f"Rule '{rule}': {'met' if met else 'not met'}; {float(val):.4f} / "
-                f"{float(train):.4f} = {ratio:.2f} {sign} {rules['overfit_loss_ratio']}."
-            )
-    if "improving_last_epochs" in rules:
-        window = int(rules["improving_last_epochs"])
-        rule = VERDICT_RULES["improving_last_epochs"].format(value=window)
-        if best_epoch is None:
-            verdicts.append(f"Rule '{rule}': undefined, no finite val Dice in the epoch table.")
-        else:
-            last = int(metrics_by_epoch["epoch"].iloc[-1])
-            met = best_epoch > last - window
-            verdicts.append(
-                f"Rule '{rule}': {'met' if met else 'not met'}; best val Dice at epoch "
-                f"{best_epoch}, last epoch {last}" + ("; more epochs may raise it." if met else ".")
-            )
-    return verdicts
-
-
-def epoch_log(metrics_by_epoch: pd.DataFrame, max_rows: int = 20) -> pd.DataFrame:
-    """Every k-th epoch (k chosen so at most about ``max_rows`` rows), plus the best and last.
-
-    The chosen k is in ``.attrs['every']``; the 'mark' column flags the best and last epochs.
-    """
-    n = len(metrics_by_epoch)
-    every = max(1, math.ceil(n / max_rows))
-    best, keep = _best_epoch(metrics_by_epoch) if n else None, np.arange(n) % every == 0
-    epochs = metrics_by_epoch["epoch"].to_numpy()
-    keep |= (epochs == best) | (np.arange(n) == n - 1)
-    log = metrics_by_epoch.loc[keep].copy()
-    log["mark"] = [
-        ", ".join(m for m, hit in (("best", e == best), ("last", e == epochs[-1])) if hit)
-        for e in log["epoch"]
-    ]
-    log = log.reset_index(drop=True)
-    log.attrs["every"] = every
-    return log
 
 
 # ---------------------------------------------------------------- split
@@ -475,7 +263,7 @@ def plot_dice_per_image(
     """
     ordered = _reference_positive(per_image).sort_values("dice", kind="stable", ignore_index=True)
     band = ordered["dice"].map(lambda d: dice_band(d, bands))
-    labels = _band_labels(bands)
+    labels = band_labels(bands)
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax = fig.subplots()
     for name in BAND_NAMES:
@@ -501,6 +289,125 @@ def plot_dice_per_image(
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize="small", loc="lower right")
     return fig
+
+
+# What each image group contributes to the summary, in the words of the notebook's table.
+GROUP_ROLES = {
+    "gt_pos_pred_pos": "lesion found: Dice, IoU, precision, recall, HD95 (the *_pos means)",
+    "gt_pos_pred_empty": "lesion missed: Dice 0 in the *_pos means; no surface distance",
+    "gt_empty_pred_pos": "false positive: false-positive rate, lesions and area on lesion-free images",
+    "gt_empty_pred_empty": "correct empty: Dice undefined (not 1); counts as a true negative",
+}
+
+
+def image_groups_table(per_image: pd.DataFrame) -> pd.DataFrame:
+    """The four reference x prediction groups: images in each, share of all, what each feeds."""
+    counts = per_image["group"].astype(str).value_counts()
+    n = len(per_image)
+    rows = [
+        {
+            "group": group,
+            "images": int(counts.get(group, 0)),
+            "percent": round(100.0 * counts.get(group, 0) / n, 1) if n else float("nan"),
+            "contributes": role,
+        }
+        for group, role in GROUP_ROLES.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def plot_image_groups(per_image: pd.DataFrame, title: str = "Test images by group") -> Figure:
+    """Bar chart of the four image groups, each bar labelled with its count."""
+    table = image_groups_table(per_image)
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.subplots()
+    colours = ["tab:green", "tab:red", "tab:orange", "tab:grey"]
+    labels = [g.replace("_pred_", "\npred ").replace("gt_", "reference ") for g in table["group"]]
+    bars = ax.barh(labels[::-1], table["images"][::-1], color=colours[::-1])
+    ax.bar_label(bars, padding=3)
+    ax.set_xlabel("images")
+    ax.set_title(f"{title} (n={len(per_image)})")
+    ax.margins(x=0.15)
+    return fig
+
+
+def detection_table(section: Mapping[str, Any]) -> pd.DataFrame:
+    """Detection rate of reference lesions per size bin, with interval and lesion count."""
+    rows = [
+        {
+            "size_bin (pixels)": row.get("size_bin"),
+            "reference lesions": row.get("n_lesions"),
+            "detection rate": format_value(row.get("rate"), n=row.get("n_lesions")),
+            "interval": _interval(row, "rate"),
+        }
+        for row in section.get("detection_by_size", [])
+    ]
+    return pd.DataFrame(
+        rows, columns=["size_bin (pixels)", "reference lesions", "detection rate", "interval"]
+    )
+
+
+def plot_detection_by_size(section: Mapping[str, Any], title: str = "Lesion detection by size") -> Figure:
+    """Detection rate per reference-lesion size bin with its interval; n above each bar."""
+    rows = section.get("detection_by_size", [])
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    labels = [str(r["size_bin"]) for r in rows]
+    rates = np.array([np.nan if r.get("rate") is None else r["rate"] for r in rows], dtype=float)
+    low = np.array([np.nan if r.get("rate_ci_low") is None else r["rate_ci_low"] for r in rows], dtype=float)
+    high = np.array(
+        [np.nan if r.get("rate_ci_high") is None else r["rate_ci_high"] for r in rows], dtype=float
+    )
+    x = np.arange(len(rows))
+    ax.bar(x, np.nan_to_num(rates), color="tab:blue", width=0.6)
+    shown = ~(np.isnan(rates) | np.isnan(low) | np.isnan(high))
+    ax.errorbar(
+        x[shown],
+        rates[shown],
+        yerr=[rates[shown] - low[shown], high[shown] - rates[shown]],
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+        label="95 % interval",
+    )
+    for xi, row, rate in zip(x, rows, rates, strict=True):
+        text = f"n={row.get('n_lesions', 0)}" + ("" if np.isfinite(rate) else "\nundefined")
+        ax.text(xi, 1.03, text, ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("reference lesion size (pixels)")
+    ax.set_ylabel("detected share of reference lesions")
+    ax.set_ylim(0, 1.18)
+    ax.set_title(title)
+    if shown.any():
+        ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def plot_zero_dice(zero_dice_summary: pd.DataFrame) -> Figure:
+    """Zero-Dice images per case (false positive, missed, disjoint), bars labelled with counts."""
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    ax = fig.subplots()
+    names = {
+        "A_GT_empty_PRED_nonempty": "A: false positive\n(reference empty)",
+        "B_GT_nonempty_PRED_empty": "B: missed\n(prediction empty)",
+        "C_disjoint": "C: disjoint\n(no overlap)",
+    }
+    labels = [names.get(c, c) for c in zero_dice_summary["case"]]
+    bars = ax.bar(
+        labels, zero_dice_summary["count"], color=["tab:orange", "tab:red", "tab:purple"][: len(labels)]
+    )
+    ax.bar_label(bars, padding=2)
+    ax.set_ylabel("images with Dice 0")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"Zero-Dice test images by case (total {int(zero_dice_summary['count'].sum())})")
+    ax.margins(y=0.2)
+    return fig
+
+
+def false_positive_images(per_image: pd.DataFrame, n: int = 4) -> pd.DataFrame:
+    """The ``n`` lesion-free images with the most predicted lesion pixels (worst false positives)."""
+    hits = per_image[(per_image["gt_pixels"] == 0) & (per_image["pred_pixels"] > 0)]
+    return hits.sort_values(["pred_pixels", "image_id"], ascending=[False, True], kind="stable").head(n)
 
 
 def lesion_free_report(per_image: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -564,9 +471,7 @@ def _display_image(image: np.ndarray) -> np.ndarray:
     return image[0]
 
 
-def _overlay(
-    mask: np.ndarray, colour: tuple[float, float, float], alpha: float = 0.5
-) -> np.ndarray:
+def _overlay(mask: np.ndarray, colour: tuple[float, float, float], alpha: float = 0.5) -> np.ndarray:
     rgba = np.zeros((*mask.shape, 4), dtype=np.float32)
     rgba[mask] = (*colour, alpha)
     return rgba
@@ -585,7 +490,14 @@ def plot_examples(
     The prediction panel also outlines the reference in green, so misses and false positives show.
     """
     titles = list(ids) if titles is None else list(titles)
-    n = max(len(ids), 1)
+    if not ids:
+        # An empty group still gets a figure that says so, rather than a blank grid.
+        fig = Figure(figsize=(6, 1.2), layout="constrained")
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no images in this group", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    n = len(ids)
     fig = Figure(figsize=(12, 3.2 * n), layout="constrained")
     axes = fig.subplots(n, 4, squeeze=False)
     headers = ("image", "image + reference", "probability", "prediction (locked)")
@@ -610,60 +522,3 @@ def plot_examples(
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
-
-
-# ---------------------------------------------------------------- the stage
-
-
-def run_analyse(
-    notebook_path: str | os.PathLike,
-    parameters: Mapping[str, Any],
-    out_dir: str | os.PathLike,
-    cwd: str | os.PathLike | None = None,
-) -> None:
-    """Execute the analysis notebook with papermill; write analysis.ipynb and analysis.html.
-
-    Both are written atomically. If a cell fails, the executed notebook is kept as
-    analysis.failed.ipynb for its traceback, no analysis.ipynb/.html is left, and a
-    LesionflowError names the notebook, the cell and its error. Relative paths in
-    ``parameters`` are resolved from ``cwd`` (default: the current directory).
-    """
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-    from papermill.exceptions import PapermillExecutionError
-
-    notebook_path = Path(notebook_path)
-    if not notebook_path.is_file():
-        raise LesionflowError(f"analysis notebook {notebook_path} does not exist")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {"ipynb": out_dir / "analysis.ipynb", "html": out_dir / "analysis.html"}
-    failed = out_dir / "analysis.failed.ipynb"
-    failed.unlink(missing_ok=True)
-    with atomic_path(outputs["ipynb"]) as tmp:
-        try:
-            with warnings.catch_warnings():
-                # The temporary name ends in .tmp by design (see atomic_path), not .ipynb.
-                warnings.filterwarnings("ignore", message=".*does not end in one of")
-                executed = papermill.execute_notebook(
-                    str(notebook_path),
-                    str(tmp),
-                    parameters=dict(parameters),
-                    kernel_name="python3",
-                    progress_bar=False,
-                    cwd=None if cwd is None else str(cwd),
-                )
-        except PapermillExecutionError as err:
-            if tmp.exists():
-                os.replace(tmp, failed)
-            for stale in outputs.values():
-                # An older report beside a failed run would pass for this run's result.
-                stale.unlink(missing_ok=True)
-            raise LesionflowError(
-                f"analysis notebook {notebook_path} failed at cell In [{err.exec_count}]: "
-                f"{err.ename}: {err.evalue} (executed notebook with traceback: {failed})"
-            ) from err
-        body, _ = HTMLExporter().from_notebook_node(nbformat.from_dict(executed))
-    with atomic_path(outputs["html"]) as tmp:
-        tmp.write_text(body, encoding="utf-8")

@@ -33,9 +33,14 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "lesionflow.evaluate",
     "breakdown": "lesionflow.breakdown",
     "analyse": "lesionflow.analysis",
+    "training_report": "lesionflow.training_report",
 }
 # Extra files whose content decides a stage's artifacts.
-STAGE_FILES: dict[str, tuple[str, ...]] = {"analyse": ("notebooks/analysis.ipynb",)}
+_NOTEBOOK_RUNNER = ("scripts/notebook.py", "src/lesionflow/notebook.py")
+STAGE_FILES: dict[str, tuple[str, ...]] = {
+    "analyse": ("notebooks/analysis.ipynb", *_NOTEBOOK_RUNNER),
+    "training_report": ("notebooks/training_report.ipynb", *_NOTEBOOK_RUNNER),
+}
 # Settings that change how a job runs but not what it writes.
 NOT_IN_KEY: dict[str, tuple[str, ...]] = {
     "train": ("device", "num_workers"),
@@ -51,6 +56,13 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "evaluate": ("data", "split", "infer", "tune"),
     "breakdown": ("evaluate",),
     "analyse": ("data", "split", "train", "infer", "tune", "evaluate", "breakdown"),
+    "training_report": ("train",),
+}
+# Settings of the notebook stages: only what each notebook reads, so that changing one
+# notebook's display settings never reruns the other.
+NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "analyse": ("dice_bands", "n_examples"),
+    "training_report": ("dice_bands", "verdict_rules"),
 }
 STAGES = tuple(STAGE_INPUTS)
 
@@ -158,7 +170,12 @@ def code_fingerprint(stage: str) -> str:
         parts["script"] = normalised_code(script.read_text())
     for relative in STAGE_FILES.get(stage, ()):
         path = REPO_ROOT / relative
-        parts[relative] = _notebook_code(path) if path.suffix == ".ipynb" else path.read_text()
+        if path.suffix == ".ipynb":
+            parts[relative] = _notebook_code(path)
+        elif path.suffix == ".py":
+            parts[relative] = normalised_code(path.read_text())
+        else:
+            parts[relative] = path.read_text()
     return digest(parts, length=32)
 
 
@@ -253,6 +270,7 @@ class Plan:
     runs: dict[str, dict[str, str]] = field(default_factory=dict)
     jobs: dict[str, dict[str, Job]] = field(default_factory=lambda: {s: {} for s in STAGES})
     baseline: str = ""
+    dataset_fingerprint: str = ""
 
     def job(self, stage: str, key: str) -> Job:
         """The job of ``stage`` with content key ``key``."""
@@ -301,6 +319,8 @@ def _stage_settings(stage: str, run: dict[str, Any]) -> dict[str, Any]:
         return {"model": run["model"], "train": run["train"]}
     if stage == "breakdown":
         return {}
+    if stage in NOTEBOOK_SETTINGS:
+        return {"analyse": {key: run["analyse"][key] for key in NOTEBOOK_SETTINGS[stage]}}
     return {stage: run[stage]}
 
 
@@ -309,6 +329,8 @@ def build_plan(config: ResolvedConfig, workdir: str | Path = ".") -> Plan:
     workdir = Path(workdir)
     plan = Plan(baseline=config.baseline)
     data_settings, data_key_params = _data_settings(config, workdir)
+    # What identifies the dataset in reports: its generator settings or its files' content.
+    plan.dataset_fingerprint = digest(data_key_params, length=16)
     shared = {
         "data": (data_settings, data_key_params),
         "split": (config.split, config.split),

@@ -1,4 +1,4 @@
-"""Named views onto keyed artifacts: results/runs/<name>/ links every artifact of one run.
+"""Named views onto keyed artifacts: results/runs/<name>/ holds a copy of every artifact of one run.
 
 A view never holds the only copy of anything: it is rebuilt from keyed artifacts at will.
 """
@@ -13,18 +13,19 @@ from typing import Any
 from lesionflow.artifacts import atomic_path, write_json
 
 
-def link_artifact(source: str | os.PathLike, destination: str | os.PathLike) -> None:
-    """Hard-link ``source`` to ``destination`` (copy across file systems), replacing atomically."""
+def copy_artifact(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copy ``source`` to ``destination`` atomically, with a fresh modification time.
+
+    Not a hard link: Snakemake touches a job's outputs when it finishes, and touching a hard
+    link would touch the keyed input too, making it look newer than the view (and every view
+    of every run that shares it out of date).
+    """
     with atomic_path(destination) as tmp:
-        tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copy2(source, tmp)
+        shutil.copyfile(source, tmp)
 
 
 def write_run_view(record: dict[str, Any], artifacts: dict[str, str], out_dir: str | Path) -> Path:
-    """Link a run's artifacts into ``out_dir`` by file name and write its ``index.json``.
+    """Copy a run's artifacts into ``out_dir`` by file name (figures into ``figures/``) and index them.
 
     ``record`` holds the run's name, keys and resolved settings; ``artifacts`` maps a label
     to the keyed path of each artifact.
@@ -32,8 +33,11 @@ def write_run_view(record: dict[str, Any], artifacts: dict[str, str], out_dir: s
     out_dir = Path(out_dir)
     links = {}
     for label, source in artifacts.items():
-        destination = out_dir / Path(source).name
-        link_artifact(source, destination)
+        source_path = Path(source)
+        # Figures keep their own folder, so the report can pick them up as one directory.
+        folder = out_dir / "figures" if source_path.parent.name == "figures" else out_dir
+        destination = folder / source_path.name
+        copy_artifact(source, destination)
         links[label] = {"keyed": str(source), "view": str(destination)}
     index = out_dir / "index.json"
     write_json(index, {**record, "artifacts": links})

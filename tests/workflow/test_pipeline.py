@@ -6,12 +6,13 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from lesionflow.artifacts import load_arrays
 from lesionflow.config import resolve_config
 from lesionflow.keys import build_plan
 
-from .pipeline import snakemake, tiny_config, tiny_run, write_config
+from .pipeline import FIGURES, snakemake, tiny_config, tiny_run, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,8 @@ def pipeline(tmp_path_factory):
         {
             "base": tiny_run(),
             "flip": tiny_run(infer={"tta": ["identity", "hflip", "vflip"]}),
+            # Same settings as base, so no extra job but its own view; the tag excludes it.
+            "quick": {**tiny_run(), "tags": ["smoke"]},
         },
         compare={"baseline": "base"},
     )
@@ -99,28 +102,61 @@ def test_zero_dice_breakdown_accounts_for_every_zero(pipeline):
     ]
 
 
-def test_leaderboard_ranks_both_runs_against_the_baseline(pipeline):
+def test_leaderboard_ranks_runs_against_the_baseline_and_lists_the_excluded_one(pipeline):
     workdir, _ = pipeline
-    board = pd.read_csv(workdir / "results/compare/leaderboard.csv")
-    assert sorted(board["run"]) == ["base", "flip"]
-    base = board.set_index("run").loc["base"]
-    assert base["delta_dice_pos_vs_baseline"] == pytest.approx(0.0, nan_ok=True)
+    board = pd.read_csv(workdir / "results/compare/leaderboard.csv").set_index("run")
+    assert sorted(board.index) == ["base", "flip", "quick"]
+    assert board.loc["base", "delta_dice_pos_vs_baseline"] == pytest.approx(0.0, nan_ok=True)
     assert {"rank_dice_pos", "mean_rank", "presence_roc_auc", "presence_ap"} <= set(board.columns)
+    assert {"paired_delta_dice_pos_ci_low", "wilcoxon_dice_p", "dice_pos_ci_high"} <= set(board.columns)
+    assert board.loc["quick", "status"] == "excluded" and "smoke" in board.loc["quick", "status_reason"]
+    assert np.isnan(board.loc["quick", "mean_rank"])
 
 
-def test_run_views_and_notebooks_exist(pipeline):
+def _colours(path) -> int:
+    with Image.open(path) as image:
+        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+
+
+def test_run_views_hold_both_notebooks_and_every_figure_not_blank(pipeline):
     workdir, keys = pipeline
     for name in ("base", "flip"):
-        index = json.loads((workdir / f"results/runs/{name}/index.json").read_text())
+        view = workdir / f"results/runs/{name}"
+        index = json.loads((view / "index.json").read_text())
         assert index["run"] == name and index["keys"] == keys[name]
-        html = (workdir / f"results/runs/{name}/analysis.html").read_text()
-        assert "Zero-Dice" in html
+        assert len(index["dataset_fingerprint"]) == 16
+        assert "Zero-Dice" in (view / "analysis.html").read_text()
+        assert "Conclusions" in (view / "training_report.html").read_text()
+        figures = sorted(p.stem for p in (view / "figures").glob("*.png"))
+        assert figures == sorted(FIGURES["analyse"] + FIGURES["training_report"])
+        for png in (view / "figures").glob("*.png"):
+            assert _colours(png) > 1, png
+            assert png.with_suffix(".svg").exists()
     assert (workdir / f"logs/train/{keys['base']['train']}.log").exists()
 
 
-def test_report_zip_holds_every_run(pipeline):
+def test_compare_notebook_names_the_excluded_run_and_why(pipeline):
+    workdir, _ = pipeline
+    html = (workdir / "results/compare/compare.html").read_text()
+    assert "quick" in html and "smoke" in html
+    for name in FIGURES["compare"]:
+        assert _colours(workdir / f"results/compare/figures/{name}.png") > 1
+
+
+def test_report_zip_holds_every_runs_items_and_the_leaderboard(pipeline, tmp_path):
     workdir, _ = pipeline
     snakemake(workdir, "--report", "results/report.zip")
     with zipfile.ZipFile(workdir / "results/report.zip") as archive:
-        names = "\n".join(archive.namelist())
-    assert "leaderboard.csv" in names and "analysis.html" in names and "split_summary.png" in names
+        archive.extractall(tmp_path)
+        names = archive.namelist()
+    def count(filename):
+        return sum(name.endswith("/" + filename) for name in names)
+    runs = 3
+    for filename in ("analysis.html", "training_report.html", "per_image_test.csv", "lesions_test.csv",
+                     "zero_dice_summary.csv", "detection_by_size.png", "loss_curves.png"):  # fmt: skip
+        assert count(filename) == runs, filename
+    for filename in ("leaderboard.csv", "leaderboard.png", "compare.html", "forest.png", "paired_deltas.png"):
+        assert count(filename) == 1, filename
+    (report,) = [name for name in names if name.split("/")[-1] == "report.html"]
+    text = (tmp_path / report).read_text()
+    assert "dataset fingerprint" in text

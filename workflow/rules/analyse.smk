@@ -15,12 +15,12 @@ rule breakdown:
 
 rule analyse:
     input:
-        notebook=NOTEBOOK,
+        notebook=NOTEBOOKS["analyse"],
         per_image_val=get_input("analyse", "evaluate", "per_image_val.csv"),
         per_image_test=get_input("analyse", "evaluate", "per_image_test.csv"),
+        lesions_test=get_input("analyse", "evaluate", "lesions_test.csv"),
         summary=get_input("analyse", "evaluate", "summary.json"),
         metrics_by_epoch=get_input("analyse", "train", "metrics_by_epoch.csv"),
-        lr_by_step=get_input("analyse", "train", "lr_by_step.csv"),
         train_summary=get_input("analyse", "train", "train_summary.json"),
         zero_dice_images=get_input("analyse", "breakdown", "zero_dice_images.csv"),
         zero_dice_summary=get_input("analyse", "breakdown", "zero_dice_summary.csv"),
@@ -32,12 +32,14 @@ rule analyse:
     output:
         notebook="results/analyse/{key}/analysis.ipynb",
         html="results/analyse/{key}/analysis.html",
+        figures=get_figures("analyse", "results/analyse/{key}"),
+        vector_figures=get_figures("analyse", "results/analyse/{key}", "svg"),
     log:
         "logs/analyse/{key}.log",
     params:
-        parameters=get_notebook_parameters,
+        parameters=get_notebook_parameters("analyse", "Analysis"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "analyse.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
         "--out $(dirname {output.html}) > {log} 2>&1"

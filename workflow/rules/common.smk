@@ -10,7 +10,28 @@ envvars:
 
 
 REPO = Path(workflow.basedir)
-NOTEBOOK = str(REPO / "notebooks" / "analysis.ipynb")
+NOTEBOOKS = {
+    "analyse": str(REPO / "notebooks" / "analysis.ipynb"),
+    "training_report": str(REPO / "notebooks" / "training_report.ipynb"),
+    "compare": str(REPO / "notebooks" / "compare.ipynb"),
+}
+# Figures each notebook saves as <name>.png and <name>.svg in its figures/ folder.
+FIGURES = {
+    "analyse": [
+        "split",
+        "epoch_curves",
+        "image_groups",
+        "dice_per_image_test",
+        "dice_per_image_val",
+        "zero_dice",
+        "detection_by_size",
+        "examples_best",
+        "examples_worst",
+        "examples_false_positive",
+    ],
+    "training_report": ["loss_curves", "metric_curves", "lr_schedule"],
+    "compare": ["forest", "paired_deltas"],
+}
 # Stage entry points in scripts/ are called by name, run by this interpreter.
 os.environ["PATH"] = os.pathsep.join(
     [str(REPO / "scripts"), str(Path(sys.executable).parent), os.environ["PATH"]]
@@ -47,11 +68,25 @@ def get_run_resource(stage, what):
     return resource
 
 
-def get_notebook_parameters(wildcards, input):
-    """Papermill parameters of one analysis notebook: its input files and display settings."""
-    job = PLAN.job("analyse", wildcards.key)
-    files = {name: os.path.abspath(path) for name, path in input.items() if name != "notebook"}
-    return json.dumps({"title": f"Analysis {wildcards.key}", **files, **job.settings["analyse"]})
+def get_figures(stage, folder, ext="png"):
+    """The figure files (PNG or SVG) a notebook stage writes into `folder` (which may hold {key})."""
+    return [f"{folder}/figures/{name}.{ext}" for name in FIGURES[stage]]
+
+
+def get_notebook_parameters(stage, title):
+    """Papermill parameters of a notebook job: its input files, figures folder and settings."""
+
+    def parameters(wildcards, input, output):
+        files = {name: os.path.abspath(path) for name, path in input.items() if name != "notebook"}
+        figures_dir = os.path.join(os.path.abspath(os.path.dirname(output.html)), "figures")
+        if stage == "compare":
+            return json.dumps({"title": title, **files, "figures_dir": figures_dir, "baseline": PLAN.baseline})
+        settings = PLAN.job(stage, wildcards.key).settings["analyse"]
+        runs = ", ".join(n for n, keys in PLAN.runs.items() if keys[stage] == wildcards.key)
+        heading = f"{title}: {runs} ({wildcards.key})"
+        return json.dumps({"title": heading, **files, "figures_dir": figures_dir, **settings})
+
+    return parameters
 
 
 def get_run_artifacts(wildcards):
@@ -63,7 +98,6 @@ def get_run_artifacts(wildcards):
         "training_curves": f"{folders['train']}/training_curves.png",
         "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
         "train_summary": f"{folders['train']}/train_summary.json",
-        "model": f"{folders['train']}/model.pt",
         "locked": f"{folders['tune']}/locked.json",
         "per_image_test": f"{folders['evaluate']}/per_image_test.csv",
         "lesions_test": f"{folders['evaluate']}/lesions_test.csv",
@@ -71,6 +105,15 @@ def get_run_artifacts(wildcards):
         "zero_dice_summary": f"{folders['breakdown']}/zero_dice_summary.csv",
         "zero_dice": f"{folders['breakdown']}/zero_dice.json",
         "analysis": f"{folders['analyse']}/analysis.html",
+        "analysis_notebook": f"{folders['analyse']}/analysis.ipynb",
+        "training_report": f"{folders['training_report']}/training_report.html",
+        "training_report_notebook": f"{folders['training_report']}/training_report.ipynb",
+        **{
+            f"figure_{name}_{ext}": f"{folders[stage]}/figures/{name}.{ext}"
+            for stage in ("analyse", "training_report")
+            for name in FIGURES[stage]
+            for ext in ("png", "svg")
+        },
     }
 
 
@@ -80,12 +123,18 @@ def get_run_record(wildcards):
         {
             "run": wildcards.name,
             "keys": PLAN.runs[wildcards.name],
+            "dataset_fingerprint": PLAN.dataset_fingerprint,
             "settings": CONFIG.runs[wildcards.name],
             "data": CONFIG.data,
             "split": CONFIG.split,
         },
         sort_keys=True,
     )
+
+
+def get_run_keys(wildcards):
+    """The run's key per stage, for report captions."""
+    return PLAN.runs[wildcards.name]
 
 
 def get_evaluations(filename):
@@ -113,12 +162,13 @@ def get_labelled_inputs(wildcards, input):
 
 
 def get_compare_settings(wildcards):
-    """The compare section (baseline and paired bootstrap), as JSON."""
-    return json.dumps(CONFIG.compare, sort_keys=True)
+    """The compare section (baseline, excluded tags, paired bootstrap) and every run's tags, as JSON."""
+    tags = {name: run["tags"] for name, run in CONFIG.runs.items()}
+    return json.dumps({**CONFIG.compare, "tags": tags}, sort_keys=True)
 
 
 def get_all_targets(wildcards):
-    """The leaderboard and every run's view."""
-    return ["results/compare/leaderboard.csv"] + [
+    """The leaderboard, the compare notebook and every run's view."""
+    return ["results/compare/leaderboard.csv", "results/compare/compare.html"] + [
         f"results/runs/{name}/index.json" for name in PLAN.runs
     ]

@@ -4,31 +4,50 @@ rule run_view:
         unpack(get_run_artifacts),
     output:
         index="results/runs/{name}/index.json",
-        curves=report(
-            "results/runs/{name}/training_curves.png",
-            caption="../report/training_curves.rst",
+        figures=report(
+            directory("results/runs/{name}/figures"),
+            patterns=["{figure}.png"],
+            caption="../report/figures.rst",
             category="{name}",
-        ),
-        per_image=report(
-            "results/runs/{name}/per_image_test.csv",
-            caption="../report/per_image.rst",
-            category="{name}",
-        ),
-        zero_dice=report(
-            "results/runs/{name}/zero_dice_summary.csv",
-            caption="../report/zero_dice.rst",
-            category="{name}",
+            subcategory="Figures",
         ),
         analysis=report(
             "results/runs/{name}/analysis.html",
             caption="../report/analysis.rst",
             category="{name}",
+            subcategory="Notebooks",
+        ),
+        training_report=report(
+            "results/runs/{name}/training_report.html",
+            caption="../report/training_report.rst",
+            category="{name}",
+            subcategory="Notebooks",
+        ),
+        per_image=report(
+            "results/runs/{name}/per_image_test.csv",
+            caption="../report/per_image.rst",
+            category="{name}",
+            subcategory="Tables",
+        ),
+        lesions=report(
+            "results/runs/{name}/lesions_test.csv",
+            caption="../report/lesions.rst",
+            category="{name}",
+            subcategory="Tables",
+        ),
+        zero_dice=report(
+            "results/runs/{name}/zero_dice_summary.csv",
+            caption="../report/zero_dice.rst",
+            category="{name}",
+            subcategory="Tables",
         ),
     log:
         "logs/runs/{name}.log",
     params:
         record=get_run_record,
         artifacts=get_labelled_inputs,
+        run_keys=get_run_keys,
+        dataset=PLAN.dataset_fingerprint,
     conda:
         "../envs/lesionflow.yaml"
     shell:

@@ -17,6 +17,7 @@ rule split:
         "logs/split/{key}.log",
     params:
         settings=get_settings("split"),
+        dataset=PLAN.dataset_fingerprint,
     conda:
         "../envs/lesionflow.yaml"
     shell:

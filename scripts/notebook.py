@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Run the parameterised analysis notebook for one run; write analysis.ipynb and analysis.html."""
+"""Command-line entry point of every notebook stage (analyse, training report, compare report).
+
+It must never do more than parse arguments and call lesionflow.notebook.run_notebook.
+"""
 
 import argparse
 import json
 
-from lesionflow.analysis import run_analyse
 from lesionflow.errors import LesionflowError, exit_on_user_error
+from lesionflow.notebook import run_notebook
 
 
 @exit_on_user_error
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Parse ``--notebook``, ``--parameters`` (JSON) and ``--out``; execute and export."""
+    parser = argparse.ArgumentParser(description="Execute a parameterised notebook; export HTML.")
     parser.add_argument("--notebook", required=True, help="the notebook to execute")
     parser.add_argument("--parameters", required=True, help="JSON object of notebook parameters")
     parser.add_argument("--out", required=True, help="the stage's output folder")
@@ -21,7 +25,7 @@ def main() -> None:
         raise LesionflowError(f"--parameters: not valid JSON ({err})") from None
     if not isinstance(parameters, dict):
         raise LesionflowError("--parameters: expected a JSON object of notebook parameters")
-    run_analyse(args.notebook, parameters, args.out)
+    run_notebook(args.notebook, parameters, args.out)
 
 
 if __name__ == "__main__":
