@@ -98,7 +98,8 @@ def test_unknown_or_non_numeric_rule_is_a_user_error():
 def test_epoch_curves_have_one_panel_per_metric_with_train_val_and_best_epoch():
     fig = training_report.plot_epoch_curves(epochs_frame(), bands=(0.4, 0.6))
     axes = fig.get_axes()
-    assert [ax.get_title() for ax in axes] == ["loss", "dice", "iou", "pearson"]
+    assert [ax.get_ylabel() for ax in axes] == ["loss", "dice", "iou", "pearson"]
+    assert axes[1].get_title() == "Dice, lesion-positive images"
     for ax in axes:
         labels = [line.get_label() for line in ax.get_lines()]
         assert labels == ["train", "val", "best epoch 2"]

@@ -29,6 +29,12 @@ from lesionflow.analysis import (
 from lesionflow.errors import LesionflowError
 
 EPOCH_METRICS = ("loss", "dice", "iou", "pearson")
+_EPOCH_TITLES = {
+    "loss": "Loss",
+    "dice": "Dice, lesion-positive images",
+    "iou": "IoU, lesion-positive images",
+    "pearson": "Pearson r (probability vs mask)",
+}
 # (column suffix, panel title, y label) of the per-epoch quality curves, in panel order.
 QUALITY_METRICS = (
     ("dice", "Dice", "Dice"),
@@ -484,7 +490,8 @@ def plot_epoch_curves(
             ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
+        ax.set_title(_EPOCH_TITLES[metric])
+        ax.set_ylabel(metric)
         ax.legend(fontsize="small")
     return fig
 

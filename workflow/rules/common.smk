@@ -58,12 +58,19 @@ def get_settings(stage):
     return lambda wildcards: settings_json(PLAN, stage, wildcards.key)
 
 
-def get_run_resource(stage, what):
-    """The `resources` entry of the first run whose `stage` job has this key."""
+def get_run_resource(stage, what, grows=False):
+    """The `resources` entry of the first run whose `stage` job has this key.
 
-    def resource(wildcards):
+    With `grows`, the value is multiplied by the attempt number, so a job that ran out of
+    memory or time is retried with more (Snakemake's --retries).
+    """
+
+    def resource(wildcards, attempt):
         name = next(n for n, keys in PLAN.runs.items() if keys[stage] == wildcards.key)
-        return CONFIG.runs[name]["resources"][what]
+        value = CONFIG.runs[name]["resources"][what]
+        if value is None:
+            return ""  # e.g. no GPU model asked for: an empty resource is left out of sbatch
+        return value * attempt if grows else value
 
     return resource
 

@@ -12,7 +12,9 @@ rule infer:
     threads: get_run_resource("infer", "threads")
     resources:
         gpu=get_run_resource("infer", "gpu"),
-        mem_mb=get_run_resource("infer", "mem_mb"),
+        gpu_model=get_run_resource("infer", "gpu_model"),
+        mem_mb=get_run_resource("infer", "mem_mb", grows=True),
+        runtime=get_run_resource("infer", "runtime", grows=True),
     conda:
         "../envs/torch.yaml"
     shell:

@@ -15,8 +15,9 @@ rule train:
     threads: get_run_resource("train", "threads")
     resources:
         gpu=get_run_resource("train", "gpu"),
-        mem_mb=get_run_resource("train", "mem_mb"),
-        runtime=get_run_resource("train", "runtime"),
+        gpu_model=get_run_resource("train", "gpu_model"),
+        mem_mb=get_run_resource("train", "mem_mb", grows=True),
+        runtime=get_run_resource("train", "runtime", grows=True),
     conda:
         "../envs/torch.yaml"
     shell:
