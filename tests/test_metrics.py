@@ -19,7 +19,6 @@ from lesionflow.metrics import (
     image_metrics,
     iou_per_image,
     pearson_per_image,
-    per_image_table,
     precision_per_image,
     recall_per_image,
     score_images,
@@ -302,9 +301,9 @@ def test_lesion_table_has_one_row_per_reference_lesion_with_its_size_bin():
     assert table["fp_lesion_area"].tolist() == [0, 0, 1, 0]
 
 
-def test_per_image_table_leaves_missing_presence_values_undefined():
+def test_per_image_scores_leave_missing_presence_values_undefined():
     shape = (4, 4)
-    table = per_image_table(["x"], ["s"], [_mask(shape, (1, 1))], [_mask(shape, (1, 1))])
+    table, _ = score_images(["x"], ["s"], [_mask(shape, (1, 1))], [_mask(shape, (1, 1))])
     assert math.isnan(table.loc[0, "presence_score"]) and math.isnan(table.loc[0, "presence_pred"])
 
 
@@ -320,7 +319,7 @@ def test_segmentation_summary_for_tuning_excludes_empty_references_from_dice_pos
 
 def test_dice_all_equals_monai_mean_with_ignore_empty_false():
     preds, gts = _random_stack(seed=5)
-    table = per_image_table(
+    table, _ = score_images(
         [str(i) for i in range(len(preds))], ["s"] * len(preds), list(preds), list(gts)
     )
     theirs = compute_dice(

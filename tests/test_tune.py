@@ -8,7 +8,7 @@ from PIL import Image
 
 from lesionflow.artifacts import read_json, save_arrays
 from lesionflow.errors import LesionflowError
-from lesionflow.metrics import per_image_table, segmentation_summary
+from lesionflow.metrics import score_images, segmentation_summary
 from lesionflow.postprocess import apply_locked
 from lesionflow.tune import run_tune, tune_on_validation, youden_threshold
 
@@ -45,7 +45,7 @@ def _val_set(n: int = 10) -> tuple[dict, dict]:
 def _brute_force_objective(probs, masks, locked, objective):
     ids = sorted(probs)
     preds = [apply_locked(probs[i], locked)[0] for i in ids]
-    table = per_image_table(ids, ids, preds, [masks[i] for i in ids])
+    table, _ = score_images(ids, ids, preds, [masks[i] for i in ids])
     return segmentation_summary(table)[objective]
 
 

@@ -150,7 +150,7 @@ def ratio(num: ArrayLike, den: ArrayLike, row_subjects: Sequence[str], resampler
 
 def mean(values: ArrayLike, row_subjects: Sequence[str], resampler: Resampler) -> Estimate:
     """Mean of the defined values; NaN rows are excluded and ``Estimate.n`` counts the defined ones."""
-    vals = _vector(values, "mean values")
+    vals = numeric_vector(values, "mean values")
     idx = resampler.subject_index(row_subjects)
     _check_lengths(("mean values", vals.size), ("row subjects", idx.size))
     defined = ~np.isnan(vals)
@@ -304,7 +304,8 @@ def _check_lengths(*named: tuple[str, int]) -> None:
         raise LesionflowError(f"lengths differ: {sizes}")
 
 
-def _vector(values: ArrayLike, what: str) -> np.ndarray:
+def numeric_vector(values: ArrayLike, what: str) -> np.ndarray:
+    """``values`` as a 1-D float array; LesionflowError naming ``what`` when it is not one."""
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as err:
@@ -315,7 +316,7 @@ def _vector(values: ArrayLike, what: str) -> np.ndarray:
 
 
 def _finite_vector(values: ArrayLike, what: str) -> np.ndarray:
-    arr = _vector(values, what)
+    arr = numeric_vector(values, what)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))

@@ -310,22 +310,6 @@ def score_images(
     return per_image, lesions[LESION_COLUMNS]
 
 
-def per_image_table(
-    ids: Sequence[str],
-    subjects: Sequence[str],
-    preds: Sequence[np.ndarray],
-    gts: Sequence[np.ndarray],
-    probs: Sequence[np.ndarray] | None = None,
-    presence_scores: Sequence[float] | None = None,
-    presence_preds: Sequence[bool] | None = None,
-    matching: LesionMatching = LesionMatching(),
-) -> pd.DataFrame:
-    """The per-image table of :func:`score_images` alone."""
-    return score_images(
-        ids, subjects, preds, gts, probs, presence_scores, presence_preds, matching
-    )[0]
-
-
 # ---------------------------------------------------------------------------------------------
 # Point summary for tuning (summary.py adds intervals, lesions and presence for evaluation)
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import pearsonr, spearmanr
 
-from lesionflow.bootstrap import Estimate, Resampler
+from lesionflow.bootstrap import Estimate, Resampler, numeric_vector
 from lesionflow.errors import LesionflowError
 
 # Metrics that get a bootstrap interval; the p-values are reported for the point estimate only.
@@ -210,12 +210,7 @@ def _check_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.nd
 
 
 def _finite_vector(values: ArrayLike, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise LesionflowError(f"{what}: not numbers ({err})") from None
-    if arr.ndim != 1:
-        raise LesionflowError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
+    arr = numeric_vector(values, what)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))
