@@ -25,10 +25,14 @@ IDRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid-ex"
 
 
 def _write_pair(folder: Path, name: str, lesion_pixels: int = 0, size: int = 16) -> None:
-    """An RGB image and a 0/255 mask with ``lesion_pixels`` lesion pixels in the first row(s)."""
+    """An RGB image and a 0/255 mask with ``lesion_pixels`` lesion pixels in the first row(s).
+
+    The image is a ramp, not a constant: the data stage refuses constant images.
+    """
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     image = np.full((size, size, 3), 60, dtype=np.uint8)
+    image[..., 1] = np.arange(size, dtype=np.uint8)
     mask = np.zeros(size * size, dtype=np.uint8)
     mask[:lesion_pixels] = 255
     Image.fromarray(image).save(folder / "images" / f"{name}.png")

@@ -27,7 +27,9 @@ MASK_CHANNEL_COLUMN = "mask_channel"
 MASK_THRESHOLD_COLUMN = "mask_threshold"
 # A colour mask whose channels never differ by more than this is greyscale saved as RGB
 # (JPEG chroma noise stays well below it); above it, which channel holds the lesion is ambiguous.
-_GREY_CHANNEL_SPREAD = 48
+GREY_CHANNEL_SPREAD = 48
+# PIL modes of 16-bit (and 32-bit integer) greyscale pictures; their values span 0-65535.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def _row_error(path: Path, row: int, column: str, problem: str) -> LesionflowError:
@@ -35,7 +37,11 @@ def _row_error(path: Path, row: int, column: str, problem: str) -> LesionflowErr
     return LesionflowError(f"manifest {path}, row {row}, column '{column}': {problem}")
 
 
-def _parse_mask_option(value: str, column: str, path: Path, row: int) -> int | None:
+def parse_mask_option(value: str, column: str) -> int | None:
+    """The integer in a ``mask_channel`` / ``mask_threshold`` cell, or None for an empty cell.
+
+    Raises ValueError saying what was expected; callers add the manifest, the row and the column.
+    """
     if value.strip() == "":
         return None
     low, high = (0, 2) if column == MASK_CHANNEL_COLUMN else (0, 254)
@@ -44,20 +50,20 @@ def _parse_mask_option(value: str, column: str, path: Path, row: int) -> int | N
     except ValueError:
         number = None
     if number is None or not low <= number <= high:
-        raise _row_error(
-            path, row, column, f"expected an integer from {low} to {high} or empty, got {value!r}"
-        )
+        raise ValueError(f"expected an integer from {low} to {high} or empty, got {value!r}")
     return number
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
+def manifest_file(folder: Path, cell: str) -> Path:
+    """The absolute path that a manifest cell names; cells are relative to the manifest's folder."""
+    return Path(os.path.normpath(folder / cell))
 
-    Required columns are ``image``, ``mask`` and ``subject``; ``image_id`` defaults to the image
-    file stem. Paths are relative to the manifest's folder. Every cell is read as text, so
-    subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1, 2) and
-    ``mask_threshold`` (0-254) columns say how to read colour masks (see :func:`load_mask`).
-    Errors name the manifest, the row (header = row 1) and the column.
+
+def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The manifest CSV as text cells, once the file as a whole is sound (readable, columns, rows).
+
+    Raises LesionflowError for a problem of the whole file; problems of single rows are left to
+    the caller (:func:`read_manifest` stops at the first, ``manifest_check`` collects them all).
     """
     path = Path(path)
     if not path.is_file():
@@ -75,6 +81,22 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         )
     if frame.empty:
         raise LesionflowError(f"manifest {path}: has a header but no rows")
+    return frame
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
+
+    Required columns are ``image``, ``mask`` and ``subject``; ``image_id`` defaults to the image
+    file stem. Paths are relative to the manifest's folder. Every cell is read as text, so
+    subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1, 2) and
+    ``mask_threshold`` (0-254) columns say how to read colour masks (see :func:`load_mask`).
+    Errors name the manifest, the row (header = row 1) and the column. Only the table and the
+    files' existence are checked, so later stages can re-read the data stage's manifest cheaply;
+    the pixel-level checks of a user's manifest are ``manifest_check.validate_manifest``.
+    """
+    path = Path(path)
+    frame = read_manifest_table(path)
 
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
@@ -90,7 +112,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
             if record[column].strip() == "":
                 raise _row_error(path, row, column, "expected a value, found an empty cell")
         for column in ("image", "mask"):
-            file = Path(os.path.normpath(folder / record[column]))
+            file = manifest_file(folder, record[column])
             if not file.is_file():
                 raise _row_error(
                     path,
@@ -113,7 +135,10 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         first_row_of_id[image_id] = row
         ids.append(image_id)
         for column, values in mask_options.items():
-            values.append(_parse_mask_option(record[column], column, path, row))
+            try:
+                values.append(parse_mask_option(record[column], column))
+            except ValueError as err:
+                raise _row_error(path, row, column, str(err)) from None
 
     result = frame.copy()
     result["image_id"] = ids
@@ -135,23 +160,90 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG/JPEG/TIFF as float32 ``(C, H, W)`` in [0, 1]: RGB gives C=3, greyscale C=1.
+    """Read a PNG/JPEG/TIFF/GIF as float32 ``(C, H, W)`` in [0, 1]: RGB gives C=3, greyscale C=1.
 
     16-bit greyscale is scaled by 65535; an alpha channel is dropped; palette images become RGB.
     """
     picture = _open(path, "image")
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if picture.mode in SIXTEEN_BIT_MODES:
         array = np.asarray(picture, dtype=np.float32)[None] / 65535.0
     elif picture.mode in ("1", "L", "LA"):
         array = np.asarray(picture.convert("L"), dtype=np.float32)[None] / 255.0
     elif picture.mode == "F":
         raise LesionflowError(
-            f"cannot read image {path}: 32-bit float images are not supported; save it as 8- or "
-            "16-bit PNG"
+            f"cannot read image {path}: 32-bit float images are not supported; save it as 8- or 16-bit PNG"
         )
     else:
         array = np.asarray(picture.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
     return np.ascontiguousarray(np.clip(array, 0.0, 1.0))
+
+
+def mask_channels(picture: Image.Image) -> tuple[np.ndarray, int]:
+    """A decoded mask's values as integers ``(H, W, C)`` (C = 1 greyscale, 3 colour) and their scale.
+
+    The scale is 257 for 16-bit masks, so a threshold on the 8-bit scale can be multiplied by it,
+    and 1 otherwise. A bilevel (mode "1") mask gives 0 and 1, which read as a label mask. A
+    32-bit float mask (mode "F") is the caller's to refuse.
+    """
+    if picture.mode == "1":
+        return np.asarray(picture, dtype=np.uint8)[..., None], 1
+    if picture.mode in SIXTEEN_BIT_MODES:
+        return np.asarray(picture)[..., None], 257
+    if picture.mode in ("L", "LA"):
+        return np.asarray(picture.getchannel(0))[..., None], 1
+    # Converting an RGB picture would copy 36 MB of a fundus mask for nothing.
+    return np.asarray(picture if picture.mode == "RGB" else picture.convert("RGB")), 1
+
+
+def colour_spread(channels: np.ndarray) -> int:
+    """The largest difference between the channels of one pixel: 0 for a greyscale mask."""
+    if channels.shape[2] == 1:
+        return 0
+    # Elementwise maxima of the three planes are ~20 times faster than a max over the last axis.
+    red, green, blue = channels[..., 0], channels[..., 1], channels[..., 2]
+    highest = np.maximum(np.maximum(red, green), blue)
+    lowest = np.minimum(np.minimum(red, green), blue)
+    return int((highest - lowest).max())
+
+
+def distinct_values(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a mask channel."""
+    if values.dtype in (np.uint8, np.uint16):
+        # Marking the values seen is faster than np.unique for 8- and 16-bit pictures.
+        seen = np.zeros(np.iinfo(values.dtype).max + 1, dtype=bool)
+        seen[values.ravel()] = True
+        return np.flatnonzero(seen).astype(values.dtype)
+    return np.unique(values)
+
+
+def is_label_mask(distinct: np.ndarray) -> bool:
+    """Whether a mask holds only 0 and 1 (or only 1): a label mask where 1 is lesion."""
+    return bool(distinct.size and distinct.max() == 1 and np.isin(distinct, (0, 1)).all())
+
+
+def is_binary(distinct: np.ndarray) -> bool:
+    """Whether a mask's distinct values are 0 and one other value, or a single value."""
+    return distinct.size <= 1 or (distinct.size == 2 and distinct[0] == 0)
+
+
+def lesion_values(channels: np.ndarray, channel: int | None, path: str | os.PathLike) -> np.ndarray:
+    """The 2D values that hold the lesion: ``channel`` of a colour mask, else its only channel.
+
+    A colour mask whose channels differ by more than GREY_CHANNEL_SPREAD needs ``channel``: the
+    lesion colour is never guessed.
+    """
+    if channels.shape[2] == 1:
+        return channels[..., 0]
+    if channel is None:
+        spread = colour_spread(channels)
+        if spread > GREY_CHANNEL_SPREAD:
+            raise LesionflowError(
+                f"mask {path} is a colour image whose channels differ by up to {spread}; "
+                "say which channel holds the lesion (data.mask_channel, or a mask_channel "
+                "column in the manifest: 0 red, 1 green, 2 blue)"
+            )
+        channel = 0
+    return channels[..., channel]
 
 
 def load_mask(
@@ -167,27 +259,11 @@ def load_mask(
     lesion colour is never guessed, and a greyscale conversion would dim red lesions to ~76.
     """
     picture = _open(path, "mask")
-    if picture.mode == "1":
-        return np.asarray(picture, dtype=bool).copy()
-    scale = 257 if picture.mode in ("I;16", "I;16B", "I;16L", "I") else 1
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "L", "LA"):
-        values = np.asarray(picture.getchannel(0) if picture.mode == "LA" else picture)
-    elif picture.mode == "F":
+    if picture.mode == "F":
         raise LesionflowError(f"cannot read mask {path}: 32-bit float masks are not supported")
-    else:
-        rgb = np.asarray(picture.convert("RGB"))
-        if channel is None:
-            spread = int((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)).max())
-            if spread > _GREY_CHANNEL_SPREAD:
-                raise LesionflowError(
-                    f"mask {path} is a colour image whose channels differ by up to {spread}; "
-                    "say which channel holds the lesion (data.mask_channel, or a mask_channel "
-                    "column in the manifest: 0 red, 1 green, 2 blue)"
-                )
-            channel = 0
-        values = rgb[..., channel]
-    unique = np.unique(values)
-    if unique.size and unique.max() == 1 and np.isin(unique, (0, 1)).all():
+    channels, scale = mask_channels(picture)
+    values = lesion_values(channels, channel, path)
+    if is_label_mask(distinct_values(values)):
         return values == 1
     return values > threshold * scale
 
@@ -290,14 +366,14 @@ def summarise_dataset(manifest_df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _check_mask_setting(settings: Mapping[str, Any], key: str, high: int) -> int | None:
+def mask_setting(settings: Mapping[str, Any], key: str) -> int | None:
+    """The ``data.mask_channel`` / ``data.mask_threshold`` setting, checked; None when unset."""
+    high = 2 if key == MASK_CHANNEL_COLUMN else 254
     value = settings.get(key)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
-        raise LesionflowError(
-            f"data.{key}: expected an integer from 0 to {high} or null, got {value!r}"
-        )
+        raise LesionflowError(f"data.{key}: expected an integer from 0 to {high} or null, got {value!r}")
     return value
 
 
@@ -307,8 +383,8 @@ def _apply_mask_settings(manifest_df: pd.DataFrame, settings: Mapping[str, Any])
     Values in the user's manifest win, so one odd file can differ from the rest.
     """
     result = manifest_df.copy()
-    for key, high in ((MASK_CHANNEL_COLUMN, 2), (MASK_THRESHOLD_COLUMN, 254)):
-        value = _check_mask_setting(settings, key, high)
+    for key in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN):
+        value = mask_setting(settings, key)
         if value is None:
             continue
         if key not in result.columns:
@@ -321,8 +397,10 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """The data stage: write ``manifest.csv`` and ``data_summary.json`` into ``out_dir``.
 
     ``source: synthetic`` generates the built-in dataset there (PNGs, relative paths);
-    ``source: manifest`` validates the user's manifest and writes it with absolute paths,
-    without copying any image. Optional ``mask_channel`` / ``mask_threshold`` settings fill the
+    ``source: manifest`` checks every row of the user's manifest first (files, sizes, mask values;
+    see ``manifest_check``) and stops with all its problems before writing anything, so no later
+    job starts on a bad dataset; it then writes the manifest with absolute paths, without copying
+    any image. Optional ``mask_channel`` / ``mask_threshold`` settings fill the
     manifest columns of the same name where they are empty.
     """
     out = Path(out_dir)
@@ -342,6 +420,10 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
             raise LesionflowError(
                 "data.manifest: expected the path of a manifest CSV when data.source is 'manifest'"
             )
+        # manifest_check builds on this module's readers, so it is imported where it is used.
+        from lesionflow.manifest_check import validate_manifest
+
+        validate_manifest(manifest, settings)
         manifest_df = _apply_mask_settings(read_manifest(manifest), settings)
         artifacts.write_csv(manifest_df, out / "manifest.csv")
     else:

@@ -230,16 +230,14 @@ def manifest_fingerprint(manifest: Path, cache: FileHashCache) -> str:
             f"manifest {manifest} lacks the column(s) {', '.join(sorted(missing))}"
         )
     fingerprinted = []
-    for number, row in enumerate(rows, start=2):
+    for row in rows:
         entry = {k: v for k, v in row.items() if k not in ("image", "mask")}
         entry.setdefault("image_id", Path(row["image"]).stem)
         for column in ("image", "mask"):
-            file = manifest.parent / row[column]
-            if not file.is_file():
-                raise LesionflowError(
-                    f"manifest {manifest} row {number}: {column} file {row[column]} does not exist"
-                )
-            entry[column] = cache.content_hash(file)
+            file = manifest.parent / (row[column] or "")
+            # A missing file is part of the fingerprint, not an error here: the data stage's
+            # manifest check then reports every missing file at once, with its row.
+            entry[column] = cache.content_hash(file) if file.is_file() else f"missing:{row[column]}"
         fingerprinted.append(entry)
     cache.save()
     return digest(fingerprinted, length=32)
