@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Entry point of the train stage: parse arguments, call lesionflow.train.run_train."""
+"""Entry point of the train stage: parse arguments, call lesionflow.train.run_train.
+
+A rerun with the same arguments resumes from <out>/resume/checkpoint.pt when a previous attempt
+left one. Exit codes: 0 done (artifacts written, resume folder removed); 2 a user error, in one
+line; 143 stopped by SIGTERM, 138 by SIGUSR1 (128 + the signal number), the last finished epoch's
+checkpoint kept for the retry; 1 anything else (a traceback).
+"""
 
 import argparse
 import json
 
 from lesionflow.errors import exit_on_user_error
-from lesionflow.train import run_train
+from lesionflow.train import exit_on_interrupt, run_train
 
 
 @exit_on_user_error
+@exit_on_interrupt
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, help="manifest.csv of the dataset")
     parser.add_argument("--split", required=True, help="split.csv (train / val / test)")
     parser.add_argument("--settings", required=True, help='JSON: {"model": ..., "train": ...}')

@@ -16,7 +16,8 @@ from lesionflow.tta import predict_probabilities
 SUMMARY_KEYS = {
     "iterations", "wall_time_s", "best_epoch", "best_val_dice_pos", "final_train_loss",
     "final_val_loss", "epochs_run", "stopped_early", "peak_gpu_memory_mb", "peak_rss_mb",
-    "device", "n_train", "n_val", "torch_version", "monai_version",
+    "device", "n_train", "n_val", "torch_version", "monai_version", "gpu_name",
+    "throughput_images_per_s", "amp_dtype", "resumed_from_epoch", "num_workers", "deterministic",
 }
 
 
@@ -79,6 +80,11 @@ def test_training_writes_every_artifact_with_the_contract_columns(trained):
     assert written["peak_gpu_memory_mb"] is None and written["peak_rss_mb"] > 0
     assert written["epochs_run"] == 3 and written["stopped_early"] is False
     assert summary["iterations"] == len(steps)
+    # On CPU: full precision, no GPU, deterministic, and a fresh (not resumed) run.
+    assert written["gpu_name"] is None and written["amp_dtype"] is None
+    assert written["deterministic"] is True and written["resumed_from_epoch"] is None
+    assert written["num_workers"] == 0 and written["throughput_images_per_s"] > 0
+    assert not (out / train.RESUME_DIR).exists()
 
 
 def test_lr_schedule_has_one_row_per_optimizer_step(trained):
@@ -153,6 +159,35 @@ def test_same_seed_gives_the_same_losses(tmp_path):
     a = pd.read_csv(tmp_path / "a" / "lr_by_step.csv")
     b = pd.read_csv(tmp_path / "b" / "lr_by_step.csv")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_same_seed_and_worker_count_give_the_same_losses_with_worker_processes(tmp_path):
+    manifest, split_path, _ = tiny_dataset(tmp_path)
+    settings = tiny_settings(epochs=1, num_workers=1)
+    summary = train.run_train(manifest, split_path, settings, tmp_path / "a")
+    train.run_train(manifest, split_path, settings, tmp_path / "b")
+    assert summary["num_workers"] == 1
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "lr_by_step.csv"), pd.read_csv(tmp_path / "b" / "lr_by_step.csv")
+    )
+
+
+def test_null_num_workers_uses_the_jobs_cpus_less_one(monkeypatch):
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert train.resolve_num_workers(None) == 3
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert train.resolve_num_workers(None) == 0
+    assert train.resolve_num_workers(2) == 2
+
+
+def test_cpu_training_uses_no_mixed_precision():
+    assert train.amp_dtype_for(torch.device("cpu")) is None
+
+
+def test_negative_num_workers_names_train_num_workers(tmp_path):
+    # Settings are checked before any file is read.
+    with pytest.raises(LesionflowError, match=r"train\.num_workers"):
+        train.run_train("manifest.csv", "split.csv", tiny_settings(num_workers=-1), tmp_path / "out")
 
 
 def test_patch_training_stores_the_patch_as_the_inference_roi(tmp_path):
