@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lesionflow-installed
-SNAKEMAKE := $(BIN)/snakemake --profile profiles/default
+SNAKEMAKE := $(BIN)/snakemake --profile profiles/local
 
-.PHONY: setup demo report test lint clean
+# The local one-node SLURM cluster of tests/workflow/test_slurm.py: one fake GPU, and a second
+# partition for the tests to select through LESIONFLOW_SLURM_PARTITION.
+SLURM_LOCAL := SLURM_LOCAL_FAKE_GPUS=1 SLURM_LOCAL_PARTITIONS="debug batch" tests/slurm/local-slurm.sh
+
+.PHONY: setup demo report test test-slurm-cluster slurm-start slurm-stop slurm-status lint clean
 
 setup: $(STAMP)
 
@@ -23,8 +27,29 @@ demo: setup
 report: setup
 	$(SNAKEMAKE) --configfile config/config.yaml --report results/report.zip
 
-test: setup
+test: setup test-slurm-cluster
 	$(BIN)/python -m pytest
+
+# Starts the SLURM tests' cluster where that can work: as root on Linux with apt-get (it installs
+# Debian's SLURM packages). In CI (CI=true) it must start, since there the SLURM tests fail rather
+# than skip; elsewhere a failure only means they skip.
+test-slurm-cluster:
+	@if [ "$$CI" = true ]; then \
+		$(SLURM_LOCAL) start; \
+	elif [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ] && command -v apt-get >/dev/null; then \
+		$(SLURM_LOCAL) start || echo "make test: the local SLURM cluster did not start (see above): the SLURM tests will skip"; \
+	else \
+		echo "make test: the SLURM tests will skip unless the local cluster already runs: starting it needs root on Linux with apt-get (sudo make slurm-start)"; \
+	fi
+
+slurm-start:
+	$(SLURM_LOCAL) start
+
+slurm-stop:
+	$(SLURM_LOCAL) stop
+
+slurm-status:
+	$(SLURM_LOCAL) status
 
 lint: setup
 	$(BIN)/snakemake --lint --configfile config/config.yaml
