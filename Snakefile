@@ -2,12 +2,13 @@
 # -> zero-Dice breakdown -> analysis notebook -> leaderboard -> report.
 # Every artifact lives at results/<stage>/<content key>/; keys come from lesionflow.keys.
 
+import os
 import sys
 from pathlib import Path
 
 from lesionflow.config import resolve_config
 from lesionflow.errors import LesionflowError
-from lesionflow.keys import build_plan
+from lesionflow.keys import shared_plan
 
 # The built-in demo, unless a config is given on the command line (it would otherwise be
 # merged into the demo's runs).
@@ -18,7 +19,8 @@ if not config:
 
 try:
     CONFIG = resolve_config(config)
-    PLAN = build_plan(CONFIG, Path.cwd())
+    # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.keys).
+    PLAN = shared_plan(CONFIG, Path.cwd(), os.environ)
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")
 

@@ -1,12 +1,15 @@
 """Content keys: what changes a key, and what must not."""
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from lesionflow.config import resolve_config
 from lesionflow.keys import (
+    PLAN_ENV,
     FileHashCache,
     build_plan,
     code_fingerprint,
@@ -14,6 +17,9 @@ from lesionflow.keys import (
     manifest_fingerprint,
     module_closure,
     normalised_code,
+    plan_from_record,
+    plan_record,
+    shared_plan,
 )
 
 
@@ -151,3 +157,32 @@ def test_manifest_source_key_changes_with_one_pixel(tmp_path):
     Image.fromarray(pixels).save(manifest.parent / "img0.png")
     after = build_plan(resolve_config(config), tmp_path).runs["a"]
     assert all(before[stage] != after[stage] for stage in before)
+
+
+def test_plan_survives_its_json_record():
+    config = resolve_config({"runs": {"a": {}, "b": {"infer": {"tta": ["identity", "hflip"]}}}})
+    plan = build_plan(config, ".")
+    again = plan_from_record(json.loads(json.dumps(plan_record(plan, config))))
+    assert again.runs == plan.runs and again.baseline == plan.baseline
+    key = plan.runs["b"]["infer"]
+    assert again.job("infer", key) == plan.job("infer", key)
+
+
+def test_a_job_reuses_the_plan_its_snakemake_wrote_even_after_a_code_change(tmp_path):
+    config = resolve_config({"runs": {"a": {}}})
+    environ: dict[str, str] = {}
+    first = shared_plan(config, tmp_path, environ)
+    assert Path(environ[PLAN_ENV]).is_file()
+    # Doctor the stored plan as if the code had changed since: a job must still see the run's keys.
+    record = json.loads(Path(environ[PLAN_ENV]).read_text())
+    record["runs"]["a"]["train"] = "0123456789ab"
+    Path(environ[PLAN_ENV]).write_text(json.dumps(record))
+    assert shared_plan(config, tmp_path, environ).runs["a"]["train"] == "0123456789ab"
+    assert first.runs["a"]["train"] != "0123456789ab"
+
+
+def test_a_plan_made_from_another_config_is_not_reused(tmp_path):
+    environ: dict[str, str] = {}
+    shared_plan(resolve_config({"runs": {"a": {}}}), tmp_path, environ)
+    other = resolve_config({"runs": {"a": {"train": {"epochs": 3}}}})
+    assert shared_plan(other, tmp_path, environ).runs == build_plan(other, tmp_path).runs

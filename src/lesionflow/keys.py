@@ -359,3 +359,66 @@ def build_plan(config: ResolvedConfig, workdir: str | Path = ".") -> Plan:
 def settings_json(plan: Plan, stage: str, key: str) -> str:
     """The settings a stage's job receives, as compact JSON for its command line."""
     return json.dumps(plan.job(stage, key).settings, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- one plan for a whole run
+
+# The environment variable through which cluster jobs find the plan their Snakemake made.
+PLAN_ENV = "LESIONFLOW_PLAN"
+
+
+def _config_digest(config: ResolvedConfig) -> str:
+    return digest(
+        {"data": config.data, "split": config.split, "runs": config.runs, "compare": config.compare},
+        length=32,
+    )
+
+
+def plan_record(plan: Plan, config: ResolvedConfig) -> dict[str, Any]:
+    """The plan as JSON-ready data, with a digest of the config it was made from."""
+    return {
+        "config_digest": _config_digest(config),
+        "baseline": plan.baseline,
+        "dataset_fingerprint": plan.dataset_fingerprint,
+        "runs": plan.runs,
+        "jobs": {
+            stage: {key: {"settings": job.settings, "inputs": job.inputs} for key, job in jobs.items()}
+            for stage, jobs in plan.jobs.items()
+        },
+    }
+
+
+def plan_from_record(record: dict[str, Any]) -> Plan:
+    """The :class:`Plan` that :func:`plan_record` wrote."""
+    plan = Plan(
+        runs=record["runs"],
+        baseline=record["baseline"],
+        dataset_fingerprint=record["dataset_fingerprint"],
+    )
+    for stage, jobs in record["jobs"].items():
+        plan.jobs[stage] = {
+            key: Job(stage, key, job["settings"], job["inputs"]) for key, job in jobs.items()
+        }
+    return plan
+
+
+def shared_plan(config: ResolvedConfig, workdir: str | Path, environ: dict[str, str]) -> Plan:
+    """The plan of this Snakemake run: the one its main process wrote, or a new one.
+
+    A cluster job parses the Snakefile again; recomputing the keys there would pick up any code
+    edited since the run started and ask for artifacts that the run never planned. So the main
+    process writes its plan to ``.lesionflow/plans/`` and names it in ``environ[PLAN_ENV]``, and
+    a job reuses it when it was made from the same config.
+    """
+    path = environ.get(PLAN_ENV)
+    if path and Path(path).is_file():
+        record = json.loads(Path(path).read_text())
+        if record.get("config_digest") == _config_digest(config):
+            return plan_from_record(record)
+    plan = build_plan(config, workdir)
+    record = plan_record(plan, config)
+    target = Path(workdir) / ".lesionflow" / "plans" / f"{digest(record, length=16)}.json"
+    if not target.is_file():
+        write_json(target, record)
+    environ[PLAN_ENV] = str(target.resolve())
+    return plan

@@ -2,6 +2,7 @@
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import yaml
 from PIL import Image
 
 from lesionflow.config import resolve_config
-from lesionflow.keys import build_plan
+from lesionflow.keys import PLAN_ENV, build_plan, shared_plan
 from lesionflow.synthetic import generate_dataset
 
 from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, write_config
@@ -125,3 +126,18 @@ def test_no_tune_job_reads_a_test_split_file(finished):
         inputs = re.search(r"input: (.*)", block).group(1)
         assert "test" not in inputs, block
         assert "val.npz" in inputs
+
+
+def test_jobs_take_their_keys_from_the_plan_their_snakemake_wrote(tmp_path, monkeypatch):
+    # Cluster jobs parse the Snakefile again; with code edited meanwhile they would compute other
+    # keys. The plan named in LESIONFLOW_PLAN wins, so here a doctored plan's key must show up.
+    config = tiny_config({"r": tiny_run()})
+    write_config(tmp_path, config)
+    environ: dict[str, str] = {}
+    plan = shared_plan(resolve_config(config), tmp_path, environ)
+    path = Path(environ[PLAN_ENV])
+    path.write_text(path.read_text().replace(plan.runs["r"]["train"], "0123456789ab"))
+    monkeypatch.setenv(PLAN_ENV, str(path))
+    _, text = planned_jobs(tmp_path)
+    assert "results/train/0123456789ab/model.pt" in text
+    assert plan.runs["r"]["train"] not in text

@@ -7,6 +7,7 @@ from lesionflow.keys import settings_json
 
 envvars:
     "PATH",
+    "LESIONFLOW_PLAN",
 
 
 REPO = Path(workflow.basedir)
