@@ -12,6 +12,7 @@ from PIL import Image
 from lesionflow import analysis
 from lesionflow.bootstrap import Resampler
 from lesionflow.breakdown import run_breakdown
+from lesionflow.dataset import image_lesion_tables, read_manifest
 from lesionflow.errors import LesionflowError
 from lesionflow.evaluate import score_subset
 from lesionflow.metrics import CONVENTIONS
@@ -170,8 +171,8 @@ def test_example_grid_has_four_panels_per_image():
 # ---------------------------------------------------------------- the executed notebook
 
 FIGURES = (
-    "split", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val", "zero_dice",
-    "detection_by_size", "examples_best", "examples_worst", "examples_false_positive",
+    "split", "data_report", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val",
+    "zero_dice", "detection_by_size", "examples_best", "examples_worst", "examples_false_positive",
 )  # fmt: skip
 
 
@@ -208,6 +209,9 @@ def write_tiny_run(folder) -> dict:
         {"image_id": ids, "subject": subjects, "split": "test",
          "lesion_positive": [m.any() for m in masks.values()]}
     ).to_csv(folder / "split.csv", index=False)  # fmt: skip
+    data_images, data_lesions = image_lesion_tables(read_manifest(folder / "manifest.csv"))
+    data_images.to_csv(folder / "images.csv", index=False)
+    data_lesions.to_csv(folder / "data_lesions.csv", index=False)
     per_image, lesions = score_subset(probs, masks, dict(zip(ids, subjects, strict=True)), locked)
     per_image.to_csv(folder / "per_image_test.csv", index=False)
     per_image.to_csv(folder / "per_image_val.csv", index=False)
@@ -229,6 +233,8 @@ def write_tiny_run(folder) -> dict:
              "zero_dice_summary.csv", "split_summary.csv", "manifest.csv", "split.csv"]  # fmt: skip
     parameters = {name.split(".")[0]: str(folder / name) for name in files}
     parameters.update(
+        data_images=str(folder / "images.csv"),
+        data_lesions=str(folder / "data_lesions.csv"),
         title="Tiny run",
         probs_test=str(folder / "test.npz"),
         locked=str(folder / "locked.json"),
@@ -249,7 +255,7 @@ def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp
     out = tmp_path / "analyse"
     run_notebook(repo_root / "notebooks" / "analysis.ipynb", parameters, out, cwd=tmp_path)
     html = (out / "analysis.html").read_text()
-    for section in ("1 Summary", "2 Split", "3 Training curves", "4 Image groups", "5 Per-image Dice",
+    for section in ("1 Summary", "2 Split", "Data", "3 Training curves", "4 Image groups", "5 Per-image Dice",
                     "6 Lesion-free images", "7 Zero-Dice breakdown", "8 Lesion-wise detection",
                     "9 Best and worst cases"):  # fmt: skip
         assert section in html
@@ -303,3 +309,22 @@ def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
     assert table.loc["lesion-wise F1", "n"] == "7"
     assert table.loc["lesion-wise F1", "interval"] == "[0.250, undefined]"
     assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""
+
+
+def test_data_report_counts_images_subjects_and_lesions_per_split():
+    images = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
+        "height": 8, "width": 8, "lesion_pixels": [4, 0, 10, 2],
+        "lesion_fraction": [4 / 64, 0, 10 / 64, 2 / 64], "n_lesions": [1, 0, 2, 1],
+    })  # fmt: skip
+    lesions = pd.DataFrame({"image_id": ["a", "c", "c", "d"], "subject": ["s1", "s2", "s2", "s3"],
+                            "lesion_pixels": [4, 6, 4, 2]})  # fmt: skip
+    split = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
+                          "split": ["train", "train", "val", "test"]})  # fmt: skip
+    table = analysis.data_report_table(images, lesions, split).set_index("split")
+    assert list(table.index) == ["train", "val", "test"]
+    assert table.loc["train", "images"] == 2 and table.loc["train", "images per subject (max)"] == 2
+    assert table.loc["train", "lesion-positive images"] == 1 and table.loc["val", "lesions"] == 2
+    assert table.loc["val", "median lesion size (pixels)"] == "5.0"
+    fig = analysis.plot_data_report(images, lesions, split)
+    assert len(fig.get_axes()) == 4 and "1 lesion-free" in fig.get_axes()[1].get_title()

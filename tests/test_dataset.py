@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from lesionflow.dataset import (
+    image_lesion_tables,
     lesion_presence,
     load_image,
     load_mask,
@@ -219,8 +220,17 @@ def test_lesion_presence_is_indexed_by_image_id(small):
     assert presence.dtype == bool
 
 
+def test_image_and_lesion_tables_hold_one_row_per_image_and_per_lesion(small):
+    images, lesions = image_lesion_tables(read_manifest(small))
+    assert images["image_id"].tolist() == ["a", "b", "c"]
+    assert images.set_index("image_id")["n_lesions"].to_dict() == {"a": 1, "b": 0, "c": 1}
+    assert sorted(lesions["lesion_pixels"]) == [5, 12]
+    free = images.set_index("image_id").loc["b"]
+    assert free["lesion_pixels"] == 0 and free["lesion_fraction"] == 0
+
+
 def test_summarise_dataset_counts_images_subjects_and_lesion_pixels(small):
-    summary = summarise_dataset(read_manifest(small))
+    summary = summarise_dataset(*image_lesion_tables(read_manifest(small)))
     assert summary["n_images"] == 3 and summary["n_subjects"] == 2
     assert summary["n_lesion_free"] == 1 and summary["lesion_free_fraction"] == pytest.approx(1 / 3)
     assert summary["lesion_pixels_per_positive_image"]["min"] == 5
@@ -238,6 +248,9 @@ def test_run_data_synthetic_writes_images_manifest_and_summary(tmp_path):
     frame = read_manifest(tmp_path / "out" / "manifest.csv")
     assert len(frame) == 10
     summary = json.loads((tmp_path / "out" / "data_summary.json").read_text())
+    images = pd.read_csv(tmp_path / "out" / "images.csv", dtype={"image_id": str})
+    assert len(images) == 10 and images["lesion_pixels"].sum() > 0
+    assert (tmp_path / "out" / "lesions.csv").stat().st_size > 0
     assert summary["source"] == "synthetic" and summary["n_lesion_free"] == 4
 
 

@@ -230,6 +230,81 @@ def subject_overlap(split: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["splits", "shared_subjects", "examples"])
 
 
+# ---------------------------------------------------------------- data report
+
+
+def _with_split(table: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    splits = split.set_index("image_id")["split"]
+    return table.assign(split=table["image_id"].map(splits).fillna("unsplit"))
+
+
+def data_report_table(images: pd.DataFrame, lesions: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """Per split: images, subjects, images per subject, lesion-positive images, the median lesion
+    fraction of lesion-positive images, lesions and their median size (pixels)."""
+    images, lesions = _with_split(images, split), _with_split(lesions, split)
+    order = [s for s in SPLIT_ORDER if s in set(images["split"])]
+    order += sorted(set(images["split"]) - set(order))
+    rows = []
+    for name in order:
+        chosen = images[images["split"] == name]
+        positive = chosen[chosen["lesion_pixels"] > 0]
+        sizes = lesions.loc[lesions["split"] == name, "lesion_pixels"]
+        per_subject = chosen.groupby("subject").size()
+        rows.append(
+            {
+                "split": name,
+                "images": len(chosen),
+                "subjects": int(chosen["subject"].nunique()),
+                "images per subject (max)": int(per_subject.max()),
+                "lesion-positive images": len(positive),
+                "median lesion fraction (positive images)": format_value(
+                    float(positive["lesion_fraction"].median()) if len(positive) else None, 5
+                ),
+                "lesions": len(sizes),
+                "median lesion size (pixels)": format_value(float(sizes.median()) if len(sizes) else None, 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_data_report(images: pd.DataFrame, lesions: pd.DataFrame, split: pd.DataFrame) -> Figure:
+    """Images per subject, lesion-pixel fraction per image, lesions per image and lesion sizes, by split.
+
+    Fractions and sizes span orders of magnitude in fundus images, so they are drawn on log axes;
+    lesion-free images (fraction 0) are counted in the panel title instead.
+    """
+    images, lesions = _with_split(images, split), _with_split(lesions, split)
+    names = [s for s in SPLIT_ORDER if s in set(images["split"])]
+    fig = Figure(figsize=(14, 3.6), layout="constrained")
+    per_subject_ax, fraction_ax, count_ax, size_ax = fig.subplots(1, 4)
+    per_subject = images.groupby("subject").size()
+    per_subject_ax.hist(per_subject, bins=np.arange(0.5, per_subject.max() + 1.5), color="tab:blue")
+    per_subject_ax.set(xlabel="images per subject", ylabel="subjects", title="Images per subject")
+    per_subject_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    per_subject_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    positive = images[images["lesion_pixels"] > 0]
+    for ax, column, data, title in (
+        (fraction_ax, "lesion_fraction", positive, "Lesion-pixel fraction per image"),
+        (count_ax, "n_lesions", positive, "Lesions per lesion-positive image"),
+        (size_ax, "lesion_pixels", lesions, "Lesion size"),
+    ):
+        groups = [data.loc[data["split"] == name, column].to_numpy(dtype=float) for name in names]
+        shown = [(name, values) for name, values in zip(names, groups, strict=True) if len(values)]
+        if shown:
+            ax.boxplot([values for _, values in shown], tick_labels=[name for name, _ in shown])
+        ax.set_title(title)
+        ax.set_xlabel("split")
+    fraction_ax.set_yscale("log")
+    fraction_ax.set_ylabel("lesion pixels / image pixels")
+    free = int((images["lesion_pixels"] == 0).sum())
+    fraction_ax.set_title(f"Lesion-pixel fraction per image\n({free} lesion-free images not shown)")
+    count_ax.set_ylabel("lesions (connected components)")
+    count_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    size_ax.set_yscale("log")
+    size_ax.set_ylabel("pixels per lesion")
+    return fig
+
+
 # ---------------------------------------------------------------- per-image metrics
 
 

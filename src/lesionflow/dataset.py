@@ -331,35 +331,62 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def summarise_dataset(manifest_df: pd.DataFrame) -> dict[str, Any]:
+IMAGE_TABLE_COLUMNS = [
+    "image_id", "subject", "height", "width", "lesion_pixels", "lesion_fraction", "n_lesions",
+]
+LESION_TABLE_COLUMNS = ["image_id", "subject", "lesion_pixels"]
+
+
+def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per image (size, lesion pixels and fraction, lesion count) and one per lesion.
+
+    Lesions are connected components (4-connectivity, scipy.ndimage.label's default). Masks are
+    read one at a time, so a dataset of large images never sits in memory at once.
+    """
+    images, lesions = [], []
+    for row in manifest_df.to_dict("records"):
+        mask = load_manifest_mask(row)
+        labels, count = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())[1:]
+        image_id, subject = str(row["image_id"]), str(row["subject"])
+        images.append(
+            {
+                "image_id": image_id,
+                "subject": subject,
+                "height": int(mask.shape[0]),
+                "width": int(mask.shape[1]) if mask.ndim > 1 else 1,
+                "lesion_pixels": int(mask.sum()),
+                "lesion_fraction": float(mask.mean()),
+                "n_lesions": int(count),
+            }
+        )
+        lesions += [{"image_id": image_id, "subject": subject, "lesion_pixels": int(n)} for n in sizes]
+    return (
+        pd.DataFrame(images, columns=IMAGE_TABLE_COLUMNS),
+        pd.DataFrame(lesions, columns=LESION_TABLE_COLUMNS),
+    )
+
+
+def summarise_dataset(images: pd.DataFrame, lesions: pd.DataFrame) -> dict[str, Any]:
     """Counts of images, subjects and lesion-free images, and lesion size statistics.
 
     Lesion pixels and the fraction of the image they cover are given per lesion-positive image;
-    lesions are connected components (4-connectivity, scipy.ndimage.label's default).
+    ``images`` and ``lesions`` are the tables of :func:`image_lesion_tables`.
     """
-    pixels, fractions, counts, areas = [], [], [], []
-    for row in manifest_df.to_dict("records"):
-        mask = load_manifest_mask(row)
-        if not mask.any():
-            continue
-        labels, count = ndimage.label(mask)
-        pixels.append(int(mask.sum()))
-        fractions.append(float(mask.mean()))
-        counts.append(count)
-        areas.extend(np.bincount(labels.ravel())[1:].tolist())
-    n_images = len(manifest_df)
-    per_subject = manifest_df.groupby("subject").size()
-    areas_array = np.asarray(areas, dtype=float)
+    positive = images[images["lesion_pixels"] > 0]
+    n_images = len(images)
+    per_subject = images.groupby("subject").size()
+    areas_array = lesions["lesion_pixels"].to_numpy(dtype=float)
     return {
         "n_images": n_images,
-        "n_subjects": int(manifest_df["subject"].nunique()),
+        "n_subjects": int(images["subject"].nunique()),
         "images_per_subject": {"min": int(per_subject.min()), "max": int(per_subject.max())},
-        "n_lesion_positive": len(pixels),
-        "n_lesion_free": n_images - len(pixels),
-        "lesion_free_fraction": (n_images - len(pixels)) / n_images,
-        "lesion_pixels_per_positive_image": _stats(np.asarray(pixels, dtype=float)),
-        "lesion_fraction_per_positive_image": _stats(np.asarray(fractions)),
-        "lesions_per_positive_image": _stats(np.asarray(counts, dtype=float)),
+        "n_lesion_positive": len(positive),
+        "n_lesion_free": n_images - len(positive),
+        "lesion_free_fraction": (n_images - len(positive)) / n_images,
+        "lesion_pixels_per_positive_image": _stats(positive["lesion_pixels"].to_numpy(dtype=float)),
+        "lesion_fraction_per_positive_image": _stats(positive["lesion_fraction"].to_numpy(dtype=float)),
+        "lesions_per_positive_image": _stats(positive["n_lesions"].to_numpy(dtype=float)),
         "lesion_area_pixels": _stats(areas_array),
         "n_lesions": int(areas_array.size),
         "n_lesions_up_to_10_pixels": int((areas_array <= 10).sum()),
@@ -394,7 +421,7 @@ def _apply_mask_settings(manifest_df: pd.DataFrame, settings: Mapping[str, Any])
 
 
 def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
-    """The data stage: write ``manifest.csv`` and ``data_summary.json`` into ``out_dir``.
+    """The data stage: write ``manifest.csv``, ``images.csv``, ``lesions.csv`` and ``data_summary.json``.
 
     ``source: synthetic`` generates the built-in dataset there (PNGs, relative paths);
     ``source: manifest`` checks every row of the user's manifest first (files, sizes, mask values;
@@ -428,5 +455,8 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
         artifacts.write_csv(manifest_df, out / "manifest.csv")
     else:
         raise LesionflowError(f"data.source: expected 'synthetic' or 'manifest', got {source!r}")
-    summary = {"source": source, **summarise_dataset(manifest_df)}
+    images, lesions = image_lesion_tables(manifest_df)
+    artifacts.write_csv(images, out / "images.csv")
+    artifacts.write_csv(lesions, out / "lesions.csv")
+    summary = {"source": source, **summarise_dataset(images, lesions)}
     artifacts.write_json(out / "data_summary.json", summary)

@@ -15,8 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # The figures each notebook stage saves (workflow/rules/common.smk declares the same names).
 FIGURES = {
-    "analyse": ["split", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val",
-                "zero_dice", "detection_by_size", "examples_best", "examples_worst",
+    "analyse": ["split", "data_report", "epoch_curves", "image_groups", "dice_per_image_test",
+                "dice_per_image_val", "zero_dice", "detection_by_size", "examples_best", "examples_worst",
                 "examples_false_positive"],
     "training_report": ["loss_curves", "metric_curves", "lr_schedule"],
     "compare": ["forest", "paired_deltas"],

@@ -26,6 +26,8 @@ rule analyse:
         zero_dice_summary=get_input("analyse", "breakdown", "zero_dice_summary.csv"),
         split_summary=get_input("analyse", "split", "split_summary.csv"),
         manifest=get_input("analyse", "data", "manifest.csv"),
+        data_images=get_input("analyse", "data", "images.csv"),
+        data_lesions=get_input("analyse", "data", "lesions.csv"),
         split=get_input("analyse", "split", "split.csv"),
         probs_test=get_input("analyse", "infer", "test.npz"),
         locked=get_input("analyse", "tune", "locked.json"),

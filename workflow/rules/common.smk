@@ -20,6 +20,7 @@ NOTEBOOKS = {
 FIGURES = {
     "analyse": [
         "split",
+        "data_report",
         "epoch_curves",
         "image_groups",
         "dice_per_image_test",

@@ -2,6 +2,8 @@ rule data:
     output:
         manifest="results/data/{key}/manifest.csv",
         summary="results/data/{key}/data_summary.json",
+        images="results/data/{key}/images.csv",
+        lesions="results/data/{key}/lesions.csv",
     log:
         "logs/data/{key}.log",
     params:
