@@ -264,7 +264,7 @@ def paired_comparison(
             out[f"paired_delta_{metric}"] = described["d"]
             out[f"paired_delta_{metric}_ci_low"] = described["d_ci_low"]
             out[f"paired_delta_{metric}_ci_high"] = described["d_ci_high"]
-    out.update(wilcoxon_dice(per_image, baseline))
+    out.update(wilcoxon_dice(ours, theirs))
     return out
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lesionflow.artifacts import load_arrays, read_json, write_csv, write_json
 from lesionflow.bootstrap import Resampler
+from lesionflow.config import fill_defaults, load_schema
 from lesionflow.errors import LesionflowError
 from lesionflow.lesions import size_bin_labels
 from lesionflow.metrics import CONVENTIONS, LesionMatching, score_images
@@ -48,31 +49,31 @@ def read_locked(path: str | os.PathLike) -> dict:
     return locked
 
 
-# The evaluate section with its defaults, for callers that pass {} (the schema fills the same).
-DEFAULTS = {
-    "lesion_matching": {"connectivity": None, "criterion": "fraction", "min_overlap": 0.0},
-    "size_bins": [50, 500],
-    "bootstrap": {"n_resamples": 2000, "seed": 0, "confidence": 0.95},
-}
+def _section_schema() -> tuple[dict, dict]:
+    """The evaluate section of the config schema, and the whole schema (for its $refs)."""
+    schema = load_schema()
+    return schema["$defs"]["run"]["properties"]["evaluate"], schema
 
 
 def evaluation_settings(settings: Mapping) -> dict:
-    """The evaluate section with defaults filled; an unknown key is an error that names it."""
+    """The evaluate section with the schema's defaults filled; an unknown key is an error naming it.
+
+    Callers that pass ``{}`` (tests, direct use) get the same defaults as a config would.
+    """
     if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
         settings = settings["evaluate"]
-    unknown = [f"evaluate.{key}" for key in settings if key not in DEFAULTS]
-    for section in ("lesion_matching", "bootstrap"):
-        value = settings.get(section, {})
+    section, schema = _section_schema()
+    known = section["properties"]
+    unknown = [f"evaluate.{key}" for key in settings if key not in known]
+    for name in ("lesion_matching", "bootstrap"):
+        value = settings.get(name, {})
         if not isinstance(value, Mapping):
-            raise LesionflowError(f"evaluate.{section} must be a mapping, got {value!r}")
-        unknown += [f"evaluate.{section}.{key}" for key in value if key not in DEFAULTS[section]]
+            raise LesionflowError(f"evaluate.{name} must be a mapping, got {value!r}")
+        unknown += [f"evaluate.{name}.{key}" for key in value if key not in known[name]["properties"]]
     if unknown:
         raise LesionflowError(f"evaluate settings: unknown keys {unknown}")
-    resolved = {
-        section: {**DEFAULTS[section], **settings.get(section, {})}
-        for section in ("lesion_matching", "bootstrap")
-    }
-    resolved["size_bins"] = list(settings.get("size_bins", DEFAULTS["size_bins"]))
+    resolved = fill_defaults(dict(settings), section, schema)
+    resolved["size_bins"] = list(resolved["size_bins"])
     size_bin_labels(resolved["size_bins"])  # validates the edges, naming evaluate.size_bins
     return resolved
 
