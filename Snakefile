@@ -39,6 +39,7 @@ rule all:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/tune.smk"

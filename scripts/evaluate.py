@@ -20,9 +20,18 @@ def main() -> None:
     parser.add_argument("--probs-val", required=True, help="val.npz written by the infer stage")
     parser.add_argument("--probs-test", required=True, help="test.npz written by the infer stage")
     parser.add_argument("--locked", required=True, help="locked.json written by the tune stage")
+    parser.add_argument("--tiles-manifest", help="manifest.csv of the preprocess stage (its items)")
+    parser.add_argument("--tiles-split", help="split.csv of the preprocess stage")
+    parser.add_argument("--tiles-images", help="images.csv of the preprocess stage (scales)")
+    parser.add_argument("--tiles-val", help="val_tiles.npz written by the infer stage")
+    parser.add_argument("--tiles-test", help="test_tiles.npz written by the infer stage")
     parser.add_argument("--settings", default="{}", help="the evaluate section, as JSON")
     parser.add_argument("--out", required=True, help="output folder for the per-image tables")
     args = parser.parse_args()
+    names = ("manifest", "split", "images", "val", "test")
+    given = {name: getattr(args, f"tiles_{name}") for name in names}
+    if any(given.values()) and not all(given.values()):
+        parser.error("give all five --tiles-* arguments, or none")
     run_evaluate(
         args.manifest,
         args.split,
@@ -31,6 +40,7 @@ def main() -> None:
         args.locked,
         json.loads(args.settings),
         args.out,
+        tiles=given if all(given.values()) else None,
     )
 
 

@@ -11,15 +11,15 @@ from lesionflow.infer import run_infer
 @exit_on_user_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", required=True, help="manifest.csv of the dataset")
-    parser.add_argument("--split", required=True, help="split.csv (train / val / test)")
+    parser.add_argument("--images", required=True, help="images.csv of the preprocess stage")
+    parser.add_argument("--preprocess", required=True, help="preprocess.json of that stage")
     parser.add_argument("--model", required=True, help="model.pt written by the train stage")
     parser.add_argument("--settings", required=True, help='JSON: {"infer": ...}')
     parser.add_argument("--subset", required=True, choices=["val", "test"])
-    parser.add_argument("--out", required=True, help="output .npz of probability maps")
+    parser.add_argument("--out", required=True, help="output folder of the probability maps")
     args = parser.parse_args()
     settings = json.loads(args.settings)
-    run_infer(args.manifest, args.split, args.model, settings, args.subset, args.out)
+    run_infer(args.images, args.preprocess, args.model, settings, args.subset, args.out)
 
 
 if __name__ == "__main__":

@@ -454,3 +454,14 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     for name in ("forest", "paired_deltas"):
         assert (figures / f"{name}.svg").stat().st_size > 0
         assert _distinct_colours(figures / f"{name}.png") > 1
+
+
+def test_leaderboard_says_which_level_and_resolution_it_ranks():
+    summaries = {
+        name: {**summary, "level": "tile", "resolution": "preprocessed (scale 0.29)"}
+        for name, summary in SUMMARIES.items()
+    }
+    df = leaderboard(summaries, "nnunet")
+    assert set(df["level"]) == {"tile"} and set(df["resolution"]) == {"preprocessed (scale 0.29)"}
+    # summaries written before levels existed are whole-image summaries
+    assert set(leaderboard(SUMMARIES, "nnunet")["level"]) == {"image"}

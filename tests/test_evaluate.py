@@ -72,7 +72,10 @@ def test_evaluate_writes_per_image_tables_and_summary_with_the_contract_keys(tmp
     out = tmp_path / "evaluate"
     _run(data, out)
     summary = read_json(out / "summary.json")
-    assert set(summary) == {"val", "test", "locked", "settings", "conventions"}
+    assert set(summary) == {
+        "level", "resolution", "val", "test", "locked", "settings", "conventions"
+    }
+    assert summary["level"] == "image" and summary["resolution"].startswith("original")
     assert summary["locked"]["threshold"] == 0.5
     for subset in ("val", "test"):
         table = pd.read_csv(out / f"per_image_{subset}.csv", dtype={"image_id": str})
@@ -152,3 +155,29 @@ def test_evaluate_refuses_locked_settings_not_chosen_on_validation(tmp_path):
     write_json(data / "locked.json", {**LOCKED, "chosen_on": "test"})
     with pytest.raises(LesionflowError, match="chosen_on"):
         _run(data, tmp_path / "out")
+
+
+def test_tiles_are_scored_apart_with_locked_areas_at_their_scale(tmp_path):
+    data = _write(tmp_path)
+    # A minimum area of 16 original pixels removes the 9-pixel lesions of the whole images; the
+    # tiles were downscaled by 0.5, where the same rule keeps lesions of 4 pixels and more.
+    write_json(data / "locked.json", {**LOCKED, "min_lesion_area": 16})
+    split = pd.read_csv(data / "split.csv", dtype=str)
+    split.assign(source_image_id=split["image_id"]).to_csv(data / "tile_split.csv", index=False)
+    pd.DataFrame({"image_id": split["image_id"], "scale": 0.5}).to_csv(data / "images.csv", index=False)
+    out = tmp_path / "evaluate"
+    tiles = {
+        "manifest": data / "manifest.csv", "split": data / "tile_split.csv",
+        "images": data / "images.csv", "val": data / "val.npz", "test": data / "test.npz",
+    }
+    run_evaluate(
+        data / "manifest.csv", data / "split.csv", data / "val.npz", data / "test.npz",
+        data / "locked.json", {}, out, tiles=tiles,
+    )
+    images = pd.read_csv(out / "per_image_test.csv", dtype={"image_id": str}).set_index("image_id")
+    tile_table = pd.read_csv(out / "per_tile_test.csv", dtype={"image_id": str}).set_index("image_id")
+    assert images.loc["0003_1", "dice"] == 0 and tile_table.loc["0003_1", "dice"] == 1
+    summary = read_json(out / "summary_tiles.json")
+    assert summary["level"] == "tile" and "0.5" in summary["resolution"]
+    assert summary["locked"]["min_lesion_area"] == 16
+    assert (out / "lesions_tiles_val.csv").is_file()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lesionflow.errors import LesionflowError
-from lesionflow.postprocess import apply_locked, binarize, presence_score
+from lesionflow.postprocess import apply_locked, binarize, locked_at_scale, presence_score
 
 
 def _two_diagonal_blobs():
@@ -71,3 +71,14 @@ def test_apply_locked_empties_the_mask_when_presence_is_predicted_absent():
     assert not present and score == pytest.approx(0.9) and not mask.any()
     mask, _, present = apply_locked(prob, {**locked, "presence_threshold": 0.85})
     assert present and mask.sum() == 5
+
+
+def test_locked_areas_shrink_with_the_square_of_the_scale():
+    locked = {
+        "threshold": 0.5, "min_lesion_area": 40, "presence_score": "lesion_area",
+        "presence_threshold": 100.0, "connectivity": 1,
+    }
+    scaled = locked_at_scale(locked, 0.5)
+    assert scaled["min_lesion_area"] == 10 and scaled["presence_threshold"] == 25.0
+    assert locked_at_scale({**locked, "min_lesion_area": 2}, 0.1)["min_lesion_area"] == 1
+    assert locked_at_scale({**locked, "min_lesion_area": 0}, 0.1)["min_lesion_area"] == 0

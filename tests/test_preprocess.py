@@ -1,6 +1,7 @@
 """Tests of lesionflow.preprocess: FOV crop, resize, normalisation, tiling and stitching."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from monai.data.utils import dense_patch_slices
@@ -12,14 +13,19 @@ from lesionflow.preprocess import (
     cut_tiles,
     field_of_view_box,
     normalise_channels,
+    preprocess_settings,
     resize_image,
     resize_mask,
     resize_scale,
+    restore_map,
+    run_preprocess,
     stitch,
     tile_id,
     tile_origins,
     tile_rows,
 )
+from lesionflow.split import make_split
+from lesionflow.synthetic import generate_dataset
 
 
 def disc_image(height=60, width=90, centre=(30, 45), radius=25):
@@ -269,3 +275,111 @@ def test_idrid_fov_box_and_tiles_of_a_downscaled_image(shared_dir):
     assert len(origins) == expected
     lesion_pixels = [int(m.sum()) for _, _, m in cut_tiles(small_image, small_mask, origins, 256)]
     assert any(n == 0 for n in lesion_pixels) and any(n > 0 for n in lesion_pixels)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@pytest.fixture(scope="module")
+def source_data(tmp_path_factory):
+    """A synthetic dataset (subjects with 1-3 images) and its real subject-grouped split."""
+    root = tmp_path_factory.mktemp("preprocess")
+    manifest = generate_dataset(root / "data", n_images=24, image_size=40, seed=3)
+    split = make_split(dataset.read_manifest(manifest), seed=1)
+    split.to_csv(root / "split.csv", index=False)
+    return root, manifest, root / "split.csv", split
+
+
+def test_tiles_of_one_source_image_never_land_in_two_splits(source_data):
+    root, manifest, split_path, split = source_data
+    out = root / "tiled"
+    record = run_preprocess(manifest, split_path, {"tile_size": 16, "tile_stride": 12}, out)
+    items = pd.read_csv(out / "split.csv", dtype=str)
+    assert record["n_items"] == len(items) == 24 * 9
+    source_split = dict(zip(split["image_id"], split["split"], strict=True))
+    splits_per_source = items.groupby("source_image_id")["split"].agg(set)
+    assert all(splits == {source_split[source]} for source, splits in splits_per_source.items())
+    subjects_per_split = items.groupby("split")["subject"].agg(set)
+    assert not subjects_per_split["train"] & (subjects_per_split["val"] | subjects_per_split["test"])
+    assert not subjects_per_split["val"] & subjects_per_split["test"]
+    # every tile carries its source image's subject
+    source_subject = dict(zip(split["image_id"], split["subject"], strict=True))
+    sources = zip(items["source_image_id"], items["subject"], strict=True)
+    assert all(source_subject[s] == subj for s, subj in sources)
+
+
+def test_tile_files_hold_the_cuts_of_the_image_and_lesion_free_tiles_are_kept(source_data):
+    root, manifest, split_path, _ = source_data
+    out = root / "cuts"
+    run_preprocess(manifest, split_path, {"tile_size": 16}, out)
+    items = dataset.read_manifest(out / "manifest.csv")
+    first = dataset.read_manifest(manifest).iloc[0]
+    image, mask = dataset.load_image(first["image"]), dataset.load_mask(first["mask"])
+    tiles = items[items["source_image_id"] == first["image_id"]]
+    origins = tile_origins(mask.shape, 16, 16)
+    assert list(tiles["image_id"]) == [tile_id(first["image_id"], o) for o in origins]
+    for row, (_, image_tile, mask_tile) in zip(
+        tiles.to_dict("records"), cut_tiles(image, mask, origins, 16), strict=True
+    ):
+        np.testing.assert_allclose(dataset.load_image(row["image"]), image_tile, atol=1e-3)
+        np.testing.assert_array_equal(dataset.load_mask(row["mask"]), mask_tile)
+    positive = [bool(dataset.load_mask(path).any()) for path in items["mask"]]
+    assert 0 < sum(positive) < len(positive)
+
+
+def test_nothing_to_change_reads_the_source_files_without_copying(source_data):
+    root, manifest, split_path, _ = source_data
+    out = root / "identity"
+    record = run_preprocess(manifest, split_path, {}, out)
+    items = dataset.read_manifest(out / "manifest.csv")
+    assert record["identity"] and list(items["image"]) == list(dataset.read_manifest(manifest)["image"])
+    assert not (out / "images").exists() and not (out / "tiles").exists()
+    images = pd.read_csv(out / "images.csv")
+    assert (images["scale"] == 1).all() and (images["crop_y1"] == images["original_height"]).all()
+
+
+def test_cropped_resized_normalised_images_record_how_to_map_back(source_data):
+    root, manifest, split_path, _ = source_data
+    out = root / "resized"
+    settings = {"crop_field_of_view": True, "max_size": 20, "normalise": "image"}
+    run_preprocess(manifest, split_path, settings, out)
+    images = pd.read_csv(out / "images.csv", dtype={"image_id": str})
+    source = dataset.read_manifest(manifest).set_index("image_id")
+    for row in images.head(4).to_dict("records"):
+        image = dataset.load_image(row["image"])
+        assert max(image.shape[1:]) == 20 and row["scale"] < 1
+        np.testing.assert_allclose(image.mean(axis=(1, 2)), 0, atol=1e-2)
+        mask = dataset.load_mask(source.loc[row["image_id"], "mask"])
+        restored = restore_map(dataset.load_mask(row["mask"]).astype(np.float32), row)
+        assert restored.shape == mask.shape
+        # a box that cuts no lesion, and a mask that survives the round trip at coarse resolution
+        assert mask[row["crop_y0"] : row["crop_y1"], row["crop_x0"] : row["crop_x1"]].sum() == mask.sum()
+        if mask.sum() > 30:
+            overlap = ((restored >= 0.5) & mask).sum()
+            assert 2 * overlap / ((restored >= 0.5).sum() + mask.sum()) > 0.5
+
+
+def test_restore_map_pastes_into_the_box_and_leaves_the_rest_zero():
+    row = {
+        "crop_y0": 2, "crop_y1": 8, "crop_x0": 4, "crop_x1": 10,
+        "original_height": 12, "original_width": 14,
+    }
+    full = restore_map(np.ones((3, 3), dtype=np.float32), row)
+    assert full.shape == (12, 14)
+    assert full[2:8, 4:10].min() == 1 and full.sum() == 36
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"tile_sise": 16}, "preprocess.tile_sise"),
+        ({"tile_stride": 8}, "preprocess.tile_stride"),
+        ({"tile_size": 8, "tile_stride": 16}, "preprocess.tile_stride"),
+        ({"max_size": 0}, "preprocess.max_size"),
+        ({"normalise": "dataset"}, "preprocess.normalise"),
+        ({"stitch_weights": "cosine"}, "preprocess.stitch_weights"),
+    ],
+)
+def test_bad_preprocess_settings_name_the_key(settings, key):
+    with pytest.raises(LesionflowError, match=key.replace(".", r"\.")):
+        preprocess_settings(settings)

@@ -11,7 +11,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,23 @@ def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> No
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **dict(arrays))
+
+
+@contextlib.contextmanager
+def array_writer(path: str | os.PathLike) -> Iterator[Callable[[str, np.ndarray], None]]:
+    """Yield ``add(name, array)`` that writes one array at a time into a compressed .npz.
+
+    The same format as :func:`save_arrays`, but arrays are written as they are made, so a
+    subset of large images never has to be held at once. The file appears only when the block
+    ends without error.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+
+        def add(name: str, array: np.ndarray) -> None:
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
+
+        yield add
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -150,7 +150,8 @@ def leaderboard(
     ``exclude_tags``), ``failed`` (no lesion predicted on the test split, or undefined test
     dice_pos) or ``ranked``. Ranks and mean_rank are among ranked runs only (NaN for the others).
 
-    Columns: run, status, status_reason, is_baseline, tags, the metrics with _ci_low, _ci_high, _n,
+    Columns: run, status, status_reason, is_baseline, tags, level, resolution, the metrics with
+    _ci_low, _ci_high, _n,
     the test counts, the ranks, mean_rank, for each ranked metric the absolute and percent
     difference to the baseline, and source. Ranked runs first by mean_rank, then the others by
     status and name.
@@ -175,6 +176,9 @@ def leaderboard(
             "status_reason": reason,
             "is_baseline": run == baseline,
             "tags": ", ".join(run_tags),
+            # Which evaluation the ranks are of (compare.level), and at what resolution.
+            "level": summary.get("level", "image"),
+            "resolution": summary.get("resolution", ""),
         }
         for metric in PAIRED_METRICS:
             for suffix in ("", "_ci_low", "_ci_high", "_n"):

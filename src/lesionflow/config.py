@@ -17,7 +17,7 @@ import yaml
 from lesionflow.errors import LesionflowError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-RUN_SECTIONS = ("model", "train", "infer", "tune", "evaluate", "analyse", "resources")
+RUN_SECTIONS = ("model", "preprocess", "train", "infer", "tune", "evaluate", "analyse", "resources")
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,8 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
             f"config keys 'split.train', 'split.val', 'split.test' must sum to 1, got {total:g}"
         )
     data = config["data"]
+    if "manifest" in config:
+        data = {**data, "source": "manifest", "manifest": config["manifest"]}
     if data["source"] == "manifest" and not data.get("manifest"):
         raise LesionflowError(
             "config key 'data.manifest' is required when 'data.source' is manifest"

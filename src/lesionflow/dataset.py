@@ -159,11 +159,25 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
     return picture
 
 
+def _load_array(path: str | os.PathLike) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise LesionflowError(f"cannot read image {path}: {err}") from None
+    if array.ndim < 3 or not np.isfinite(array).all():
+        raise LesionflowError(f"image {path}: expected a finite (C, *spatial) array, got {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read a PNG/JPEG/TIFF/GIF as float32 ``(C, H, W)`` in [0, 1]: RGB gives C=3, greyscale C=1.
 
     16-bit greyscale is scaled by 65535; an alpha channel is dropped; palette images become RGB.
+    A ``.npy`` file (as the preprocess stage writes) holds the ``(C, H, W)`` array itself, which
+    may be normalised beyond [0, 1].
     """
+    if Path(path).suffix == ".npy":
+        return _load_array(path)
     picture = _open(path, "image")
     if picture.mode in SIXTEEN_BIT_MODES:
         array = np.asarray(picture, dtype=np.float32)[None] / 65535.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,8 @@ from lesionflow.bootstrap import Resampler
 from lesionflow.config import fill_defaults, load_schema
 from lesionflow.errors import LesionflowError
 from lesionflow.lesions import size_bin_labels
-from lesionflow.metrics import CONVENTIONS, LesionMatching, score_images
-from lesionflow.postprocess import apply_locked
+from lesionflow.metrics import CONVENTIONS, ORIGINAL_RESOLUTION, LesionMatching, score_images
+from lesionflow.postprocess import apply_locked, locked_at_scale
 from lesionflow.split import read_split
 from lesionflow.summary import resampler_record, summarise
 from lesionflow.tune import check_probs_in_split, load_reference_masks
@@ -92,12 +92,18 @@ def score_subset(
     locked: Mapping,
     matching: LesionMatching | None = None,
     size_bins: Sequence[int] = (50, 500),
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply ``locked`` to every probability map; return the per-image and per-lesion tables."""
+    """Apply ``locked`` to every probability map; return the per-image and per-lesion tables.
+
+    ``scales`` gives, per id, the resize of maps that are not at the original resolution (tiles),
+    so that locked pixel areas are applied at that scale.
+    """
     ids = sorted(probs)
     preds, scores, calls = [], [], []
     for image_id in ids:
-        mask, score, present = apply_locked(probs[image_id], locked)
+        rules = locked if scales is None else locked_at_scale(locked, scales[image_id])
+        mask, score, present = apply_locked(probs[image_id], rules)
         preds.append(mask)
         scores.append(score)
         calls.append(present)
@@ -125,32 +131,55 @@ def _load_subset(
     return probs, load_reference_masks(manifest, sorted(probs), shapes)
 
 
-def run_evaluate(
-    manifest: str | os.PathLike,
-    split: str | os.PathLike,
-    probs_val_path: str | os.PathLike,
-    probs_test_path: str | os.PathLike,
-    locked_path: str | os.PathLike,
-    settings: Mapping,
-    out_dir: str | os.PathLike,
-) -> dict:
-    """Write per-image and per-lesion tables of val and test and ``summary.json``; return the summary.
+# The two levels metrics are computed at: whole source images at their original size, and the
+# items training saw (tiles, or whole preprocessed images) at the preprocessed resolution.
+LEVELS = ("image", "tile")
+FILE_NAMES = {
+    "image": {
+        "per_item": "per_image_{}.csv", "lesions": "lesions_{}.csv", "summary": "summary.json"
+    },
+    "tile": {
+        "per_item": "per_tile_{}.csv", "lesions": "lesions_tiles_{}.csv",
+        "summary": "summary_tiles.json",
+    },
+}
 
-    ``settings`` is the ``evaluate`` section (``{"evaluate": {...}}`` is accepted too).
-    """
-    settings = evaluation_settings(settings)
-    locked = read_locked(locked_path)
+
+@dataclass(frozen=True)
+class Level:
+    """What one level of evaluation reads: its manifest, split, probability files and scales."""
+
+    name: str
+    manifest: str | os.PathLike
+    split: str | os.PathLike
+    probs: Mapping[str, str | os.PathLike]
+    resolution: str
+    scales: Mapping[str, float] | None = None
+
+
+def tile_scales(images_table: str | os.PathLike, split: pd.DataFrame) -> dict[str, float]:
+    """The resize of each item of the preprocess split, from its source image's row."""
+    table = pd.read_csv(images_table, dtype={"image_id": str})
+    scale_of = dict(zip(table["image_id"], table["scale"].astype(float), strict=True))
+    sources = zip(split["image_id"], split["source_image_id"], strict=True)
+    return {item: scale_of[source] for item, source in sources}
+
+
+def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) -> dict:
+    """Score val and test of one level; write its tables and summary file; return the summary."""
+    names = FILE_NAMES[level.name]
     matching = lesion_matching(settings, locked)
     boot = settings["bootstrap"]
-    split_df = read_split(split)
+    split_df = read_split(level.split)
     subjects = dict(zip(split_df["image_id"], split_df["subject"], strict=True))
-    out = Path(out_dir)
-    summary: dict = {}
-    for subset, path in (("val", probs_val_path), ("test", probs_test_path)):
-        probs, masks = _load_subset(manifest, split_df, path, subset)
-        table, lesions = score_subset(probs, masks, subjects, locked, matching, settings["size_bins"])
-        write_csv(table, out / f"per_image_{subset}.csv")
-        write_csv(lesions, out / f"lesions_{subset}.csv")
+    summary: dict = {"level": level.name, "resolution": level.resolution}
+    for subset in ("val", "test"):
+        probs, masks = _load_subset(level.manifest, split_df, level.probs[subset], subset)
+        table, lesions = score_subset(
+            probs, masks, subjects, locked, matching, settings["size_bins"], level.scales
+        )
+        write_csv(table, out / names["per_item"].format(subset))
+        write_csv(lesions, out / names["lesions"].format(subset))
         resampler = Resampler.from_subjects(
             table["subject"].tolist(), boot["n_resamples"], boot["seed"], boot["confidence"]
         )
@@ -159,5 +188,46 @@ def run_evaluate(
     summary["locked"] = locked
     summary["settings"] = {**settings, "lesion_matching": asdict(matching)}
     summary["conventions"] = dict(CONVENTIONS)
-    write_json(out / "summary.json", summary)
+    write_json(out / names["summary"], summary)
     return summary
+
+
+def run_evaluate(
+    manifest: str | os.PathLike,
+    split: str | os.PathLike,
+    probs_val_path: str | os.PathLike,
+    probs_test_path: str | os.PathLike,
+    locked_path: str | os.PathLike,
+    settings: Mapping,
+    out_dir: str | os.PathLike,
+    tiles: Mapping[str, str | os.PathLike] | None = None,
+) -> dict:
+    """Write per-image and per-lesion tables of val and test and ``summary.json``; return the summary.
+
+    ``settings`` is the ``evaluate`` section (``{"evaluate": {...}}`` is accepted too). With
+    ``tiles`` (the preprocess stage's ``manifest``, ``split`` and ``images`` tables and the
+    ``val`` / ``test`` tile probability files) the items training saw are scored too, at the
+    preprocessed resolution, into ``per_tile_*.csv``, ``lesions_tiles_*.csv`` and
+    ``summary_tiles.json``.
+    """
+    settings = evaluation_settings(settings)
+    locked = read_locked(locked_path)
+    out = Path(out_dir)
+    if tiles is not None:
+        scales = tile_scales(tiles["images"], read_split(tiles["split"]))
+        evaluate_level(
+            Level(
+                "tile", tiles["manifest"], tiles["split"],
+                {"val": tiles["val"], "test": tiles["test"]},
+                "preprocessed: each item at the resolution the model saw it "
+                f"(scale {min(scales.values()):.3g}-{max(scales.values()):.3g} of the original); "
+                "locked pixel areas are scaled alike",
+                scales,
+            ),
+            locked, settings, out,
+        )
+    image_level = Level(
+        "image", manifest, split, {"val": probs_val_path, "test": probs_test_path},
+        ORIGINAL_RESOLUTION,
+    )
+    return evaluate_level(image_level, locked, settings, out)

@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE_MODULES: dict[str, str] = {
     "data": "lesionflow.dataset",
     "split": "lesionflow.split",
+    "preprocess": "lesionflow.preprocess",
     "train": "lesionflow.train",
     "infer": "lesionflow.infer",
     "tune": "lesionflow.tune",
@@ -50,12 +51,13 @@ NOT_IN_KEY: dict[str, tuple[str, ...]] = {
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "data": (),
     "split": ("data",),
-    "train": ("data", "split"),
-    "infer": ("data", "split", "train"),
+    "preprocess": ("data", "split"),
+    "train": ("preprocess",),
+    "infer": ("preprocess", "train"),
     "tune": ("data", "split", "infer"),
-    "evaluate": ("data", "split", "infer", "tune"),
+    "evaluate": ("data", "split", "preprocess", "infer", "tune"),
     "breakdown": ("evaluate",),
-    "analyse": ("data", "split", "train", "infer", "tune", "evaluate", "breakdown"),
+    "analyse": ("data", "split", "preprocess", "train", "infer", "tune", "evaluate", "breakdown"),
     "training_report": ("train",),
 }
 # Settings of the notebook stages: only what each notebook reads, so that changing one

@@ -85,3 +85,19 @@ def apply_locked(prob: np.ndarray, locked: Mapping) -> tuple[np.ndarray, float, 
         return np.zeros(np.shape(prob), dtype=bool), score, False
     mask = binarize(prob, locked["threshold"], locked["min_lesion_area"], locked["connectivity"])
     return mask, score, True
+
+
+def locked_at_scale(locked: Mapping, scale: float) -> dict:
+    """``locked`` for maps resized by ``scale``: pixel areas multiplied by ``scale`` squared.
+
+    The minimum lesion area (and an area presence threshold) were chosen on original-size
+    images; on a map downscaled by 0.3 the same lesion covers 0.09 of the pixels. Areas are
+    rounded, and a positive minimum stays at least 1 pixel.
+    """
+    factor = float(scale) ** 2
+    scaled = dict(locked)
+    if locked["min_lesion_area"] > 0:
+        scaled["min_lesion_area"] = max(1, round(locked["min_lesion_area"] * factor))
+    if locked["presence_score"] == "lesion_area":
+        scaled["presence_threshold"] = locked["presence_threshold"] * factor
+    return scaled

@@ -1,8 +1,9 @@
-"""Preprocessing of images before training and inference: crop, resize, normalise, tile, stitch.
+"""The preprocess stage: crop, resize, normalise and tile every image; stitch and map back.
 
-The library of a future ``preprocess`` stage. Every function is pure (arrays in, arrays out, no
-files) and works on ``(C, *spatial)`` images and ``(*spatial)`` masks through one code path, so
-3D volumes take the same route as 2D pictures.
+The array functions are pure (arrays in, arrays out, no files) and work on ``(C, *spatial)``
+images and ``(*spatial)`` masks through one code path, so 3D volumes take the same route as 2D
+pictures. :func:`run_preprocess` is the stage: it reads one source image at a time, writes the
+preprocessed image and its tiles, and a manifest and split of the tiles that training reads.
 
 It must never:
 
@@ -18,16 +19,28 @@ It must never:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map
+from PIL import Image
 from scipy import ndimage
+from tqdm import tqdm
 
+from lesionflow import artifacts, dataset
+from lesionflow.config import fill_defaults, load_schema
 from lesionflow.errors import LesionflowError
+from lesionflow.split import read_split
 
 # A fundus disc is far brighter than this (about 0.3-0.9 at its darkest rim), while the black
 # surround of a JPEG fundus photograph stays below about 0.05 (about 12 / 255).
@@ -38,6 +51,8 @@ FOV_OPENING_ITERATIONS = 2
 # MONAI's default sigma of the Gaussian importance map, as a fraction of the tile size.
 GAUSSIAN_SIGMA_SCALE = 0.125
 STITCH_WEIGHTS = ("gaussian", "uniform")
+# none: pixels as read, in [0, 1]; image: each channel of each image to mean 0 and std 1.
+NORMALISATIONS = ("none", "image")
 # Names of the origin columns of tile rows, from the last spatial axis backwards.
 AXIS_NAMES = ("z", "y", "x")
 # Interpolation used when a resize enlarges an image, by number of spatial dimensions.
@@ -262,6 +277,45 @@ def tile_weights(tile: Sequence[int], weights: str) -> np.ndarray:
     return importance.numpy()
 
 
+class Stitcher:
+    """Accumulates per-tile maps into their weighted average over a whole image.
+
+    Holds two image-sized float32 arrays (weighted sum and weight sum), never the tiles. Parts of
+    a tile past the border (padding) are dropped. Where the tiles agree the result equals them;
+    with ``weights="gaussian"`` it equals MONAI's ``sliding_window_inference(mode="gaussian")``
+    over the same windows.
+    """
+
+    def __init__(self, shape: Sequence[int], weights: str = "gaussian") -> None:
+        tile_weights((1,) * len(shape), weights)  # validates the name before any work
+        self.shape = tuple(int(size) for size in shape)
+        self.weights = weights
+        self.total: np.ndarray | None = None
+        self.weight_sum = np.zeros(self.shape, dtype=np.float32)
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def add(self, tile_map: np.ndarray, origin: Sequence[int]) -> None:
+        """Add one ``(*lead, *tile)`` map whose first corner is at ``origin``."""
+        ndim = len(self.shape)
+        tile_shape = tuple(tile_map.shape[tile_map.ndim - ndim :])
+        if tile_shape not in self._cache:
+            self._cache[tile_shape] = tile_weights(tile_shape, self.weights)
+        if self.total is None:
+            lead = tuple(tile_map.shape[: tile_map.ndim - ndim])
+            self.total = np.zeros(lead + self.shape, dtype=np.float32)
+        region = tile_slices(origin, tile_shape, self.shape)
+        inside = tuple(slice(0, s.stop - s.start) for s in region)
+        weight = self._cache[tile_shape][inside]
+        self.total[(..., *region)] += np.asarray(tile_map, dtype=np.float32)[(..., *inside)] * weight
+        self.weight_sum[region] += weight
+
+    def result(self) -> np.ndarray:
+        """The stitched float32 ``(*lead, *shape)`` map; ValueError if a pixel got no tile."""
+        if self.total is None or not (self.weight_sum > 0).all():
+            raise ValueError("stitch: the tiles do not cover every pixel of the image")
+        return self.total / self.weight_sum
+
+
 def stitch(
     tiles: Iterable[np.ndarray],
     origins: Iterable[Sequence[int]],
@@ -272,31 +326,12 @@ def stitch(
 
     ``tiles`` are ``(*lead, *tile)`` maps (for example probabilities, with or without a channel
     axis) in the order of ``origins``, and may be a generator; ``shape`` is the spatial shape of
-    the full image. Parts of a tile past the border (padding) are dropped. Only two image-sized
-    float32 arrays are held (weighted sum and weight sum), never all the tiles. Where the tiles
-    agree the result equals them; with ``weights="gaussian"`` it equals MONAI's
-    ``sliding_window_inference(mode="gaussian")`` over the same windows.
+    the full image. See :class:`Stitcher`.
     """
-    ndim = len(shape)
-    total: np.ndarray | None = None
-    weight_sum = np.zeros(tuple(shape), dtype=np.float32)
-    cache: dict[tuple[int, ...], np.ndarray] = {}
+    stitcher = Stitcher(shape, weights)
     for tile_map, origin in zip(tiles, origins, strict=True):
-        tile_shape = tuple(tile_map.shape[tile_map.ndim - ndim :])
-        if tile_shape not in cache:
-            cache[tile_shape] = tile_weights(tile_shape, weights)
-        if total is None:
-            lead = tuple(tile_map.shape[: tile_map.ndim - ndim])
-            total = np.zeros(lead + tuple(shape), dtype=np.float32)
-        region = tile_slices(origin, tile_shape, shape)
-        inside = tuple(slice(0, s.stop - s.start) for s in region)
-        weight = cache[tile_shape][inside]
-        total[(..., *region)] += np.asarray(tile_map, dtype=np.float32)[(..., *inside)] * weight
-        weight_sum[region] += weight
-    if total is None or not (weight_sum > 0).all():
-        raise ValueError("stitch: the tiles do not cover every pixel of the image")
-    total /= weight_sum
-    return total
+        stitcher.add(tile_map, origin)
+    return stitcher.result()
 
 
 def tile_id(image_id: str, origin: Sequence[int]) -> str:
@@ -322,3 +357,257 @@ def tile_rows(image_id: str, subject: str, origins: Iterable[Sequence[int]]) -> 
         row.update({f"origin_{name}": int(start) for name, start in zip(names, origin, strict=True)})
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------- the stage
+
+# How a preprocessed image is stored: float16 keeps a normalised image to about 1e-3, far below
+# the 1/255 steps of the 8-bit source, at half the size of float32.
+IMAGE_SUFFIX = ".npy"
+MASK_SUFFIX = ".png"
+ITEM_COLUMNS = ["image_id", "subject", "image", "mask", "source_image_id"]
+IMAGE_COLUMNS = [
+    "image_id", "subject", "split", "image", "mask", "original_image", "original_mask",
+    "original_height", "original_width", "crop_y0", "crop_y1", "crop_x0", "crop_x1",
+    "scale", "height", "width", "lesion_pixels",
+]
+
+
+def preprocess_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocess section with the schema's defaults filled; an unknown key is an error naming it."""
+    if "preprocess" in settings and isinstance(settings["preprocess"], Mapping):
+        settings = settings["preprocess"]
+    schema = load_schema()
+    section = schema["$defs"]["run"]["properties"]["preprocess"]
+    unknown = [key for key in settings if key not in section["properties"]]
+    if unknown:
+        raise LesionflowError(
+            f"preprocess.{unknown[0]}: unknown setting; expected {', '.join(section['properties'])}"
+        )
+    resolved = fill_defaults(dict(settings), section, schema)
+    if resolved["max_size"] is not None:
+        resize_scale((1, 1), resolved["max_size"])  # validates it, naming preprocess.max_size
+    if resolved["tile_size"] is not None:
+        if resolved["tile_stride"] is None:
+            resolved["tile_stride"] = resolved["tile_size"]
+        checked_tile_and_stride(resolved["tile_size"], resolved["tile_stride"], 1)
+    elif resolved["tile_stride"] is not None:
+        raise LesionflowError("preprocess.tile_stride: set preprocess.tile_size too, or neither")
+    tile_weights((2,), resolved["stitch_weights"])  # validates the name
+    if resolved["normalise"] not in NORMALISATIONS:
+        raise LesionflowError(
+            f"preprocess.normalise: expected one of {', '.join(NORMALISATIONS)}, "
+            f"got {resolved['normalise']!r}"
+        )
+    return resolved
+
+
+def is_identity(settings: Mapping[str, Any]) -> bool:
+    """Whether ``settings`` leave every image as it is: no crop, resize, normalisation or tiles."""
+    return (
+        not settings["crop_field_of_view"]
+        and settings["max_size"] is None
+        and settings["normalise"] == "none"
+        and settings["tile_size"] is None
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One source image after preprocessing, and where it came from in the original."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    box: tuple[slice, ...]
+    scale: float
+
+
+def prepare_image(image: np.ndarray, mask: np.ndarray, settings: Mapping[str, Any]) -> Prepared:
+    """Crop to the field of view, resize and normalise one image and its mask, as configured."""
+    box = (
+        field_of_view_box(image)
+        if settings["crop_field_of_view"]
+        else tuple(slice(0, size) for size in image.shape[1:])
+    )
+    image, mask = image[(slice(None), *box)], mask[box]
+    scale = 1.0 if settings["max_size"] is None else resize_scale(image.shape[1:], settings["max_size"])
+    image, mask = resize_image(image, scale), resize_mask(mask, scale)
+    if settings["normalise"] == "image":
+        image = normalise_channels(image)[0]
+    return Prepared(image, mask, box, scale)
+
+
+def resize_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A ``(*spatial)`` float map resized to ``shape`` (bi/trilinear), as float32."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    mode = UPSAMPLING_MODES[len(shape)]
+    return F.interpolate(tensor, size=tuple(shape), mode=mode, align_corners=False)[0, 0].numpy()
+
+
+def restore_map(prob: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
+    """A preprocessed-resolution probability map placed back on its original image, float32.
+
+    ``row`` is the image's row of ``images.csv``. The map is resized (bilinear) to the
+    field-of-view box and pasted into an original-sized map that is 0 outside the box, so metrics
+    are computed at the resolution of the reference mask.
+    """
+    box = (int(row["crop_y1"]) - int(row["crop_y0"]), int(row["crop_x1"]) - int(row["crop_x0"]))
+    inside = prob if tuple(prob.shape) == box else resize_to(prob, box)
+    full = np.zeros((int(row["original_height"]), int(row["original_width"])), dtype=np.float32)
+    full[int(row["crop_y0"]) : int(row["crop_y1"]), int(row["crop_x0"]) : int(row["crop_x1"])] = inside
+    return full
+
+
+def _save_mask(mask: np.ndarray, path: Path) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, image.astype(np.float16))
+
+
+def _image_row(
+    row: Mapping[str, Any], split: str, original_shape: Sequence[int], prepared: Prepared, out: Path
+) -> dict[str, Any]:
+    image_id = str(row["image_id"])
+    box = prepared.box
+    return {
+        "image_id": image_id,
+        "subject": str(row["subject"]),
+        "split": split,
+        "image": str(out / "images" / f"{image_id}{IMAGE_SUFFIX}"),
+        "mask": str(out / "masks" / f"{image_id}{MASK_SUFFIX}"),
+        "original_image": row["image"],
+        "original_mask": row["mask"],
+        "original_height": int(original_shape[0]),
+        "original_width": int(original_shape[1]),
+        "crop_y0": box[0].start,
+        "crop_y1": box[0].stop,
+        "crop_x0": box[1].start,
+        "crop_x1": box[1].stop,
+        "scale": prepared.scale,
+        "height": int(prepared.mask.shape[0]),
+        "width": int(prepared.mask.shape[1]),
+        "lesion_pixels": int(prepared.mask.sum()),
+    }
+
+
+def _write_tiles(
+    prepared: Prepared, image_row: Mapping[str, Any], settings: Mapping[str, Any], out: Path
+) -> list[dict[str, Any]]:
+    tile = settings["tile_size"]
+    origins = tile_origins(prepared.mask.shape, tile, settings["tile_stride"])
+    rows = tile_rows(image_row["image_id"], image_row["subject"], origins)
+    for row, (_, image_tile, mask_tile) in zip(
+        rows, cut_tiles(prepared.image, prepared.mask, origins, tile), strict=True
+    ):
+        row["image"] = str(out / "tiles" / f"{row['image_id']}{IMAGE_SUFFIX}")
+        row["mask"] = str(out / "tile_masks" / f"{row['image_id']}{MASK_SUFFIX}")
+        row["lesion_pixels"] = int(mask_tile.sum())
+        _save_image(image_tile, Path(row["image"]))
+        _save_mask(mask_tile, Path(row["mask"]))
+    return rows
+
+
+def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # Nothing to change: the items are the source images, read where the data stage left them.
+    items = manifest_df.copy()
+    items["source_image_id"] = items["image_id"]
+    images = []
+    for row, split in zip(manifest_df.to_dict("records"), split_df["split"], strict=True):
+        height, width = Image.open(row["image"]).size[::-1]
+        images.append(
+            {
+                "image_id": row["image_id"], "subject": row["subject"], "split": split,
+                "image": row["image"], "mask": row["mask"], "original_image": row["image"],
+                "original_mask": row["mask"], "original_height": height, "original_width": width,
+                "crop_y0": 0, "crop_y1": height, "crop_x0": 0, "crop_x1": width, "scale": 1.0,
+                "height": height, "width": width, "lesion_pixels": None,
+            }
+        )
+    return items, pd.DataFrame(images, columns=IMAGE_COLUMNS)
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MiB."""
+    # ru_maxrss is in KiB on Linux: the process's high-water mark, imports included.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_preprocess(
+    manifest_path: str | os.PathLike,
+    split_path: str | os.PathLike,
+    settings: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+) -> dict[str, Any]:
+    """The preprocess stage: write the items training sees, with their split, and the image table.
+
+    Writes to ``out_dir``: ``manifest.csv`` (the items: tiles, or whole preprocessed images when
+    not tiling, each with its ``source_image_id`` and its source's subject), ``split.csv`` (each
+    item in its source image's subset, so no tile of a test image reaches training),
+    ``images.csv`` (each source image: preprocessed file, field-of-view box, scale, original
+    size, subset) and ``preprocess.json`` (the settings and counts). Source images are read and
+    written one at a time. With nothing to change, the items are the source files themselves.
+    """
+    settings = preprocess_settings(settings)
+    started = time.perf_counter()
+    out = Path(out_dir).absolute()
+    manifest_df = dataset.read_manifest(manifest_path)
+    split_df = read_split(split_path).set_index("image_id").loc[manifest_df["image_id"]].reset_index()
+    if is_identity(settings):
+        items, images = _identity_tables(manifest_df, split_df)
+    else:
+        item_rows, image_rows = [], []
+        records = manifest_df.to_dict("records")
+        for row, split in tqdm(
+            zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
+            unit="image", file=sys.stderr,
+        ):
+            image = dataset.load_image(row["image"])
+            prepared = prepare_image(image, dataset.load_manifest_mask(row), settings)
+            image_row = _image_row(row, split, image.shape[1:], prepared, out)
+            del image
+            _save_image(prepared.image, Path(image_row["image"]))
+            _save_mask(prepared.mask, Path(image_row["mask"]))
+            image_rows.append(image_row)
+            if settings["tile_size"] is None:
+                item_rows.append({**image_row, "source_image_id": image_row["image_id"]})
+            else:
+                item_rows += _write_tiles(prepared, image_row, settings, out)
+        items = pd.DataFrame(item_rows)
+        images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
+    split_of_source = dict(zip(images["image_id"], images["split"], strict=True))
+    item_split = pd.DataFrame(
+        {
+            "image_id": items["image_id"],
+            "subject": items["subject"],
+            "split": [split_of_source[i] for i in items["source_image_id"]],
+            "source_image_id": items["source_image_id"],
+        }
+    )
+    extras = [c for c in items.columns if c not in ITEM_COLUMNS and c not in IMAGE_COLUMNS]
+    artifacts.write_csv(items[ITEM_COLUMNS + extras], out / "manifest.csv")
+    artifacts.write_csv(item_split, out / "split.csv")
+    artifacts.write_csv(images, out / "images.csv")
+    record = {
+        "settings": settings,
+        "identity": is_identity(settings),
+        "n_images": len(images),
+        "n_items": len(items),
+        "items_per_split": item_split["split"].value_counts().to_dict(),
+        "scale": {"min": float(images["scale"].min()), "max": float(images["scale"].max())},
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if "lesion_pixels" in items.columns and settings["tile_size"] is not None:
+        record["lesion_free_items"] = int((items["lesion_pixels"] == 0).sum())
+    artifacts.write_json(out / "preprocess.json", record)
+    print(
+        f"preprocess: {len(images)} images -> {len(items)} items, "
+        f"{record['seconds']:.1f}s, peak RSS {record['peak_rss_mb']:.0f} MiB",
+        file=sys.stderr,
+    )
+    return record

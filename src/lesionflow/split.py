@@ -173,7 +173,9 @@ def read_split(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LesionflowError(f"split file {path} does not exist")
-    frame = pd.read_csv(path, dtype={"image_id": str, "subject": str, "split": str})
+    frame = pd.read_csv(
+        path, dtype={"image_id": str, "subject": str, "split": str, "source_image_id": str}
+    )
     missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
     if missing:
         raise LesionflowError(f"split file {path} lacks the columns {missing}")

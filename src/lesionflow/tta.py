@@ -5,7 +5,7 @@ Never thresholds or post-processes: it returns probabilities; tuning decides wha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from lesionflow.errors import LesionflowError
+from lesionflow.preprocess import crop_or_pad
 
 # Spatial tensors are (B, C, *spatial); the transforms act on the first two spatial axes, so the
 # same code serves (H, W) images and (H, W, D) volumes.
@@ -139,3 +140,34 @@ def predict_probabilities(
             if progress is not None:
                 progress(len(chunk))
     return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def window_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    origins: Sequence[Sequence[int]],
+    window: Sequence[int],
+    transforms: Sequence[str],
+    roi_size: Sequence[int] | None,
+    batch_size: int,
+    device: torch.device | str,
+    sw_overlap: float = 0.25,
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield ``(origin, probability map)`` of each window of one ``(C, *spatial)`` image.
+
+    Windows of shape ``window`` start at ``origins`` (zero-padded past the border) and go
+    through the network ``batch_size`` at a time, each batch with every TTA transform, so only
+    one batch of windows is ever on the device. Stitching the maps with Gaussian weights gives
+    MONAI's sliding-window inference over the same windows.
+    """
+    chosen = get_transforms(transforms)
+    model.eval()
+    origins = [tuple(int(v) for v in origin) for origin in origins]
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        windows = np.stack([crop_or_pad(image, origin, window) for origin in chunk])
+        batch = torch.from_numpy(windows).float().to(device)
+        probs = predict_batch(model, batch, chosen, roi_size, batch_size, sw_overlap)
+        for origin, prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
+            yield origin, prob.astype(np.float32)

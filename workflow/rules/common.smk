@@ -153,6 +153,13 @@ def get_evaluations(filename):
     }
 
 
+# The evaluate files the leaderboard ranks by, per compare.level.
+RANKED_FILES = {
+    "image": {"summary": "summary.json", "per_image": "per_image_test.csv"},
+    "tile": {"summary": "summary_tiles.json", "per_image": "per_tile_test.csv"},
+}[CONFIG.compare["level"]]
+
+
 def get_evaluation_files(filename):
     """Every run's evaluate `filename`, as a list (an input that must exist, one per run)."""
     return lambda wildcards: list(get_evaluations(filename)(wildcards).values())

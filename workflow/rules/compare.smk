@@ -1,7 +1,7 @@
 rule compare:
     input:
-        summaries=get_evaluation_files("summary.json"),
-        per_image=get_evaluation_files("per_image_test.csv"),
+        summaries=get_evaluation_files(RANKED_FILES["summary"]),
+        per_image=get_evaluation_files(RANKED_FILES["per_image"]),
     output:
         table=report(
             "results/compare/leaderboard.csv",
@@ -16,8 +16,8 @@ rule compare:
     log:
         "logs/compare/leaderboard.log",
     params:
-        summaries=get_labelled("summary.json"),
-        per_image=get_labelled("per_image_test.csv"),
+        summaries=get_labelled(RANKED_FILES["summary"]),
+        per_image=get_labelled(RANKED_FILES["per_image"]),
         baseline=PLAN.baseline,
         settings=get_compare_settings,
     conda:

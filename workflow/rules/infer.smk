@@ -1,10 +1,12 @@
 rule infer:
     input:
-        manifest=get_input("infer", "data", "manifest.csv"),
-        split=get_input("infer", "split", "split.csv"),
+        images=get_input("infer", "preprocess", "images.csv"),
+        preprocess=get_input("infer", "preprocess", "preprocess.json"),
         model=get_input("infer", "train", "model.pt"),
     output:
         probs="results/infer/{key}/{subset}.npz",
+        tiles="results/infer/{key}/{subset}_tiles.npz",
+        summary="results/infer/{key}/{subset}_infer.json",
     log:
         "logs/infer/{key}_{subset}.log",
     params:
@@ -18,5 +20,6 @@ rule infer:
     conda:
         "../envs/torch.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} infer.py --manifest {input.manifest} --split {input.split} --model {input.model} "
-        "--settings {params.settings:q} --subset {wildcards.subset} --out {output.probs} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} infer.py --images {input.images} --preprocess {input.preprocess} "
+        "--model {input.model} --settings {params.settings:q} --subset {wildcards.subset} "
+        "--out $(dirname {output.probs}) > {log} 2>&1"

@@ -1,7 +1,7 @@
 rule train:
     input:
-        manifest=get_input("train", "data", "manifest.csv"),
-        split=get_input("train", "split", "split.csv"),
+        manifest=get_input("train", "preprocess", "manifest.csv"),
+        split=get_input("train", "preprocess", "split.csv"),
     output:
         model="results/train/{key}/model.pt",
         curves="results/train/{key}/metrics_by_epoch.csv",
