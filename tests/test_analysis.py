@@ -222,13 +222,16 @@ def write_tiny_run(folder) -> dict:
     (folder / "summary.json").write_text(
         json.dumps({"val": section, "test": section, "locked": locked, "conventions": CONVENTIONS})
     )
+    (folder / "summary_tiles.json").write_text(
+        json.dumps({"level": "tile", "resolution": "preprocessed (scale 0.5)", "test": section})
+    )
     (folder / "locked.json").write_text(json.dumps(locked))
     epochs_frame().to_csv(folder / "metrics_by_epoch.csv", index=False)
     pd.DataFrame(
         {"split": ["train", "val", "test"], "n": [10, 4, 8], "lesion_positive": [6, 3, 5]}
     ).to_csv(folder / "split_summary.csv", index=False)
     (folder / "train_summary.json").write_text(json.dumps({"best_epoch": 2, "device": "cpu"}))
-    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json",
+    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json", "summary_tiles.json",
              "metrics_by_epoch.csv", "train_summary.json", "zero_dice_images.csv",
              "zero_dice_summary.csv", "split_summary.csv", "manifest.csv", "split.csv"]  # fmt: skip
     parameters = {name.split(".")[0]: str(folder / name) for name in files}
@@ -264,6 +267,7 @@ def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp
     assert analysis.format_value(summary["dice_pos"]) in html
     assert "gt_empty_pred_pos" in html and "lesion-wise F1" in html
     assert "def show(" not in html  # code hidden in the HTML; it stays in the .ipynb
+    assert "per tile" in html and "preprocessed (scale 0.5)" in html
     executed = nbformat.read(out / "analysis.ipynb", as_version=4)
     assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", []))
     for name in FIGURES:
@@ -328,3 +332,15 @@ def test_data_report_counts_images_subjects_and_lesions_per_split():
     assert table.loc["val", "median lesion size (pixels)"] == "5.0"
     fig = analysis.plot_data_report(images, lesions, split)
     assert len(fig.get_axes()) == 4 and "1 lesion-free" in fig.get_axes()[1].get_title()
+
+
+def test_large_examples_are_shown_small_and_a_one_pixel_lesion_stays_visible():
+    image = np.random.default_rng(0).random((3, 1600, 2400), dtype=np.float32)
+    mask = np.zeros((1600, 2400), dtype=bool)
+    mask[800, 1200] = True
+    prob = mask.astype(np.float32)
+    shown_image, shown_mask, shown_prob, shown_pred = analysis.for_display(image, mask, prob, mask)
+    assert max(shown_mask.shape) == analysis.DISPLAY_SIZE and shown_image.shape[1:] == shown_mask.shape
+    assert shown_mask.sum() >= 1 and shown_pred.sum() >= 1 and shown_prob.shape == shown_mask.shape
+    small = np.zeros((40, 60), dtype=bool)
+    assert analysis.for_display(image[:, :40, :60], small, small.astype(np.float32), small)[1] is small

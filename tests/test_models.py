@@ -65,3 +65,14 @@ def test_cpu_device_resolves_and_bad_name_names_the_setting():
     assert resolve_device("cpu", "train.device").type == "cpu"
     with pytest.raises(LesionflowError, match=r"train\.device"):
         resolve_device("tpu", "train.device")
+
+
+def test_batch_dice_gives_a_lesion_free_sample_no_dice_term_of_its_own():
+    logits = torch.full((2, 1, 8, 8), -3.0)
+    target = torch.zeros((2, 1, 8, 8))
+    target[0, 0, 2:5, 2:5] = 1
+    logits[0, 0, 2:5, 2:5] = 3.0  # the lesion is found; the empty sample has faint probabilities
+    per_image = build_loss("DiceCE", batch_dice=False).dice(logits, target)
+    pooled = build_loss("DiceCE", batch_dice=True).dice(logits, target)
+    # per image, the lesion-free sample scores a Dice loss near 1 for its faint prediction
+    assert per_image > 0.55 and pooled < 0.3

@@ -518,7 +518,12 @@ def load_examples(
     probs: Mapping[str, np.ndarray],
     locked: Mapping[str, Any],
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Images, reference masks, probability maps and locked post-processed predictions of ids."""
+    """Images, reference masks, probability maps and locked post-processed predictions of ids.
+
+    The prediction is made at full resolution, then all four are reduced to at most
+    DISPLAY_SIZE pixels a side (see :func:`for_display`): a figure of a few 4288 x 2848
+    photographs would otherwise take gigabytes.
+    """
     # Imported here so the pure table and figure functions import without the image stack.
     from lesionflow.dataset import load_image, load_manifest_mask
     from lesionflow.postprocess import apply_locked
@@ -532,11 +537,37 @@ def load_examples(
             raise LesionflowError(f"test probabilities: no map for image id {image_id!r}")
         row = rows.loc[image_id]
         prob = np.asarray(probs[image_id], dtype=np.float32)
-        images.append(load_image(row["image"]))
-        masks.append(load_manifest_mask(row))
-        maps.append(prob)
-        preds.append(apply_locked(prob, locked)[0])
+        shown = for_display(
+            load_image(row["image"]), load_manifest_mask(row), prob, apply_locked(prob, locked)[0]
+        )
+        for kept, value in zip((images, masks, maps, preds), shown, strict=True):
+            kept.append(value)
     return images, masks, maps, preds
+
+
+# Longest side, in pixels, of the pictures in example figures: enough for a 4-panel row.
+DISPLAY_SIZE = 768
+
+
+def for_display(
+    image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pred: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Image, masks and map reduced to at most DISPLAY_SIZE pixels a side for a figure.
+
+    The image and the probability map are area-averaged; a display pixel shows lesion when any
+    pixel under it is lesion, so a few-pixel exudate stays visible. Smaller inputs are returned
+    as they are.
+    """
+    from lesionflow.preprocess import resize_image  # the image stack, as in load_examples
+
+    scale = min(1.0, DISPLAY_SIZE / max(mask.shape))
+    if scale == 1:
+        return image, mask, prob, pred
+
+    def any_lesion(binary: np.ndarray) -> np.ndarray:
+        return resize_image(binary[None].astype(np.float32), scale)[0] > 0
+
+    return resize_image(image, scale), any_lesion(mask), resize_image(prob[None], scale)[0], any_lesion(pred)
 
 
 def _display_image(image: np.ndarray) -> np.ndarray:

@@ -84,15 +84,20 @@ def build_network(
         raise LesionflowError(f"model.kwargs: {name} rejected {user_kwargs!r}: {err}") from None
 
 
-def build_loss(name: str, out_channels: int = 1) -> torch.nn.Module:
-    """The MONAI loss ``name`` (DiceCE or DiceFocal) on logits; sigmoid for one output channel."""
+def build_loss(name: str, out_channels: int = 1, batch_dice: bool = False) -> torch.nn.Module:
+    """The MONAI loss ``name`` (DiceCE or DiceFocal) on logits; sigmoid for one output channel.
+
+    ``batch_dice`` pools the Dice over the whole batch instead of averaging it per sample: a
+    lesion-free tile then adds no Dice term of its own, which otherwise scores about 1 for any
+    faint prediction and drives a model trained on sparse-lesion tiles to predict nothing.
+    """
     if name not in LOSSES:
         raise LesionflowError(
             f"train.loss: unknown loss {name!r}; expected one of {', '.join(LOSSES)}"
         )
     if out_channels == 1:
-        return LOSSES[name](sigmoid=True)
-    return LOSSES[name](softmax=True, to_onehot_y=True)
+        return LOSSES[name](sigmoid=True, batch=batch_dice)
+    return LOSSES[name](softmax=True, to_onehot_y=True, batch=batch_dice)
 
 
 def resolve_device(name: str, setting: str) -> torch.device:

@@ -886,7 +886,8 @@ def run_train(
     roi_size = list(patch_size) if patch_size is not None else list(next(iter(shapes)))
 
     setup = _Setup(
-        build_loss(train["loss"]), device, amp_dtype, val_images, val_masks, roi_size,
+        build_loss(train["loss"], batch_dice=bool(train.get("batch_dice", False))),
+        device, amp_dtype, val_images, val_masks, roi_size,
         int(train["batch_size"]),
     )
     items = [

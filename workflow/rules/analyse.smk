@@ -20,6 +20,7 @@ rule analyse:
         per_image_test=get_input("analyse", "evaluate", "per_image_test.csv"),
         lesions_test=get_input("analyse", "evaluate", "lesions_test.csv"),
         summary=get_input("analyse", "evaluate", "summary.json"),
+        summary_tiles=get_input("analyse", "evaluate", "summary_tiles.json"),
         metrics_by_epoch=get_input("analyse", "train", "metrics_by_epoch.csv"),
         train_summary=get_input("analyse", "train", "train_summary.json"),
         zero_dice_images=get_input("analyse", "breakdown", "zero_dice_images.csv"),
