@@ -231,8 +231,8 @@ def write_tiny_run(folder) -> dict:
         {"split": ["train", "val", "test"], "n": [10, 4, 8], "lesion_positive": [6, 3, 5]}
     ).to_csv(folder / "split_summary.csv", index=False)
     (folder / "train_summary.json").write_text(json.dumps({"best_epoch": 2, "device": "cpu"}))
-    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json", "summary_tiles.json",
-             "metrics_by_epoch.csv", "train_summary.json", "zero_dice_images.csv",
+    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json",
+             "summary_tiles.json", "metrics_by_epoch.csv", "train_summary.json", "zero_dice_images.csv",
              "zero_dice_summary.csv", "split_summary.csv", "manifest.csv", "split.csv"]  # fmt: skip
     parameters = {name.split(".")[0]: str(folder / name) for name in files}
     parameters.update(
