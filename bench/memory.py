@@ -15,7 +15,9 @@ images. Each measurement runs in a fresh Python process, so one peak cannot hide
 Peaks are ``ru_maxrss`` of each process (as the stages themselves report them). The parent
 process imports nothing heavy: on Linux a child's ``ru_maxrss`` starts from its parent's
 high-water mark (fork copies the page tables; exec keeps the old mark), so a parent holding
-torch would inflate every child's number.
+torch would inflate every child's number. Expect a few tens of MiB of growth over the first
+images even so: glibc raises its mmap threshold as large arrays are freed, so later arrays of up
+to 32 MiB come from a fragmenting heap (with MALLOC_MMAP_THRESHOLD_=1048576 the peaks stay flat).
 
     .venv/bin/python bench/memory.py [--data ../shared/data/idrid-ex] [--out bench/out/memory.json]
 """

@@ -26,7 +26,8 @@ from lesionflow import artifacts, dataset
 from lesionflow.errors import LesionflowError
 from lesionflow.metrics import ORIGINAL_RESOLUTION
 from lesionflow.models import build_network, resolve_device
-from lesionflow.preprocess import Stitcher, peak_rss_mb, restore_map, tile_id, tile_origins
+from lesionflow.preprocess import Stitcher, restore_map, tile_id, tile_origins
+from lesionflow.resources import peak_rss_mb
 from lesionflow.tta import get_transforms, window_probabilities
 
 SUBSETS = ("val", "test")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import resource
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from tqdm import tqdm
 from lesionflow import artifacts, dataset
 from lesionflow.config import fill_defaults, load_schema
 from lesionflow.errors import LesionflowError
+from lesionflow.resources import peak_rss_mb
 from lesionflow.split import read_split
 
 # A fundus disc is far brighter than this (about 0.3-0.9 at its darkest rim), while the black
@@ -529,12 +529,6 @@ def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple
             }
         )
     return items, pd.DataFrame(images, columns=IMAGE_COLUMNS)
-
-
-def peak_rss_mb() -> float:
-    """The peak resident memory of this process so far, in MiB."""
-    # ru_maxrss is in KiB on Linux: the process's high-water mark, imports included.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_preprocess(

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import signal
 import sys
@@ -63,6 +62,7 @@ from tqdm import tqdm
 from lesionflow import artifacts, dataset
 from lesionflow.errors import LesionflowError
 from lesionflow.models import build_loss, build_network, resolve_device
+from lesionflow.resources import peak_rss_mb
 from lesionflow.split import read_split
 from lesionflow.tta import forward_logits
 
@@ -384,12 +384,6 @@ def _validate(
         "iou": _mean([s["iou"] for s in scores]),
         "pearson": _mean([s["pearson"] for s in scores]),
     }
-
-
-def _peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kilobytes, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def plot_training_curves(epochs: pd.DataFrame, steps: pd.DataFrame, best_epoch: int):
@@ -949,7 +943,7 @@ def run_train(
             "peak_gpu_memory_mb": (
                 torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
             ),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "device": str(device),
             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "amp_dtype": str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
