@@ -531,6 +531,32 @@ def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple
     return items, pd.DataFrame(images, columns=IMAGE_COLUMNS)
 
 
+def _prepared_tables(
+    manifest_df: pd.DataFrame, split_df: pd.DataFrame, settings: Mapping[str, Any], out: Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prepare and write every source image (and its tiles), one at a time; return both tables."""
+    item_rows, image_rows = [], []
+    records = manifest_df.to_dict("records")
+    for row, split in tqdm(
+        zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
+        unit="image", file=sys.stderr,
+    ):
+        image = dataset.load_image(row["image"])
+        prepared = prepare_image(image, dataset.load_manifest_mask(row), settings)
+        image_row = _image_row(row, split, image.shape[1:], prepared, out)
+        del image
+        _save_image(prepared.image, Path(image_row["image"]))
+        _save_mask(prepared.mask, Path(image_row["mask"]))
+        image_rows.append(image_row)
+        if settings["tile_size"] is None:
+            item_rows.append({**image_row, "source_image_id": image_row["image_id"]})
+        else:
+            item_rows += _write_tiles(prepared, image_row, settings, out)
+    items = pd.DataFrame(item_rows)
+    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
+    return items, images
+
+
 def run_preprocess(
     manifest_path: str | os.PathLike,
     split_path: str | os.PathLike,
@@ -554,25 +580,7 @@ def run_preprocess(
     if is_identity(settings):
         items, images = _identity_tables(manifest_df, split_df)
     else:
-        item_rows, image_rows = [], []
-        records = manifest_df.to_dict("records")
-        for row, split in tqdm(
-            zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
-            unit="image", file=sys.stderr,
-        ):
-            image = dataset.load_image(row["image"])
-            prepared = prepare_image(image, dataset.load_manifest_mask(row), settings)
-            image_row = _image_row(row, split, image.shape[1:], prepared, out)
-            del image
-            _save_image(prepared.image, Path(image_row["image"]))
-            _save_mask(prepared.mask, Path(image_row["mask"]))
-            image_rows.append(image_row)
-            if settings["tile_size"] is None:
-                item_rows.append({**image_row, "source_image_id": image_row["image_id"]})
-            else:
-                item_rows += _write_tiles(prepared, image_row, settings, out)
-        items = pd.DataFrame(item_rows)
-        images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
+        items, images = _prepared_tables(manifest_df, split_df, settings, out)
     split_of_source = dict(zip(images["image_id"], images["split"], strict=True))
     item_split = pd.DataFrame(
         {
