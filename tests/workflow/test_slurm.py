@@ -245,11 +245,11 @@ def test_slurm_runs_every_job_as_a_slurm_job_and_train_with_the_gpu_it_asks_for(
     env = slurm_env(
         LESIONFLOW_SLURM_PARTITION=local_slurm["other"], LESIONFLOW_SLURM_ACCOUNT="lesionflow-test"
     )
-    # data -> split -> train: two CPU jobs and the GPU job, each its own SLURM job. (Inference
+    # data -> split -> preprocess -> train: three CPU jobs and the GPU job, each its own SLURM job. (Inference
     # asks for the same GPU; its two jobs would queue one after the other on the one fake GPU.)
     run = run_on_slurm(tmp_path, env, f"results/train/{keys['train']}/train_summary.json")
     assert run.returncode == 0, run.output
-    assert sorted(run.jobs) == ["data", "split", "train"], run.output
+    assert sorted(run.jobs) == ["data", "preprocess", "split", "train"], run.output
     assert all(len(ids) == 1 for ids in run.jobs.values()), run.jobs
 
     ids = [ids[0] for ids in run.jobs.values()]
@@ -271,7 +271,7 @@ def test_slurm_runs_every_job_as_a_slurm_job_and_train_with_the_gpu_it_asks_for(
     assert "TresPerJob" not in details["data"] and "TresPerJob" not in details["split"], details
     # The run's threads reach SLURM (--cpus-per-task), not capped by any --cores.
     cpus = {rule: re.search(r"NumCPUs=(\d+)", text).group(1) for rule, text in details.items()}
-    assert cpus == {"data": "1", "split": "1", "train": "2"}, cpus
+    assert cpus == {"data": "1", "split": "1", "preprocess": "1", "train": "2"}, cpus
 
     summary = json.loads((tmp_path / f"results/train/{keys['train']}/train_summary.json").read_text())
     assert summary["device"] == "cpu"  # the GPU is fake: training found no CUDA and fell back
