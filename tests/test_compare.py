@@ -465,3 +465,9 @@ def test_leaderboard_says_which_level_and_resolution_it_ranks():
     assert set(df["level"]) == {"tile"} and set(df["resolution"]) == {"preprocessed (scale 0.29)"}
     # summaries written before levels existed are whole-image summaries
     assert set(leaderboard(SUMMARIES, "nnunet")["level"]) == {"image"}
+
+
+def test_level_text_names_the_ranked_level_and_its_resolution():
+    summaries = {name: {**s, "level": "tile", "resolution": "preprocessed"} for name, s in SUMMARIES.items()}
+    text = compare.level_text(leaderboard(summaries, "nnunet"))
+    assert "tiles" in text and "compare.level: tile" in text and "preprocessed" in text

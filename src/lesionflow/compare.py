@@ -429,6 +429,16 @@ def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd
     return df
 
 
+def level_text(df: pd.DataFrame) -> str:
+    """One sentence saying which evaluation the leaderboard ranks (compare.level) and at what resolution."""
+    if "level" not in df.columns or df.empty:
+        return "Ranked on whole images."
+    level = ", ".join(sorted(set(df["level"].astype(str))))
+    resolution = ", ".join(sorted(set(df["resolution"].fillna("").astype(str)) - {""}))
+    what = "whole images" if level == "image" else "tiles" if level == "tile" else level
+    return f"Ranked on {what} (`compare.level: {level}`); resolution: {resolution or 'not stated'}."
+
+
 def baseline_name(df: pd.DataFrame) -> str:
     """The run the leaderboard's deltas are taken against."""
     names = df.loc[_is_baseline(df), "run"].tolist()
