@@ -7,6 +7,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from frames import epochs_frame
 from PIL import Image
 
 from lesionflow import analysis
@@ -37,24 +38,6 @@ def per_image_frame() -> pd.DataFrame:
             "pred_pixels": [14, 9, 10, 0, 0, 5],
             "presence_score": [0.95, 0.7, 0.8, 0.3, 0.2, 0.9],
             "presence_pred": [True, True, True, False, False, True],
-        }
-    )
-
-
-def epochs_frame(train_loss=(0.9, 0.5, 0.3), val_loss=(1.0, 0.7, 0.6)) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "epoch": [1, 2, 3],
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "train_dice": [0.2, 0.5, 0.7],
-            "val_dice": [0.3, 0.8, 0.6],
-            "train_iou": [0.1, 0.35, 0.55],
-            "val_iou": [0.2, 0.65, 0.45],
-            "train_pearson": [0.2, 0.5, 0.7],
-            "val_pearson": [0.3, 0.7, 0.6],
-            "lr": [1e-4, 1e-3, 1e-5],
-            "seconds": [1.0, 1.0, 1.0],
         }
     )
 

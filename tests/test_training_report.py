@@ -5,29 +5,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from frames import epochs_frame
 
 from lesionflow import training_report
 from lesionflow.errors import LesionflowError
 
 RULES = {"good_val_dice": 0.7, "overfit_loss_ratio": 1.5}
-
-
-def epochs_frame(train_loss=(0.9, 0.5, 0.3), val_loss=(1.0, 0.7, 0.6)) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "epoch": [1, 2, 3],
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "train_dice": [0.2, 0.5, 0.7],
-            "val_dice": [0.3, 0.8, 0.6],
-            "train_iou": [0.1, 0.35, 0.55],
-            "val_iou": [0.2, 0.65, 0.45],
-            "train_pearson": [0.2, 0.5, 0.7],
-            "val_pearson": [0.3, 0.7, 0.6],
-            "lr": [1e-4, 1e-3, 1e-5],
-            "seconds": [1.0, 1.0, 1.0],
-        }
-    )
 
 
 def test_verdicts_state_each_rule_and_the_numbers_it_judged():

@@ -36,6 +36,12 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def run_section_schema(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema of the run section ``name`` (e.g. ``evaluate``), and the whole schema for its $refs."""
+    schema = load_schema()
+    return schema["$defs"]["run"]["properties"][name], schema
+
+
 def _key_path(parts) -> str:
     return ".".join(str(p) for p in parts) or "<top level>"
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from lesionflow.artifacts import load_arrays, read_json, write_csv, write_json
 from lesionflow.bootstrap import Resampler
-from lesionflow.config import fill_defaults, load_schema
+from lesionflow.config import fill_defaults, run_section_schema
 from lesionflow.errors import LesionflowError
 from lesionflow.lesions import size_bin_labels
 from lesionflow.metrics import CONVENTIONS, ORIGINAL_RESOLUTION, LesionMatching, score_images
@@ -49,12 +49,6 @@ def read_locked(path: str | os.PathLike) -> dict:
     return locked
 
 
-def _section_schema() -> tuple[dict, dict]:
-    """The evaluate section of the config schema, and the whole schema (for its $refs)."""
-    schema = load_schema()
-    return schema["$defs"]["run"]["properties"]["evaluate"], schema
-
-
 def evaluation_settings(settings: Mapping) -> dict:
     """The evaluate section with the schema's defaults filled; an unknown key is an error naming it.
 
@@ -62,7 +56,7 @@ def evaluation_settings(settings: Mapping) -> dict:
     """
     if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
         settings = settings["evaluate"]
-    section, schema = _section_schema()
+    section, schema = run_section_schema("evaluate")
     known = section["properties"]
     unknown = [f"evaluate.{key}" for key in settings if key not in known]
     for name in ("lesion_matching", "bootstrap"):

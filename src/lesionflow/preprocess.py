@@ -37,7 +37,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from lesionflow import artifacts, dataset
-from lesionflow.config import fill_defaults, load_schema
+from lesionflow.config import fill_defaults, run_section_schema
 from lesionflow.errors import LesionflowError
 from lesionflow.resources import peak_rss_mb
 from lesionflow.split import read_split
@@ -377,8 +377,7 @@ def preprocess_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The preprocess section with the schema's defaults filled; an unknown key is an error naming it."""
     if "preprocess" in settings and isinstance(settings["preprocess"], Mapping):
         settings = settings["preprocess"]
-    schema = load_schema()
-    section = schema["$defs"]["run"]["properties"]["preprocess"]
+    section, schema = run_section_schema("preprocess")
     unknown = [key for key in settings if key not in section["properties"]]
     if unknown:
         raise LesionflowError(
@@ -604,7 +603,7 @@ def run_preprocess(
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": peak_rss_mb(),
     }
-    if "lesion_pixels" in items.columns and settings["tile_size"] is not None:
+    if settings["tile_size"] is not None:
         record["lesion_free_items"] = int((items["lesion_pixels"] == 0).sum())
     artifacts.write_json(out / "preprocess.json", record)
     print(
