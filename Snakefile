@@ -1,14 +1,14 @@
 # lesionflow: data -> split -> train -> infer (TTA) -> tune on validation, locked -> evaluate
 # -> zero-Dice breakdown -> analysis notebook -> leaderboard -> report.
-# Every artifact lives at results/<stage>/<content key>/; keys come from lesionflow.keys.
+# Every artifact lives at results/<stage>/<content key>/; keys come from lesionflow.pipeline.keys.
 
 import os
 import sys
 from pathlib import Path
 
-from lesionflow.config import resolve_config
-from lesionflow.errors import LesionflowError
-from lesionflow.keys import shared_plan
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.keys import shared_plan
 
 # The built-in demo, unless a config is given on the command line (it would otherwise be
 # merged into the demo's runs).
@@ -19,7 +19,7 @@ if not config:
 
 try:
     CONFIG = resolve_config(config)
-    # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.keys).
+    # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.keys).
     PLAN = shared_plan(CONFIG, Path.cwd(), os.environ)
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")

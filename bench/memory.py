@@ -4,7 +4,7 @@ The claim checked: both stages read, process and write one source image at a tim
 memory is bounded by one image plus one batch of windows and does not grow with the number of
 images. Each measurement runs in a fresh Python process, so one peak cannot hide in another:
 
-- bare reference, in the same run: a process that imports ``lesionflow.preprocess`` (the same
+- bare reference, in the same run: a process that imports ``lesionflow.data.preprocess`` (the same
   imports as the stages) and loads ONE 4288 x 2848 photograph as float32 with its mask, i.e.
   "imports + one image", the least any stage reading these images can need;
 - preprocess (crop the field of view, resize to 1024, normalise, 256-pixel tiles) of 2 images
@@ -65,7 +65,7 @@ def stage_result(record: dict[str, Any]) -> dict[str, Any]:
 
 def child_bare(job: dict[str, Any]) -> dict[str, Any]:
     """Imports as the stages make them, then one source image (float32) and its mask."""
-    from lesionflow import dataset, preprocess  # noqa: F401  (imported for its memory, as the stage)
+    from lesionflow.data import dataset, preprocess  # noqa: F401 (imported for its memory, as the stage)
 
     imports = peak_mb()
     start = time.perf_counter()
@@ -83,7 +83,7 @@ def child_bare(job: dict[str, Any]) -> dict[str, Any]:
 
 def child_preprocess(job: dict[str, Any]) -> dict[str, Any]:
     """The preprocess stage on one subset manifest; its record carries its own peak RSS."""
-    from lesionflow.preprocess import run_preprocess
+    from lesionflow.data.preprocess import run_preprocess
 
     return stage_result(run_preprocess(job["manifest"], job["split"], PREPROCESS, job["out"]))
 
@@ -92,7 +92,7 @@ def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:
     """Save an untrained UNet in the checkpoint format that ``infer.load_model`` reads."""
     import torch
 
-    from lesionflow.models import build_network
+    from lesionflow.model.networks import build_network
 
     torch.manual_seed(0)
     model = build_network(MODEL_SETTINGS, in_channels=3, out_channels=1)
@@ -110,7 +110,7 @@ def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:
 
 def child_infer(job: dict[str, Any]) -> dict[str, Any]:
     """The infer stage on one subset; its summary carries its own peak RSS."""
-    from lesionflow.infer import run_infer
+    from lesionflow.model.infer import run_infer
 
     return stage_result(
         run_infer(job["images"], job["preprocess"], job["model"], INFER, job["subset"], job["out"])
@@ -219,7 +219,7 @@ def report(measured: dict[str, Any], data: Path) -> dict[str, Any]:
         "infer_settings": INFER["infer"],
         "model": {**MODEL_SETTINGS, "roi_size": ROI_SIZE, "trained": False},
         "bare_reference": {
-            "what": "imports of lesionflow.preprocess + one image (float32) and its mask",
+            "what": "imports of lesionflow.data.preprocess + one image (float32) and its mask",
             "imports_mb": round(measured["bare"]["imports_mb"], 1),
             "peak_rss_mb": round(bare, 1),
             "image_shape": measured["bare"]["image_shape"],

@@ -29,9 +29,9 @@ from monai.metrics import (
     SurfaceDistanceMetric,
 )
 
-from lesionflow.bootstrap import Resampler
-from lesionflow.metrics import LesionMatching, score_images
-from lesionflow.summary import summarise
+from lesionflow.evaluation.bootstrap import Resampler
+from lesionflow.evaluation.metrics import LesionMatching, score_images
+from lesionflow.evaluation.summary import summarise
 
 
 def _disc(mask: np.ndarray, centre: np.ndarray, radius: float) -> None:

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the zero-Dice breakdown; all logic is in lesionflow.breakdown.
+"""Command-line entry point of the zero-Dice breakdown; all logic is in lesionflow.evaluation.breakdown.
 
 It must never do more than parse arguments and call run_breakdown.
 """
 
 import argparse
 
-from lesionflow.breakdown import run_breakdown
-from lesionflow.errors import exit_on_user_error
+from lesionflow.evaluation.breakdown import run_breakdown
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

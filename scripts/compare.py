@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the compare stage; all logic is in lesionflow.compare.
+"""Command-line entry point of the compare stage; all logic is in lesionflow.reports.compare.
 
 It must never do more than parse arguments and call run_compare.
 """
@@ -7,8 +7,8 @@ It must never do more than parse arguments and call run_compare.
 import argparse
 import json
 
-from lesionflow.compare import run_compare
-from lesionflow.errors import LesionflowError, exit_on_user_error
+from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
+from lesionflow.reports.compare import run_compare
 
 
 def _name_paths(texts: list[str], flag: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the data stage; all logic is in lesionflow.dataset.
+"""Command-line entry point of the data stage; all logic is in lesionflow.data.dataset.
 
 It must never do more than parse arguments, call run_data, and print a manifest's problems one
 per line.
@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from lesionflow.dataset import run_data
-from lesionflow.errors import exit_on_user_error
-from lesionflow.manifest_check import ManifestProblems
+from lesionflow.data.dataset import run_data
+from lesionflow.data.manifest_check import ManifestProblems
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the evaluate stage; all logic is in lesionflow.evaluate.
+"""Command-line entry point of the evaluate stage; all logic is in lesionflow.evaluation.evaluate.
 
 It must never do more than parse arguments and call run_evaluate.
 """
@@ -7,8 +7,8 @@ It must never do more than parse arguments and call run_evaluate.
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.evaluate import run_evaluate
+from lesionflow.evaluation.evaluate import run_evaluate
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Entry point of the infer stage: parse arguments, call lesionflow.infer.run_infer."""
+"""Entry point of the infer stage: parse arguments, call lesionflow.model.infer.run_infer."""
 
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.infer import run_infer
+from lesionflow.model.infer import run_infer
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

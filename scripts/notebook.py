@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Command-line entry point of every notebook stage (analyse, training report, compare report).
 
-It must never do more than parse arguments and call lesionflow.notebook.run_notebook.
+It must never do more than parse arguments and call lesionflow.reports.notebook.run_notebook.
 """
 
 import argparse
 import json
 
-from lesionflow.errors import LesionflowError, exit_on_user_error
-from lesionflow.notebook import run_notebook
+from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
+from lesionflow.reports.notebook import run_notebook
 
 
 @exit_on_user_error

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Entry point of the preprocess stage: parse arguments, call lesionflow.preprocess.run_preprocess."""
+"""Entry point of the preprocess stage: parse arguments, call lesionflow.data.preprocess.run_preprocess."""
 
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.preprocess import run_preprocess
+from lesionflow.data.preprocess import run_preprocess
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -4,8 +4,8 @@
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.views import write_run_view
+from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.reports.views import write_run_view
 
 
 @exit_on_user_error

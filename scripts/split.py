@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the split stage; all logic is in lesionflow.split.
+"""Command-line entry point of the split stage; all logic is in lesionflow.data.split.
 
 It must never do more than parse arguments and call run_split.
 """
@@ -7,8 +7,8 @@ It must never do more than parse arguments and call run_split.
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.split import run_split
+from lesionflow.data.split import run_split
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Entry point of the train stage: parse arguments, call lesionflow.train.run_train.
+"""Entry point of the train stage: parse arguments, call lesionflow.model.train.run_train.
 
 A rerun with the same arguments resumes from <out>/resume/checkpoint.pt when a previous attempt
 left one. Exit codes: 0 done (artifacts written, resume folder removed); 2 a user error, in one
@@ -10,8 +10,8 @@ checkpoint kept for the retry; 1 anything else (a traceback).
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.train import exit_on_interrupt, run_train
+from lesionflow.model.train import exit_on_interrupt, run_train
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the tune stage; all logic is in lesionflow.tune.
+"""Command-line entry point of the tune stage; all logic is in lesionflow.evaluation.tune.
 
 It must never do more than parse arguments and call run_tune (which reads validation only).
 """
@@ -7,8 +7,8 @@ It must never do more than parse arguments and call run_tune (which reads valida
 import argparse
 import json
 
-from lesionflow.errors import exit_on_user_error
-from lesionflow.tune import run_tune
+from lesionflow.evaluation.tune import run_tune
+from lesionflow.pipeline.errors import exit_on_user_error
 
 
 @exit_on_user_error

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from lesionflow.artifacts import load_arrays, read_json
+from lesionflow.pipeline.artifacts import load_arrays, read_json
 
 from .pipeline import REPO_ROOT, snakemake
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from lesionflow.config import resolve_config
-from lesionflow.keys import PLAN_ENV, build_plan, shared_plan
-from lesionflow.synthetic import generate_dataset
+from lesionflow.data.synthetic import generate_dataset
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.keys import PLAN_ENV, build_plan, shared_plan
 
 from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, write_config
 

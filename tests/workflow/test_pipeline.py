@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lesionflow.artifacts import load_arrays
-from lesionflow.config import resolve_config
-from lesionflow.keys import build_plan
+from lesionflow.pipeline.artifacts import load_arrays
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.keys import build_plan
 
 from .pipeline import FIGURES, snakemake, tiny_config, tiny_run, write_config
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from lesionflow.config import resolve_config
-from lesionflow.keys import build_plan
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.keys import build_plan
 
 from .pipeline import REPO_ROOT, SNAKEMAKE, snakemake, tiny_config, tiny_run, write_config
 

@@ -1,9 +1,9 @@
-# Input functions and the run-name -> key mapping. Keys themselves come from lesionflow.keys.
+# Input functions and the run-name -> key mapping. Keys themselves come from lesionflow.pipeline.keys.
 
 import json
 import os
 
-from lesionflow.keys import settings_json
+from lesionflow.pipeline.keys import settings_json
 
 envvars:
     "PATH",

@@ -1,0 +1,2 @@
+"""Datasets before training: manifests and their checks, the built-in generator, the split and
+preprocessing. Never reads predictions."""

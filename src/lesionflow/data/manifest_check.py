@@ -1,0 +1,329 @@
+"""Check every row of a user's manifest before anything downstream runs, and report all problems.
+
+Each problem is one line naming the manifest, the row (header = row 1), the column and the file;
+all of them are raised together as one :class:`ManifestProblems`, whose first line counts them.
+What is checked: the files exist and open, image and mask sizes agree, masks are binary or have a
+threshold (and a channel when colour), image ids are unique, subjects are present, images are
+neither NaN-filled nor constant.
+
+It must never stop at the first problem, never change a file, and never hold more than one
+picture's pixels at a time: a 4288 x 2848 fundus photograph is 36 MB as bytes and 146 MB as
+float32, so rows are checked one by one, sizes come from the lazy file header, and pixels are
+decoded per file and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lesionflow.data.dataset import (
+    DEFAULT_MASK_THRESHOLD,
+    GREY_CHANNEL_SPREAD,
+    MASK_CHANNEL_COLUMN,
+    MASK_THRESHOLD_COLUMN,
+    REQUIRED_COLUMNS,
+    colour_spread,
+    distinct_values,
+    is_binary,
+    is_label_mask,
+    lesion_values,
+    manifest_file,
+    mask_channels,
+    mask_setting,
+    parse_mask_option,
+    read_manifest_table,
+)
+from lesionflow.pipeline.errors import LesionflowError
+
+# Errors PIL raises for a file it cannot identify or decode (truncated, garbage, too large).
+_PICTURE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# Formats that exist but have no reader yet. A 3D reader (NIfTI via nibabel) plugs in here: give
+# it a header function (the size, without pixels) and a pixel function, and dispatch on suffix in
+# _picture_problems and _mask_problems as PIL's 2D pictures are now.
+_NOT_YET_READ = {".nii": "NIfTI", ".nii.gz": "NIfTI"}
+# PIL's own message for a file it does not recognise repeats the path, which the line already names.
+_UNIDENTIFIED = "cannot be opened as an image: not a PNG, JPEG, TIFF or GIF picture"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of one manifest row: where it is and what is wrong."""
+
+    row: int
+    column: str
+    file: Path | None
+    what: str
+
+    def line(self, manifest: Path) -> str:
+        """The one-line report: manifest, row, column, file, then what is wrong."""
+        where = f"manifest {manifest}, row {self.row}, column '{self.column}'"
+        if self.file is not None:
+            where += f", file {self.file}"
+        return f"{where}: {self.what}"
+
+
+class ManifestProblems(LesionflowError):
+    """Every problem found in a manifest.
+
+    ``lines`` holds the count line (``manifest M: 3 problems in 2 rows``) and one line per
+    problem; ``str()`` joins them with newlines.
+    """
+
+    def __init__(self, manifest: Path, problems: list[Problem]) -> None:
+        self.manifest = manifest
+        self.problems = problems
+        rows = len({problem.row for problem in problems})
+        count = f"manifest {manifest}: {_plural(len(problems), 'problem')} in {_plural(rows, 'row')}"
+        self.lines = [count, *(problem.line(manifest) for problem in problems)]
+        super().__init__("\n".join(self.lines))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def validate_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ManifestProblems` with every problem of the manifest, or return if it is sound.
+
+    ``settings`` is the config's ``data`` section: ``mask_channel`` / ``mask_threshold`` apply to
+    rows whose manifest cells of the same name are empty. Problems of the whole file (missing,
+    not a CSV, missing columns) and bad settings raise a plain LesionflowError at once.
+    """
+    problems = check_manifest(path, settings)
+    if problems:
+        raise ManifestProblems(Path(path), problems)
+
+
+def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Every problem of every row of the manifest at ``path``, in row order; empty when sound."""
+    settings = settings or {}
+    defaults = {key: mask_setting(settings, key) for key in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN)}
+    path = Path(path)
+    frame = read_manifest_table(path)
+    folder = path.parent.absolute()
+    has_ids = "image_id" in frame.columns
+    first_row_of_id: dict[str, int] = {}
+    problems: list[Problem] = []
+    for index, record in enumerate(frame.to_dict("records")):
+        row = index + 2  # the header is row 1, as a spreadsheet shows it
+        problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id))
+    return problems
+
+
+def _row_problems(
+    record: Mapping[str, str],
+    row: int,
+    folder: Path,
+    has_ids: bool,
+    defaults: Mapping[str, int | None],
+    first_row_of_id: dict[str, int],
+) -> list[Problem]:
+    """The problems of one row; records its image id in ``first_row_of_id``."""
+    image = manifest_file(folder, record["image"]) if record["image"].strip() else None
+    mask = manifest_file(folder, record["mask"]) if record["mask"].strip() else None
+    problems: list[Problem] = []
+    for column in REQUIRED_COLUMNS + (("image_id",) if has_ids else ()):
+        if record[column].strip() == "":
+            # An empty subject or id is located by the row's image; an empty path has no file.
+            file = None if column in ("image", "mask") else image
+            problems.append(Problem(row, column, file, "expected a value, found an empty cell"))
+
+    duplicate = _duplicate_id(record, row, has_ids, first_row_of_id)
+    if duplicate:
+        problems.append(Problem(row, "image_id" if has_ids else "image", image, duplicate))
+    options, option_problems = _mask_options(record, defaults)
+    problems.extend(Problem(row, column, mask, what) for column, what in option_problems)
+
+    size = None
+    if image is not None:
+        size, what = _picture_problems(image)
+        problems.extend(Problem(row, "image", image, text) for text in what)
+    if mask is not None:
+        what = _mask_problems(mask, size, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
+        problems.extend(Problem(row, "mask", mask, text) for text in what)
+    return problems
+
+
+def _duplicate_id(
+    record: Mapping[str, str], row: int, has_ids: bool, first_row_of_id: dict[str, int]
+) -> str | None:
+    """Why the row's image id is not unique, or None; a new id is recorded with its row."""
+    image_id = record["image_id"] if has_ids else Path(record["image"]).stem
+    if not image_id.strip():
+        return None  # already reported as an empty cell
+    if image_id not in first_row_of_id:
+        first_row_of_id[image_id] = row
+        return None
+    why = "" if has_ids else " (the image file stem, as there is no image_id column)"
+    return (
+        f"image id {image_id!r}{why} is already used in row {first_row_of_id[image_id]};"
+        " image ids must be unique"
+    )
+
+
+def _mask_options(
+    record: Mapping[str, str], defaults: Mapping[str, int | None]
+) -> tuple[dict[str, int | None], list[tuple[str, str]]]:
+    """The row's mask channel and threshold, and (column, what) for each cell that is not valid."""
+    options: dict[str, int | None] = dict(defaults)
+    problems: list[tuple[str, str]] = []
+    for column in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN):
+        try:
+            value = parse_mask_option(record.get(column, ""), column)
+        except ValueError as err:
+            problems.append((column, str(err)))
+            continue
+        if value is not None:  # a cell of the user's manifest wins over the data settings
+            options[column] = value
+    return options, problems
+
+
+def _unreadable(file: Path) -> str | None:
+    """Why ``file`` cannot be opened at all before looking inside it, or None."""
+    if not file.exists():
+        return "does not exist (paths are relative to the manifest's folder)"
+    if not file.is_file():
+        return "is not a file"
+    for suffix, name in _NOT_YET_READ.items():
+        if file.name.lower().endswith(suffix):
+            return f"{name} files are not supported yet; use 2D PNG, JPEG, TIFF or GIF"
+    return None
+
+
+def _reason(err: Exception) -> str:
+    # PIL's messages can span lines; a report line must not.
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _picture_problems(file: Path) -> tuple[tuple[int, int] | None, list[str]]:
+    """The image's size (width, height) from its header, or None, and what is wrong with it."""
+    why = _unreadable(file)
+    if why:
+        return None, [why]
+    try:
+        picture = Image.open(file)
+    except Image.UnidentifiedImageError:
+        return None, [_UNIDENTIFIED]
+    except _PICTURE_ERRORS as err:
+        return None, [f"cannot be opened as an image ({_reason(err)})"]
+    with picture:
+        size = picture.size
+        try:
+            picture.load()
+        except _PICTURE_ERRORS as err:
+            return size, [f"cannot be decoded ({_reason(err)}); is it truncated?"]
+        return size, _pixel_problems(picture)
+
+
+def _pixel_problems(picture: Image.Image) -> list[str]:
+    """NaN pixels, unreadable float data, or an image whose pixels are all equal."""
+    if picture.mode == "F":
+        # Float TIFFs are the only 2D pictures that can hold NaN; their pixels are needed here.
+        values = np.asarray(picture, dtype=np.float32)
+        problems = []
+        nan = int(np.isnan(values).sum())
+        if nan:
+            problems.append(f"{nan} of {values.size} pixels are NaN")
+        problems.append("32-bit float images are not supported; save it as 8- or 16-bit PNG or TIFF")
+        return problems
+    # Two different pixels prove a picture is not constant; only when they agree is every pixel
+    # scanned (getextrema runs in C, without a numpy copy of the picture).
+    width, height = picture.size
+    if picture.getpixel((0, 0)) != picture.getpixel((width // 2, height // 2)):
+        return []
+    extrema = picture.getextrema()
+    per_band = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    # Alpha is dropped by load_image, so a constant picture with varying alpha is still constant.
+    seen = [pair for pair, band in zip(per_band, picture.getbands(), strict=True) if band != "A"]
+    if any(low != high for low, high in seen):
+        return []
+    value = seen[0][0] if len(seen) == 1 else tuple(low for low, _ in seen)
+    return [f"every pixel has the same value {value}: a constant image holds nothing to segment"]
+
+
+def _mask_problems(
+    file: Path, image_size: tuple[int, int] | None, channel: int | None, threshold: int | None
+) -> list[str]:
+    """What is wrong with a mask: unreadable, not the image's size, or values that would be guessed.
+
+    ``image_size`` is None when the image could not be opened; ``threshold`` is None when neither
+    the row nor the data settings give one, and then the mask must be binary.
+    """
+    why = _unreadable(file)
+    if why:
+        return [why]
+    try:
+        picture = Image.open(file)
+    except Image.UnidentifiedImageError:
+        return [_UNIDENTIFIED]
+    except _PICTURE_ERRORS as err:
+        return [f"cannot be opened as an image ({_reason(err)})"]
+    problems: list[str] = []
+    with picture:
+        if image_size is not None and picture.size != image_size:
+            width, height = picture.size
+            problems.append(f"size {width}x{height} differs from the image's {image_size[0]}x{image_size[1]}")
+        try:
+            picture.load()
+        except _PICTURE_ERRORS as err:
+            return [*problems, f"cannot be decoded ({_reason(err)}); is it truncated?"]
+        if picture.mode == "F":
+            return [*problems, "32-bit float masks are not supported; save it as an 8-bit PNG"]
+        channels, scale = mask_channels(picture)
+    value_problem = _mask_value_problem(channels, scale, channel, threshold, file)
+    return problems + ([value_problem] if value_problem else [])
+
+
+def _mask_value_problem(
+    channels: np.ndarray, scale: int, channel: int | None, threshold: int | None, file: Path
+) -> str | None:
+    """Why the mask's values cannot be read without guessing, or None.
+
+    Reuses load_mask's rules: a colour mask whose channels differ needs a channel; a label mask
+    (0/1) needs nothing; any other mask must be binary unless a threshold is set; and a binary
+    mask whose lesion value is not above the threshold would silently read as lesion-free.
+    """
+    colour = channels.shape[2] == 3
+    if colour and channel is None:
+        spread = colour_spread(channels)
+        if spread > GREY_CHANNEL_SPREAD:
+            binary = all(is_binary(distinct_values(channels[..., c])) for c in range(3))
+            if binary or threshold is not None:
+                return (
+                    f"colour mask whose channels differ by up to {spread}: say which channel holds "
+                    "the lesion with data.mask_channel (0 red, 1 green, 2 blue) or a mask_channel column"
+                )
+            return (
+                f"colour mask whose channels differ by up to {spread}, with values that are not "
+                "binary (lossy JPEG?): set data.mask_channel (0 red, 1 green, 2 blue) and "
+                "data.mask_threshold (values above it are lesion; 127 suits 0/255 masks), or "
+                "mask_channel / mask_threshold columns"
+            )
+    values = lesion_values(channels, channel, file)  # the ambiguous case was answered above
+    distinct = distinct_values(values)
+    if is_label_mask(distinct):
+        return None
+    if not is_binary(distinct):
+        if threshold is not None:
+            return None
+        return (
+            f"values are not binary: {distinct.size} distinct values from {distinct[0]} to "
+            f"{distinct[-1]} (lossy JPEG?): set data.mask_threshold (values above it are lesion; "
+            "127 suits 0/255 masks) or a mask_threshold column"
+        )
+    lesion = int(distinct[-1])
+    cut = DEFAULT_MASK_THRESHOLD if threshold is None else threshold
+    if 0 < lesion <= cut * scale:
+        return (
+            f"binary mask whose lesion value {lesion} is not above the mask threshold {cut}"
+            f"{' (x257 for 16 bits)' if scale != 1 else ''}, so it would read as lesion-free: "
+            "set data.mask_threshold (or a mask_threshold column) below the lesion value"
+        )
+    return None

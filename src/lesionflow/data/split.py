@@ -1,0 +1,182 @@
+"""The split stage: train / val / test grouped by subject and stratified by lesion presence.
+
+It must never put one subject's images into two subsets: that leaks the patient into evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.model_selection import StratifiedGroupKFold
+
+from lesionflow.data.dataset import SUBSETS, lesion_presence, read_manifest
+from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.errors import LesionflowError
+
+# More folds let fractions such as 0.7 / 0.15 / 0.15 be met exactly, but each fold must still
+# hold a few subjects of each stratum for the stratification to mean anything.
+MAX_FOLDS = 20
+
+
+def _check_fractions(fractions: Mapping[str, Any]) -> dict[str, float]:
+    checked = {}
+    for name, value in fractions.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < 1:
+            raise LesionflowError(f"split.{name}: expected a number between 0 and 1, got {value!r}")
+        checked[name] = float(value)
+    total = sum(checked.values())
+    if abs(total - 1.0) > 1e-6:
+        raise LesionflowError(
+            "split.train, split.val, split.test: expected fractions that sum to 1, "
+            f"got {' + '.join(f'{v:g}' for v in checked.values())} = {total:g}"
+        )
+    return checked
+
+
+def _folds_per_subset(fractions: Mapping[str, float], n_groups: int) -> dict[str, int]:
+    """How many of K equal folds each subset gets, with K the smallest that fits the fractions best.
+
+    The split works at fold granularity, so fractions are met to within about 1/(2K).
+    """
+    best: tuple[float, int, dict[str, int]] | None = None
+    for n_folds in range(len(fractions), min(MAX_FOLDS, n_groups) + 1):
+        counts = {name: max(1, round(f * n_folds)) for name, f in fractions.items()}
+        counts["train"] = n_folds - counts["val"] - counts["test"]
+        if counts["train"] < 1:
+            continue
+        error = sum(
+            abs(Fraction(counts[name], n_folds) - Fraction(f)) for name, f in fractions.items()
+        )
+        if best is None or error < best[0] - 1e-9:
+            best = (float(error), n_folds, counts)
+    if best is None:
+        raise LesionflowError(
+            f"split: the dataset has {n_groups} subject(s); at least 3 are needed for "
+            "train, val and test without sharing a subject"
+        )
+    return best[2]
+
+
+def make_split(
+    manifest_df: pd.DataFrame,
+    train: float = 0.6,
+    val: float = 0.2,
+    test: float = 0.2,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Assign every image to train, val or test: ``image_id, subject, split, lesion_positive``.
+
+    One scikit-learn StratifiedGroupKFold (groups = subjects, classes = lesion presence of each
+    image, shuffled with ``seed``) cuts the data into K folds; whole folds are dealt to test, val
+    and train in proportion to the fractions. No subject is ever in two subsets; fractions are
+    met approximately because subjects are not divided.
+    """
+    fractions = _check_fractions({"train": train, "val": val, "test": test})
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise LesionflowError(f"split.seed: expected an integer >= 0, got {seed!r}")
+    positive = lesion_presence(manifest_df).to_numpy()
+    subjects = manifest_df["subject"].astype(str).to_numpy()
+    folds = _folds_per_subset(fractions, len(np.unique(subjects)))
+    n_folds = sum(folds.values())
+
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=int(seed))
+    fold_of_image = np.empty(len(manifest_df), dtype=int)
+    for fold, (_, held_out) in enumerate(splitter.split(subjects, positive, groups=subjects)):
+        fold_of_image[held_out] = fold
+    # Folds 0.. go to test, then val, then train; the splitter has already shuffled subjects.
+    subset_of_fold = ["test"] * folds["test"] + ["val"] * folds["val"] + ["train"] * folds["train"]
+    split_df = pd.DataFrame(
+        {
+            "image_id": manifest_df["image_id"].astype(str).to_numpy(),
+            "subject": subjects,
+            "split": [subset_of_fold[fold] for fold in fold_of_image],
+            "lesion_positive": positive,
+        }
+    )
+    empty = [name for name in SUBSETS if not (split_df["split"] == name).any()]
+    if empty:
+        raise LesionflowError(
+            f"split.{empty[0]}: no subject ended up in this subset; the dataset has too few "
+            "subjects for these fractions"
+        )
+    return split_df
+
+
+def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
+    """Images, lesion-positive images and their rate per subset, rows train, val, test."""
+    rows = []
+    for name in SUBSETS:
+        subset = split_df[split_df["split"] == name]
+        n_positive = int(subset["lesion_positive"].astype(bool).sum())
+        rows.append(
+            {
+                "split": name,
+                "n": len(subset),
+                "lesion_positive": n_positive,
+                "lesion_rate": n_positive / len(subset) if len(subset) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["split", "n", "lesion_positive", "lesion_rate"])
+
+
+def plot_split_summary(summary_df: pd.DataFrame) -> Figure:
+    """Three bar panels per subset: images, lesion-positive images, lesion rate."""
+    # A bare Figure renders with Agg and never touches pyplot's global state or backend.
+    fig = Figure(figsize=(10, 3.4))
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("n", "images", "{:.0f}"),
+        ("lesion_positive", "lesion-positive images", "{:.0f}"),
+        ("lesion_rate", "lesion rate", "{:.2f}"),
+    ]
+    colours = ["#4c72b0", "#dd8452", "#55a868"]
+    for axis, (column, label, fmt) in zip(axes, panels, strict=True):
+        values = summary_df[column].astype(float).to_numpy()
+        bars = axis.bar(summary_df["split"], values, color=colours)
+        axis.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2)
+        axis.set_title(label)
+        axis.set_ylim(0, (1.0 if column == "lesion_rate" else np.nanmax(values)) * 1.18)
+        axis.spines[["top", "right"]].set_visible(False)
+    fig.suptitle("Split is grouped by subject and stratified by lesion presence")
+    fig.tight_layout()
+    return fig
+
+
+def run_split(
+    manifest_path: str | os.PathLike, settings: Mapping[str, Any], out_dir: str | os.PathLike
+) -> None:
+    """The split stage: write ``split.csv``, ``split_summary.csv`` and ``split_summary.png``."""
+    allowed = ("train", "val", "test", "seed")
+    unknown = [key for key in settings if key not in allowed]
+    if unknown:
+        raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(allowed)}")
+    out = Path(out_dir)
+    split_df = make_split(read_manifest(manifest_path), **settings)
+    summary_df = split_summary(split_df)
+    artifacts.write_csv(split_df, out / "split.csv")
+    artifacts.write_csv(summary_df, out / "split_summary.csv")
+    artifacts.save_figure(plot_split_summary(summary_df), out / "split_summary.png")
+
+
+SPLIT_COLUMNS = ("image_id", "subject", "split")
+
+
+def read_split(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``split.csv`` with string ids; raise LesionflowError naming the file if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise LesionflowError(f"split file {path} does not exist")
+    frame = pd.read_csv(
+        path, dtype={"image_id": str, "subject": str, "split": str, "source_image_id": str}
+    )
+    missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise LesionflowError(f"split file {path} lacks the columns {missing}")
+    return frame

@@ -1,0 +1,324 @@
+"""The built-in demo dataset: fundus-like RGB images with bright exudate-like lesions and masks.
+
+Everything follows from the seed; it must never read the clock, the environment or global RNG state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+
+from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.errors import LesionflowError
+
+# Lesion areas are drawn log-uniformly so tiny (3-10 px) lesions exist but most pixels sit in
+# lesions of tens to hundreds of pixels, like hard exudates on a real fundus photograph.
+MIN_LESION_AREA = 3
+MAX_LESION_AREA = 400
+MAX_LESIONS_PER_IMAGE = 8
+
+# Linear RGB of the retina, the exudates and the optic disc before illumination is applied.
+_EXUDATE_RGB = np.array([0.98, 0.88, 0.42])
+_DISC_RGB = np.array([0.95, 0.72, 0.55])
+
+
+@dataclass(frozen=True)
+class _Background:
+    """What the images of one subject share: the eye's colour, illumination, disc and vessels."""
+
+    base_rgb: np.ndarray
+    centre: np.ndarray
+    radius: float
+    vignette: float
+    gradient: np.ndarray
+    disc_centre: np.ndarray
+    disc_radius: float
+    fovea_centre: np.ndarray
+    vessel_darkening: np.ndarray  # (H, W) in [0, 1), before the per-image shift
+
+
+def _check_parameters(
+    n_images: int, image_size: int, lesion_free_fraction: float, seed: int
+) -> None:
+    def is_int(value: object) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+    if not is_int(n_images) or n_images < 1:
+        raise LesionflowError(
+            f"data.synthetic.n_images: expected an integer >= 1, got {n_images!r}"
+        )
+    if not is_int(image_size) or image_size < 32:
+        raise LesionflowError(
+            f"data.synthetic.image_size: expected an integer >= 32, got {image_size!r}"
+        )
+    if (
+        not isinstance(lesion_free_fraction, int | float | np.floating)
+        or isinstance(lesion_free_fraction, bool)
+        or not 0.0 <= float(lesion_free_fraction) <= 1.0
+    ):
+        raise LesionflowError(
+            "data.synthetic.lesion_free_fraction: expected a number in [0, 1], "
+            f"got {lesion_free_fraction!r}"
+        )
+    if not is_int(seed) or seed < 0:
+        raise LesionflowError(f"data.synthetic.seed: expected an integer >= 0, got {seed!r}")
+
+
+def _subject_sizes(n_images: int, rng: np.random.Generator) -> list[int]:
+    """Images per subject (1 to 3) adding up to exactly ``n_images``."""
+    sizes: list[int] = []
+    while sum(sizes) < n_images:
+        sizes.append(int(rng.integers(1, 4)))
+    sizes[-1] -= sum(sizes) - n_images
+    return sizes
+
+
+def _lesion_free_flags(sizes: list[int], n_free: int, rng: np.random.Generator) -> list[bool]:
+    """Mark exactly ``n_free`` images lesion-free, whole subjects first.
+
+    Real patients tend to be either affected or not, so lesion status is mostly shared within a
+    subject; the subject where the count runs out ends up mixed, which keeps the split honest.
+    """
+    flags = [[False] * size for size in sizes]
+    remaining = n_free
+    for subject in rng.permutation(len(sizes)):
+        if remaining == 0:
+            break
+        take = min(remaining, sizes[subject])
+        flags[subject][:take] = [True] * take
+        remaining -= take
+    return [flag for subject_flags in flags for flag in subject_flags]
+
+
+def _smooth_curve(start: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Points along a cubic Bezier curve that leaves ``start`` and wanders across the image."""
+    direction = rng.uniform(0, 2 * np.pi)
+    length = rng.uniform(0.5, 1.1) * size
+    control = [start]
+    for _ in range(3):
+        direction += rng.normal(0, 0.6)
+        control.append(control[-1] + length / 3 * np.array([np.cos(direction), np.sin(direction)]))
+    control_points = np.stack(control)
+    t = np.linspace(0, 1, 4 * size)[:, None]
+    weights = np.hstack([(1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t**2 * (1 - t), t**3])
+    return weights @ control_points
+
+
+def _vessel_darkening(size: int, disc_centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A map in [0, 1) of how much vessels darken each pixel; vessels fan out from the disc."""
+    darkening = np.zeros((size, size))
+    for _ in range(int(rng.integers(4, 8))):
+        points = np.round(_smooth_curve(disc_centre, size, rng)).astype(int)
+        inside = np.all((points >= 0) & (points < size), axis=1)
+        centreline = np.ones((size, size), dtype=bool)
+        centreline[points[inside, 0], points[inside, 1]] = False
+        if centreline.all():
+            continue
+        # Distance to the centreline gives a smooth vessel profile without per-point drawing.
+        distance = ndimage.distance_transform_edt(centreline)
+        half_width = rng.uniform(0.6, 1.6) * size / 128
+        depth = rng.uniform(0.25, 0.45)
+        darkening = np.maximum(darkening, depth * np.exp(-((distance / half_width) ** 2)))
+    return darkening
+
+
+def _subject_background(size: int, rng: np.random.Generator) -> _Background:
+    centre = size / 2 + rng.normal(0, 0.015 * size, 2)
+    radius = size * rng.uniform(0.44, 0.48)
+    side = rng.choice([-1.0, 1.0])
+    disc_centre = centre + np.array([rng.normal(0, 0.05), side * rng.uniform(0.22, 0.3)]) * size
+    fovea_centre = centre + np.array([rng.normal(0, 0.03), -side * rng.uniform(0.05, 0.12)]) * size
+    return _Background(
+        base_rgb=np.array(
+            [rng.uniform(0.68, 0.82), rng.uniform(0.28, 0.40), rng.uniform(0.08, 0.16)]
+        ),
+        centre=centre,
+        radius=radius,
+        vignette=rng.uniform(0.25, 0.45),
+        gradient=rng.normal(0, 0.12, 2),
+        disc_centre=disc_centre,
+        disc_radius=size * rng.uniform(0.07, 0.09),
+        fovea_centre=fovea_centre,
+        vessel_darkening=_vessel_darkening(size, disc_centre, rng),
+    )
+
+
+def _lesion(
+    yy: np.ndarray, xx: np.ndarray, centre: np.ndarray, area: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One irregular elliptical blob of about ``area`` pixels: (mask, soft opacity)."""
+    elongation = rng.uniform(1.0, 2.0)
+    semi_minor = np.sqrt(area / (np.pi * elongation))
+    semi_major = semi_minor * elongation
+    angle = rng.uniform(0, np.pi)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = dy * np.cos(angle) + dx * np.sin(angle)
+    v = -dy * np.sin(angle) + dx * np.cos(angle)
+    theta = np.arctan2(v, u)
+    wobble = 1 + 0.15 * np.sin(int(rng.integers(2, 5)) * theta + rng.uniform(0, 2 * np.pi))
+    r = np.sqrt((u / semi_major) ** 2 + (v / semi_minor) ** 2) / wobble
+    mask = r <= 1.0
+    if mask.sum() < MIN_LESION_AREA:
+        # A blob smaller than a pixel may miss every pixel centre; keep the nearest few instead.
+        nearest = np.argsort(r, axis=None)[:MIN_LESION_AREA]
+        mask = np.zeros_like(mask)
+        mask.flat[nearest] = True
+        r = np.where(mask, np.minimum(r, 0.8), r)
+    # Opaque core, fading edge that reaches just past the mask outline, as on real photographs.
+    opacity = np.clip((1.0 - r) / 0.3 + 0.5, 0.0, 1.0)
+    return mask, opacity
+
+
+def _lesions(
+    size: int, background: _Background, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Union mask and opacity of 1 to 8 clustered, exudate-like lesions inside the field of view."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    mask = np.zeros((size, size), dtype=bool)
+    opacity = np.zeros((size, size))
+    count = int(rng.integers(1, MAX_LESIONS_PER_IMAGE + 1))
+    clusters = [_point_in_fov(background, rng) for _ in range(int(rng.integers(1, 3)))]
+    areas = np.exp(rng.uniform(np.log(MIN_LESION_AREA), np.log(MAX_LESION_AREA), count))
+    for area in areas:
+        cluster = clusters[int(rng.integers(len(clusters)))]
+        centre = _point_in_fov(background, rng, near=cluster)
+        lesion_mask, lesion_opacity = _lesion(yy, xx, centre, area, rng)
+        mask |= lesion_mask
+        contrast = rng.uniform(0.45, 0.85)
+        opacity = np.maximum(opacity, contrast * lesion_opacity)
+    fov = _field_of_view(size, background)
+    return mask & fov, opacity * fov
+
+
+def _point_in_fov(
+    background: _Background, rng: np.random.Generator, near: np.ndarray | None = None
+) -> np.ndarray:
+    """A point well inside the field of view and off the optic disc (rejection sampling)."""
+    for _ in range(1000):
+        if near is None:
+            point = background.centre + rng.uniform(-1, 1, 2) * background.radius * 0.8
+        else:
+            point = near + rng.normal(0, background.radius * 0.2, 2)
+        in_fov = np.linalg.norm(point - background.centre) < background.radius * 0.82
+        off_disc = np.linalg.norm(point - background.disc_centre) > background.disc_radius + 4
+        if in_fov and off_disc:
+            return point
+    return background.centre.copy()
+
+
+def _field_of_view(size: int, background: _Background) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return (yy - background.centre[0]) ** 2 + (
+        xx - background.centre[1]
+    ) ** 2 <= background.radius**2
+
+
+def _render(
+    size: int,
+    background: _Background,
+    lesion_opacity: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One uint8 RGB image: illuminated retina, disc, fovea, vessels, lesions, then noise."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    # Per-image jitter around the subject's background: the same eye photographed again.
+    shift = rng.normal(0, 0.01 * size, 2)
+    ny = (yy - background.centre[0] - shift[0]) / background.radius
+    nx = (xx - background.centre[1] - shift[1]) / background.radius
+    gradient = background.gradient + rng.normal(0, 0.03, 2)
+    illumination = (
+        1.0 - background.vignette * (ny**2 + nx**2) + gradient[0] * ny + gradient[1] * nx
+    ) * rng.uniform(0.92, 1.08)
+    illumination = np.clip(illumination, 0.3, 1.3)
+
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 3 * size / 128)
+    texture = 1 + 0.06 * texture / (texture.std() + 1e-8)
+    image = background.base_rgb * (illumination * texture)[..., None]
+
+    disc_distance = (
+        np.hypot(
+            yy - background.disc_centre[0] - shift[0], xx - background.disc_centre[1] - shift[1]
+        )
+        / background.disc_radius
+    )
+    disc = 0.55 * np.clip(1.4 - disc_distance, 0, 1)
+    image = image * (1 - disc[..., None]) + _DISC_RGB * illumination[..., None] * disc[..., None]
+
+    fovea_distance = np.hypot(yy - background.fovea_centre[0], xx - background.fovea_centre[1])
+    fovea = 0.3 * np.exp(-((fovea_distance / (0.07 * size)) ** 2))
+    image *= (1 - fovea)[..., None]
+
+    vessels = ndimage.shift(background.vessel_darkening, shift, order=1, mode="constant")
+    # Vessels absorb more green and blue than red, so they look dark red.
+    image *= 1 - vessels[..., None] * np.array([0.7, 1.0, 1.0])
+
+    lesion_colour = _EXUDATE_RGB * np.clip(illumination, 0.55, 1.1)[..., None]
+    alpha = lesion_opacity[..., None]
+    image = image * (1 - alpha) + lesion_colour * alpha
+
+    image += rng.normal(0, 0.025, image.shape)
+    image *= _field_of_view(size, background)[..., None]
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _write_png(array: np.ndarray, path: Path) -> None:
+    with artifacts.atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    n_images: int = 240,
+    image_size: int = 128,
+    lesion_free_fraction: float = 0.4,
+    seed: int = 0,
+) -> Path:
+    """Write ``n_images`` synthetic fundus images, masks and ``manifest.csv``; return its path.
+
+    Subjects have 1 to 3 images (ids ``0042_1``, ``0042_2``) that share colour, illumination,
+    optic disc and vessels with small per-image variation. Exactly
+    ``round(lesion_free_fraction * n_images)`` images have no lesion; the others have 1 to 8
+    bright yellow exudate-like lesions of 3 to a few hundred pixels. Masks are 0/255 PNGs and
+    manifest paths are relative to ``out_dir``.
+    """
+    _check_parameters(n_images, image_size, lesion_free_fraction, seed)
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    sizes = _subject_sizes(n_images, rng)
+    lesion_free = _lesion_free_flags(sizes, int(round(lesion_free_fraction * n_images)), rng)
+    width = max(4, len(str(len(sizes))))
+
+    rows = []
+    index = 0
+    for subject_number, n_subject_images in enumerate(sizes):
+        subject = f"{subject_number:0{width}d}"
+        background = _subject_background(image_size, rng)
+        for image_number in range(1, n_subject_images + 1):
+            image_id = f"{subject}_{image_number}"
+            if lesion_free[index]:
+                mask = np.zeros((image_size, image_size), dtype=bool)
+                opacity = np.zeros((image_size, image_size))
+            else:
+                mask, opacity = _lesions(image_size, background, rng)
+            image = _render(image_size, background, opacity, rng)
+            _write_png(image, out / "images" / f"{image_id}.png")
+            _write_png(mask.astype(np.uint8) * 255, out / "masks" / f"{image_id}.png")
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "subject": subject,
+                    "image": f"images/{image_id}.png",
+                    "mask": f"masks/{image_id}.png",
+                }
+            )
+            index += 1
+
+    manifest = out / "manifest.csv"
+    artifacts.write_csv(pd.DataFrame(rows), manifest)
+    return manifest

@@ -1,0 +1,227 @@
+"""The evaluate stage: apply the settings locked on validation to val and test, score every image.
+
+Must never choose or change a setting: test predictions are read once, with locked.json as is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lesionflow.data.split import read_split
+from lesionflow.evaluation.bootstrap import Resampler
+from lesionflow.evaluation.lesions import size_bin_labels
+from lesionflow.evaluation.metrics import CONVENTIONS, ORIGINAL_RESOLUTION, LesionMatching, score_images
+from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale
+from lesionflow.evaluation.summary import resampler_record, summarise
+from lesionflow.evaluation.tune import check_probs_in_split, load_reference_masks
+from lesionflow.pipeline.artifacts import load_arrays, read_json, write_csv, write_json
+from lesionflow.pipeline.config import fill_defaults, run_section_schema
+from lesionflow.pipeline.errors import LesionflowError
+
+LOCKED_KEYS = (
+    "threshold",
+    "min_lesion_area",
+    "presence_threshold",
+    "presence_score",
+    "connectivity",
+)
+
+
+def read_locked(path: str | os.PathLike) -> dict:
+    """Read ``locked.json`` and check it holds every setting evaluation applies."""
+    if not Path(path).is_file():
+        raise LesionflowError(f"locked settings file {path} does not exist")
+    locked = read_json(path)
+    missing = [key for key in LOCKED_KEYS if locked.get(key) is None]
+    if missing:
+        raise LesionflowError(f"locked settings file {path} lacks the keys {missing}")
+    if locked.get("chosen_on") != "validation":
+        raise LesionflowError(
+            f"locked settings file {path} says chosen_on={locked.get('chosen_on')!r}; "
+            "only settings chosen on validation may be applied"
+        )
+    return locked
+
+
+def evaluation_settings(settings: Mapping) -> dict:
+    """The evaluate section with the schema's defaults filled; an unknown key is an error naming it.
+
+    Callers that pass ``{}`` (tests, direct use) get the same defaults as a config would.
+    """
+    if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
+        settings = settings["evaluate"]
+    section, schema = run_section_schema("evaluate")
+    known = section["properties"]
+    unknown = [f"evaluate.{key}" for key in settings if key not in known]
+    for name in ("lesion_matching", "bootstrap"):
+        value = settings.get(name, {})
+        if not isinstance(value, Mapping):
+            raise LesionflowError(f"evaluate.{name} must be a mapping, got {value!r}")
+        unknown += [f"evaluate.{name}.{key}" for key in value if key not in known[name]["properties"]]
+    if unknown:
+        raise LesionflowError(f"evaluate settings: unknown keys {unknown}")
+    resolved = fill_defaults(dict(settings), section, schema)
+    resolved["size_bins"] = list(resolved["size_bins"])
+    size_bin_labels(resolved["size_bins"])  # validates the edges, naming evaluate.size_bins
+    return resolved
+
+
+def lesion_matching(settings: Mapping, locked: Mapping) -> LesionMatching:
+    """Matching rules; connectivity defaults to the one tuning locked for removing small lesions."""
+    rules = settings["lesion_matching"]
+    connectivity = rules["connectivity"] if rules["connectivity"] is not None else locked["connectivity"]
+    return LesionMatching(int(connectivity), rules["criterion"], float(rules["min_overlap"]))
+
+
+def score_subset(
+    probs: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    subjects: Mapping[str, str],
+    locked: Mapping,
+    matching: LesionMatching | None = None,
+    size_bins: Sequence[int] = (50, 500),
+    scales: Mapping[str, float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply ``locked`` to every probability map; return the per-image and per-lesion tables.
+
+    ``scales`` gives, per id, the resize of maps that are not at the original resolution (tiles),
+    so that locked pixel areas are applied at that scale.
+    """
+    ids = sorted(probs)
+    preds, scores, calls = [], [], []
+    for image_id in ids:
+        rules = locked if scales is None else locked_at_scale(locked, scales[image_id])
+        mask, score, present = apply_locked(probs[image_id], rules)
+        preds.append(mask)
+        scores.append(score)
+        calls.append(present)
+    return score_images(
+        ids,
+        [subjects[i] for i in ids],
+        preds,
+        [masks[i] for i in ids],
+        [np.asarray(probs[i], dtype=np.float32) for i in ids],
+        scores,
+        calls,
+        matching or LesionMatching(),
+        size_bins,
+    )
+
+
+def _load_subset(
+    manifest: str | os.PathLike, split_df: pd.DataFrame, probs_path: str | os.PathLike, subset: str
+) -> tuple[dict, dict]:
+    if not Path(probs_path).is_file():
+        raise LesionflowError(f"probability file {probs_path} does not exist")
+    probs = load_arrays(probs_path)
+    check_probs_in_split(probs, split_df, subset, probs_path)
+    shapes = {i: p.shape for i, p in probs.items()}
+    return probs, load_reference_masks(manifest, sorted(probs), shapes)
+
+
+# The two levels metrics are computed at: whole source images at their original size, and the
+# items training saw (tiles, or whole preprocessed images) at the preprocessed resolution.
+LEVELS = ("image", "tile")
+FILE_NAMES = {
+    "image": {
+        "per_item": "per_image_{}.csv", "lesions": "lesions_{}.csv", "summary": "summary.json"
+    },
+    "tile": {
+        "per_item": "per_tile_{}.csv", "lesions": "lesions_tiles_{}.csv",
+        "summary": "summary_tiles.json",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Level:
+    """What one level of evaluation reads: its manifest, split, probability files and scales."""
+
+    name: str
+    manifest: str | os.PathLike
+    split: str | os.PathLike
+    probs: Mapping[str, str | os.PathLike]
+    resolution: str
+    scales: Mapping[str, float] | None = None
+
+
+def tile_scales(images_table: str | os.PathLike, split: pd.DataFrame) -> dict[str, float]:
+    """The resize of each item of the preprocess split, from its source image's row."""
+    table = pd.read_csv(images_table, dtype={"image_id": str})
+    scale_of = dict(zip(table["image_id"], table["scale"].astype(float), strict=True))
+    sources = zip(split["image_id"], split["source_image_id"], strict=True)
+    return {item: scale_of[source] for item, source in sources}
+
+
+def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) -> dict:
+    """Score val and test of one level; write its tables and summary file; return the summary."""
+    names = FILE_NAMES[level.name]
+    matching = lesion_matching(settings, locked)
+    boot = settings["bootstrap"]
+    split_df = read_split(level.split)
+    subjects = dict(zip(split_df["image_id"], split_df["subject"], strict=True))
+    summary: dict = {"level": level.name, "resolution": level.resolution}
+    for subset in ("val", "test"):
+        probs, masks = _load_subset(level.manifest, split_df, level.probs[subset], subset)
+        table, lesions = score_subset(
+            probs, masks, subjects, locked, matching, settings["size_bins"], level.scales
+        )
+        write_csv(table, out / names["per_item"].format(subset))
+        write_csv(lesions, out / names["lesions"].format(subset))
+        resampler = Resampler.from_subjects(
+            table["subject"].tolist(), boot["n_resamples"], boot["seed"], boot["confidence"]
+        )
+        summary[subset] = summarise(table, lesions, resampler, settings["size_bins"])
+        summary[subset]["bootstrap"] = resampler_record(resampler, boot["seed"])
+    summary["locked"] = locked
+    summary["settings"] = {**settings, "lesion_matching": asdict(matching)}
+    summary["conventions"] = dict(CONVENTIONS)
+    write_json(out / names["summary"], summary)
+    return summary
+
+
+def run_evaluate(
+    manifest: str | os.PathLike,
+    split: str | os.PathLike,
+    probs_val_path: str | os.PathLike,
+    probs_test_path: str | os.PathLike,
+    locked_path: str | os.PathLike,
+    settings: Mapping,
+    out_dir: str | os.PathLike,
+    tiles: Mapping[str, str | os.PathLike] | None = None,
+) -> dict:
+    """Write per-image and per-lesion tables of val and test and ``summary.json``; return the summary.
+
+    ``settings`` is the ``evaluate`` section (``{"evaluate": {...}}`` is accepted too). With
+    ``tiles`` (the preprocess stage's ``manifest``, ``split`` and ``images`` tables and the
+    ``val`` / ``test`` tile probability files) the items training saw are scored too, at the
+    preprocessed resolution, into ``per_tile_*.csv``, ``lesions_tiles_*.csv`` and
+    ``summary_tiles.json``.
+    """
+    settings = evaluation_settings(settings)
+    locked = read_locked(locked_path)
+    out = Path(out_dir)
+    if tiles is not None:
+        scales = tile_scales(tiles["images"], read_split(tiles["split"]))
+        evaluate_level(
+            Level(
+                "tile", tiles["manifest"], tiles["split"],
+                {"val": tiles["val"], "test": tiles["test"]},
+                "preprocessed: each item at the resolution the model saw it "
+                f"(scale {min(scales.values()):.3g}-{max(scales.values()):.3g} of the original); "
+                "locked pixel areas are scaled alike",
+                scales,
+            ),
+            locked, settings, out,
+        )
+    image_level = Level(
+        "image", manifest, split, {"val": probs_val_path, "test": probs_test_path},
+        ORIGINAL_RESOLUTION,
+    )
+    return evaluate_level(image_level, locked, settings, out)

@@ -1,0 +1,355 @@
+"""Segmentation, surface-distance and lesion-wise metrics per image, for 2D and 3D alike.
+
+Must never turn an undefined value (for example Dice of an empty reference and an empty prediction)
+into 0 or 1 silently: it is NaN, and every summary says how many values it averaged.
+
+Conventions (also written into every ``summary.json`` under ``conventions``; docs/metrics.md says
+why and how they differ from nnU-Net, MONAI and MetricsReloaded):
+
+- dice and iou are NaN when reference and prediction are both empty (undefined, not 1);
+  they are 0 when exactly one of them is empty.
+- precision is NaN when the prediction is empty; recall is NaN when the reference is empty.
+- hd95 and msd are NaN when either mask is empty (no surface to measure from).
+- pearson is NaN when the probability map (or prediction) or the reference is constant.
+- ``*_pos`` metrics average over reference-positive images only; lesion-free images are judged
+  by their false-positive burden instead.
+- ``dice_all`` averages over all images and counts empty reference + empty prediction as 1;
+  it is reported only with its convention string beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lesionflow.evaluation.lesions import LesionMatch, match_lesions, size_bin_index, size_bin_labels
+from lesionflow.evaluation.surface import surface_distances
+
+PER_IMAGE_COLUMNS = [
+    "image_id",
+    "subject",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd95",
+    "msd",
+    "pearson",
+    "gt_pixels",
+    "pred_pixels",
+    "group",
+    "gt_size_bin",
+    "n_ref_lesions",
+    "n_pred_lesions",
+    "lesion_tp",
+    "lesion_fn",
+    "lesion_tp_pred",
+    "lesion_fp",
+    "fp_lesion_area",
+    "presence_score",
+    "presence_pred",
+]
+
+# One row per reference lesion: what lesion-wise detection by size is computed from.
+LESION_COLUMNS = ["image_id", "subject", "lesion", "size", "size_bin", "detected"]
+
+# Reference (gt) x prediction: every image belongs to exactly one group, and each is reported apart.
+GROUPS = ("gt_pos_pred_pos", "gt_pos_pred_empty", "gt_empty_pred_pos", "gt_empty_pred_empty")
+
+DICE_ALL_CONVENTION = "empty reference and empty prediction count as 1; dice_pos excludes them"
+
+CONVENTIONS = {
+    "dice_iou": "NaN when reference and prediction are both empty; 0 when exactly one is empty",
+    "precision": "NaN when the prediction is empty",
+    "recall": "NaN when the reference is empty",
+    "hd95": "symmetric 95th-percentile Hausdorff distance between mask edges, in pixels (voxels); "
+    "NaN when either mask is empty",
+    "msd": "symmetric mean surface distance (MONAI's definition), in pixels; NaN when either is empty",
+    "pearson": "Pearson r of probability map (or prediction) and reference over all pixels; "
+    "NaN when either is constant",
+    "pos": "*_pos metrics are means over images whose reference is non-empty",
+    "dice_all": DICE_ALL_CONVENTION,
+    "false_positive_rate_empty": "fraction of empty-reference images with any predicted pixel",
+    "fp_lesions_per_empty_image": "mean number of predicted lesions on empty-reference images",
+    "fp_area_per_empty_image": "mean predicted lesion area (pixels) on empty-reference images",
+    "lesions": "connected components; a reference and a predicted lesion match when they overlap and "
+    "the overlap (IoU, or fraction of the reference lesion covered) reaches min_overlap; "
+    "many-to-one matches are allowed",
+    "lesion_sensitivity": "detected reference lesions / reference lesions, pooled over images",
+    "lesion_precision": "matched predicted lesions / predicted lesions, pooled over images",
+    "lesion_f1": "harmonic mean of lesion sensitivity and lesion precision",
+    "gt_size_bin": "size bin of an image's total reference area (all its lesions together)",
+    "presence": "lesion presence = reference non-empty; ROC-AUC and AP as scikit-learn computes them, "
+    "NaN when only one class is present",
+    "means": "every mean excludes NaN values and reports how many values it used (_n) "
+    "and how many it excluded (nan_counts)",
+    "intervals": "percentile bootstrap over subjects, not images, so a subject's images stay together",
+}
+
+# Where whole-image metrics are computed; every summary that reports them says so.
+ORIGINAL_RESOLUTION = (
+    "original: whole-image probability maps are mapped back to the size of the reference masks"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch functions: a stack (N, ...) of masks, any number of spatial dimensions.
+# ---------------------------------------------------------------------------------------------
+
+
+def _flat(stack: np.ndarray, dtype) -> np.ndarray:
+    arr = np.asarray(stack, dtype=dtype)
+    return arr.reshape(arr.shape[0], -1)
+
+
+def overlap_counts(preds: np.ndarray, gts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (intersection, pred_pixels, gt_pixels) per image for stacks of shape (N, ...)."""
+    p = _flat(preds, bool)
+    g = _flat(gts, bool)
+    inter = np.count_nonzero(p & g, axis=1)
+    return inter, np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1)
+
+
+def dice_from_counts(
+    inter: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray
+) -> np.ndarray:
+    """Dice from pixel counts; NaN where reference and prediction are both empty."""
+    inter = np.asarray(inter, dtype=np.float64)
+    denom = np.asarray(pred_pixels, dtype=np.float64) + np.asarray(gt_pixels, dtype=np.float64)
+    # Both empty: overlap is undefined, not perfect; scoring it 1 inflated the users' means.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2.0 * inter / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def iou_from_counts(
+    inter: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray
+) -> np.ndarray:
+    """IoU from pixel counts; NaN where reference and prediction are both empty."""
+    inter = np.asarray(inter, dtype=np.float64)
+    union = np.asarray(pred_pixels, dtype=np.float64) + np.asarray(gt_pixels, dtype=np.float64)
+    union = union - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), np.nan)
+
+
+def dice_per_image(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Dice per image of two bool stacks (N, ...); NaN where both masks are empty."""
+    return dice_from_counts(*overlap_counts(preds, gts))
+
+
+def iou_per_image(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """IoU per image of two bool stacks (N, ...); NaN where both masks are empty."""
+    return iou_from_counts(*overlap_counts(preds, gts))
+
+
+def precision_per_image(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Precision per image; NaN where the prediction is empty (nothing was claimed)."""
+    inter, pred_pixels, _ = overlap_counts(preds, gts)
+    return np.where(pred_pixels > 0, inter / np.maximum(pred_pixels, 1), np.nan)
+
+
+def recall_per_image(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Recall per image; NaN where the reference is empty (nothing to find)."""
+    inter, _, gt_pixels = overlap_counts(preds, gts)
+    return np.where(gt_pixels > 0, inter / np.maximum(gt_pixels, 1), np.nan)
+
+
+def pearson_per_image(values: np.ndarray, gts: np.ndarray) -> np.ndarray:
+    """Pearson r per image between a map (probabilities or mask) and the reference mask.
+
+    NaN where either is constant over the image (the correlation is undefined).
+    """
+    x = _flat(values, np.float64)
+    y = _flat(gts, np.float64)
+    n = x.shape[1]
+    # Test constancy exactly rather than via a variance that float rounding can leave non-zero.
+    constant = (x.min(axis=1) == x.max(axis=1)) | (y.min(axis=1) == y.max(axis=1))
+    # Raw moments: one pass and no centred copies of a full-size image (this runs on every test image).
+    sx, sy = x.sum(axis=1), y.sum(axis=1)
+    num = np.einsum("ij,ij->i", x, y) - sx * sy / n
+    var_x = np.einsum("ij,ij->i", x, x) - sx * sx / n
+    var_y = np.einsum("ij,ij->i", y, y) - sy * sy / n
+    undefined = constant | (var_x <= 0) | (var_y <= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = num / np.sqrt(np.where(undefined, 1.0, var_x * var_y))
+    return np.where(undefined, np.nan, np.clip(r, -1.0, 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# One image and a table of images
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LesionMatching:
+    """How lesions are found (connectivity) and matched (criterion, min_overlap)."""
+
+    connectivity: int = 1
+    criterion: str = "fraction"
+    min_overlap: float = 0.0
+
+
+def image_group(gt_pixels: int, pred_pixels: int) -> str:
+    """The image's group in :data:`GROUPS`: reference empty or not x prediction empty or not."""
+    gt = "gt_pos" if gt_pixels > 0 else "gt_empty"
+    pred = "pred_pos" if pred_pixels > 0 else "pred_empty"
+    return f"{gt}_{pred}"
+
+
+def _symmetric_hd95_msd(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None
+) -> tuple[float, float]:
+    # One pass over the edges gives both distances; NaN when either mask has no surface.
+    to_gt, to_pred = surface_distances(pred, gt, spacing)
+    if not (to_gt.size and to_pred.size):
+        return float("nan"), float("nan")
+    hd = max(np.percentile(to_gt, 95), np.percentile(to_pred, 95))
+    return float(hd), float(np.concatenate([to_gt, to_pred]).mean())
+
+
+def score_image(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    prob: np.ndarray | None = None,
+    matching: LesionMatching = LesionMatching(),
+    spacing: Sequence[float] | None = None,
+) -> tuple[dict, LesionMatch]:
+    """Every per-image metric of one image (2D or 3D) and its lesion match.
+
+    ``prob`` is the probability map used for Pearson r; the binary prediction is used when it is
+    None. See the module docstring for the NaN conventions.
+    """
+    p = np.asarray(pred, dtype=bool)[None]
+    g = np.asarray(gt, dtype=bool)[None]
+    inter, pred_pixels, gt_pixels = overlap_counts(p, g)
+    values = p if prob is None else np.asarray(prob)[None]
+    hd95, msd = _symmetric_hd95_msd(p[0], g[0], spacing)
+    match = match_lesions(
+        p[0], g[0], matching.connectivity, matching.criterion, matching.min_overlap
+    )
+    tp, n_pred, n_gt = int(inter[0]), int(pred_pixels[0]), int(gt_pixels[0])
+    row = {
+        "dice": float(dice_from_counts(inter, pred_pixels, gt_pixels)[0]),
+        "iou": float(iou_from_counts(inter, pred_pixels, gt_pixels)[0]),
+        "precision": tp / n_pred if n_pred else float("nan"),
+        "recall": tp / n_gt if n_gt else float("nan"),
+        "hd95": hd95,
+        "msd": msd,
+        "pearson": float(pearson_per_image(values, g)[0]),
+        "gt_pixels": n_gt,
+        "pred_pixels": n_pred,
+        "group": image_group(n_gt, n_pred),
+        "n_ref_lesions": match.n_ref,
+        "n_pred_lesions": match.n_pred,
+        "lesion_tp": match.tp,
+        "lesion_fn": match.fn,
+        "lesion_tp_pred": match.tp_pred,
+        "lesion_fp": match.fp,
+        "fp_lesion_area": match.fp_area,
+    }
+    return row, match
+
+
+def image_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    prob: np.ndarray | None = None,
+    matching: LesionMatching = LesionMatching(),
+) -> dict:
+    """Every per-image metric of one image as a dict (see :func:`score_image`)."""
+    return score_image(pred, gt, prob, matching)[0]
+
+
+def score_images(
+    ids: Sequence[str],
+    subjects: Sequence[str],
+    preds: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    probs: Sequence[np.ndarray] | None = None,
+    presence_scores: Sequence[float] | None = None,
+    presence_preds: Sequence[bool] | None = None,
+    matching: LesionMatching = LesionMatching(),
+    size_bins: Sequence[int] = (50, 500),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-image table (:data:`PER_IMAGE_COLUMNS`) and per-reference-lesion table (:data:`LESION_COLUMNS`).
+
+    Images may differ in shape, so they are scored one at a time. Missing presence scores or
+    predictions are left NaN (never derived silently).
+    """
+    labels = size_bin_labels(size_bins)
+    rows, lesion_frames = [], []
+    for i, image_id in enumerate(ids):
+        prob = None if probs is None else probs[i]
+        row, match = score_image(preds[i], gts[i], prob, matching)
+        row = {"image_id": str(image_id), "subject": str(subjects[i]), **row}
+        row["gt_size_bin"] = (
+            labels[int(size_bin_index(np.array([row["gt_pixels"]]), size_bins)[0])]
+            if row["gt_pixels"] > 0
+            else ""
+        )
+        row["presence_score"] = np.nan if presence_scores is None else float(presence_scores[i])
+        row["presence_pred"] = np.nan if presence_preds is None else bool(presence_preds[i])
+        rows.append(row)
+        if match.n_ref:
+            bins = size_bin_index(match.ref_sizes, size_bins)
+            lesion_frames.append(
+                pd.DataFrame(
+                    {
+                        "image_id": str(image_id),
+                        "subject": str(subjects[i]),
+                        "lesion": np.arange(1, match.n_ref + 1),
+                        "size": match.ref_sizes,
+                        "size_bin": [labels[b] for b in bins],
+                        "detected": match.ref_detected,
+                    }
+                )
+            )
+    per_image = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
+    lesions = (
+        pd.concat(lesion_frames, ignore_index=True)
+        if lesion_frames
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in LESION_COLUMNS})
+    )
+    return per_image, lesions[LESION_COLUMNS]
+
+
+# ---------------------------------------------------------------------------------------------
+# Point summary for tuning (summary.py adds intervals, lesions and presence for evaluation)
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean_defined(values: pd.Series) -> tuple[float, int, int]:
+    """Mean of the defined values, how many were used, how many NaN were excluded."""
+    values = pd.to_numeric(values, errors="coerce").astype("float64")
+    defined = values.dropna()
+    mean = float(defined.mean()) if len(defined) else float("nan")
+    return mean, int(len(defined)), int(values.isna().sum())
+
+
+def dice_all_values(per_image: pd.DataFrame) -> np.ndarray:
+    """Per-image Dice with the old convention: empty reference and empty prediction count as 1."""
+    dice = pd.to_numeric(per_image["dice"], errors="coerce").astype("float64").to_numpy()
+    both_empty = (per_image["gt_pixels"].to_numpy() == 0) & (per_image["pred_pixels"].to_numpy() == 0)
+    return np.where(both_empty, 1.0, dice)
+
+
+def segmentation_summary(per_image: pd.DataFrame) -> dict:
+    """Point values of dice_pos, iou_pos, dice_all and the false-positive rate on empty images.
+
+    What tuning chooses between; each mean comes with its n. Needs the columns dice, iou,
+    gt_pixels, pred_pixels.
+    """
+    gt_pos = per_image["gt_pixels"].to_numpy() > 0
+    pred_pos = per_image["pred_pixels"].to_numpy() > 0
+    pos = per_image[gt_pos]
+    out: dict = {"n_gt_positive": int(gt_pos.sum()), "n_gt_empty": int((~gt_pos).sum())}
+    for name, values in (
+        ("dice_pos", pos["dice"]),
+        ("iou_pos", pos["iou"]),
+        ("dice_all", pd.Series(dice_all_values(per_image))),
+        ("false_positive_rate_empty", pd.Series(pred_pos[~gt_pos].astype(float))),
+    ):
+        out[name], out[f"{name}_n"], _ = _mean_defined(values)
+    return out

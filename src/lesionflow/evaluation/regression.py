@@ -1,0 +1,231 @@
+"""Regression metrics (RMSE, MAE, R², Pearson, Spearman) with subject-level bootstrap intervals, by range.
+
+Must never report an undefined metric (constant scores, too few rows) as a number, nor let scipy warn.
+
+Conventions:
+
+- srmse = RMSE / population standard deviation of the true scores; NaN when the true scores are constant.
+- r2 follows sklearn.metrics.r2_score; NaN (not 0 or 1) when the true scores are constant or n < 2.
+- pearson_* and spearman_* follow scipy.stats; r and p are NaN when either input is constant or n < 3.
+- Intervals come from the subject-level bootstrap of ``lesionflow.evaluation.bootstrap``; every resample is
+  scored as the explicitly expanded resampled data would be (weights = subject multiplicities).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.stats import pearsonr, spearmanr
+
+from lesionflow.evaluation.bootstrap import Estimate, Resampler, numeric_vector
+from lesionflow.pipeline.errors import LesionflowError
+
+# Metrics that get a bootstrap interval; the p-values are reported for the point estimate only.
+INTERVAL_METRICS = ("rmse", "srmse", "mae", "r2", "pearson_r", "spearman_rho")
+P_VALUES = {"pearson_r": "pearson_p", "spearman_rho": "spearman_p"}
+
+
+def regression_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict:
+    """Point values: n, rmse, srmse, mae, r2, pearson_r, pearson_p, spearman_rho, spearman_p.
+
+    Every value that is undefined for these rows (see the module conventions) is NaN.
+    """
+    true, pred = _check_pair(y_true, y_pred)
+    n = int(true.size)
+    out: dict = {"n": n, **{name: math.nan for name in (*INTERVAL_METRICS, *P_VALUES.values())}}
+    if n == 0:
+        return out
+    err = pred - true
+    out["rmse"] = float(np.sqrt(np.mean(err**2)))
+    out["mae"] = float(np.mean(np.abs(err)))
+    # Constancy is tested on the values, not on a computed std, which can be a rounding residue.
+    true_constant, pred_constant = _is_constant(true), _is_constant(pred)
+    if not true_constant:
+        out["srmse"] = out["rmse"] / float(np.std(true))
+        if n >= 2:
+            out["r2"] = float(1.0 - np.sum(err**2) / np.sum((true - true.mean()) ** 2))
+    if n >= 3 and not true_constant and not pred_constant:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pearson = pearsonr(true, pred)
+            spearman = spearmanr(true, pred)
+        out["pearson_r"], out["pearson_p"] = float(pearson.statistic), float(pearson.pvalue)
+        out["spearman_rho"], out["spearman_p"] = float(spearman.statistic), float(spearman.pvalue)
+    return out
+
+
+def regression_summary(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    subjects: Sequence[str] | None = None,
+    ranges: Sequence[float] | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
+    """Metrics with subject-level bootstrap intervals, overall and by range of the true score.
+
+    ``subjects`` default to one per row. ``ranges`` are increasing cut points of the true score:
+    [0, 5, 10, 35] gives [0, 5), [5, 10), [10, 35] (the last range is closed on the right); rows
+    outside every range are counted in ``n_outside_ranges``. Returns
+    ``{"overall": block, "by_range": [block, ...], "n_outside_ranges": int, "bootstrap": {...}}``
+    where a block has ``n`` and every metric with ``_ci_low`` / ``_ci_high`` (p-values without).
+    """
+    true, pred = _check_pair(y_true, y_pred)
+    if true.size == 0:
+        raise LesionflowError("regression summary: no rows to evaluate")
+    if subjects is None:
+        subjects = [str(i) for i in range(true.size)]
+    elif len(subjects) != true.size:
+        raise LesionflowError(f"regression summary: {len(subjects)} subjects for {true.size} rows")
+    cuts = _check_ranges(ranges)
+    resampler = Resampler.from_subjects(subjects, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    idx = resampler.subject_index(subjects)
+
+    overall = _block(true, pred, idx, resampler, np.ones(true.size, dtype=bool))
+    by_range = []
+    in_some_range = np.zeros(true.size, dtype=bool)
+    for i, (low, high) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        last = i == len(cuts) - 2
+        # A value on a cut point belongs to the upper range; the top edge closes the last range.
+        mask = (true >= low) & ((true <= high) if last else (true < high))
+        in_some_range |= mask
+        label = f"[{low:g}, {high:g}{']' if last else ')'}"
+        block = _block(true, pred, idx, resampler, mask)
+        by_range.append({"range": label, "low": low, "high": high, **block})
+    return {
+        "overall": overall,
+        "by_range": by_range,
+        "n_outside_ranges": int(true.size - in_some_range.sum()) if cuts else 0,
+        "bootstrap": {
+            "unit": "subject",
+            "n_resamples": resampler.n_resamples,
+            "seed": resampler.seed,
+            "confidence": resampler.confidence,
+            "n_subjects": resampler.n_subjects,
+        },
+    }
+
+
+def weighted_regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray) -> dict:
+    """Every interval metric for each row of ``weights`` (shape (n_resamples, n_rows)) at once.
+
+    Each row's values equal ``regression_metrics`` on the data with every row repeated as often as its
+    weight (whole numbers). Spearman is the weighted Pearson of the average ranks of that expanded data.
+    """
+    true = np.asarray(y_true, dtype=float)
+    pred = np.asarray(y_pred, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    n_eff = w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = pred - true
+        mse = (w @ err**2) / n_eff
+        rank_true, true_levels = _weighted_average_ranks(true, w)
+        rank_pred, pred_levels = _weighted_average_ranks(pred, w)
+        # A resample is constant when at most one distinct value has positive weight; tested
+        # exactly on the values, because a weighted variance can be a rounding residue.
+        true_varies, pred_varies = true_levels > 1, pred_levels > 1
+        var_true = _weighted_cov(true, true, w, n_eff)
+        both_vary = true_varies & pred_varies & (n_eff >= 3)
+        out = {
+            "rmse": np.sqrt(mse),
+            "srmse": np.where(true_varies, np.sqrt(mse) / np.sqrt(var_true), math.nan),
+            "mae": (w @ np.abs(err)) / n_eff,
+            "r2": np.where(true_varies & (n_eff >= 2), 1.0 - mse / var_true, math.nan),
+            "pearson_r": np.where(both_vary, _weighted_pearson(true, pred, w, n_eff), math.nan),
+            "spearman_rho": np.where(both_vary, _weighted_pearson(rank_true, rank_pred, w, n_eff), math.nan),
+        }
+    # Resamples that drew none of these rows (e.g. of one range) have every metric undefined.
+    return {name: np.where(n_eff > 0, values, math.nan) for name, values in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _block(
+    true: np.ndarray, pred: np.ndarray, idx: np.ndarray, resampler: Resampler, mask: np.ndarray
+) -> dict:
+    point = regression_metrics(true[mask], pred[mask])
+    samples = weighted_regression_metrics(true[mask], pred[mask], resampler.counts[:, idx[mask]])
+    block: dict = {"n": point["n"]}
+    for name in INTERVAL_METRICS:
+        low, high = Estimate(point[name], samples[name], point["n"], resampler.confidence).interval()
+        block[name] = point[name]
+        block[f"{name}_ci_low"] = low
+        block[f"{name}_ci_high"] = high
+        if name in P_VALUES:
+            block[P_VALUES[name]] = point[P_VALUES[name]]
+    return block
+
+
+def _weighted_average_ranks(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average ranks of the expanded data for every weight row, and the number of distinct values present.
+
+    Rank of a value = weight of the smaller values + (weight of the equal values + 1) / 2, which is
+    scipy.stats.rankdata's average rank of that value in the expanded data. One sort serves every row.
+    """
+    if values.size == 0:
+        return np.zeros_like(weights), np.zeros(weights.shape[0], dtype=int)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    is_new = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
+    starts = np.flatnonzero(is_new)
+    level = np.empty(values.size, dtype=np.intp)
+    level[order] = np.cumsum(is_new) - 1
+    level_weight = np.add.reduceat(weights[:, order], starts, axis=1)
+    below = np.cumsum(level_weight, axis=1) - level_weight
+    level_rank = below + (level_weight + 1.0) / 2.0
+    return level_rank[:, level], np.count_nonzero(level_weight > 0, axis=1)
+
+
+def _weighted_cov(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_eff: np.ndarray) -> np.ndarray:
+    # Two passes (centre first) rather than E[xy] - E[x]E[y], which cancels catastrophically.
+    x_c = x - ((w * x).sum(axis=1) / n_eff)[:, None]
+    y_c = y - ((w * y).sum(axis=1) / n_eff)[:, None]
+    return (w * x_c * y_c).sum(axis=1) / n_eff
+
+
+def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_eff: np.ndarray) -> np.ndarray:
+    r = _weighted_cov(x, y, w, n_eff) / np.sqrt(_weighted_cov(x, x, w, n_eff) * _weighted_cov(y, y, w, n_eff))
+    # scipy clips too: rounding can push |r| a hair above 1.
+    return np.clip(r, -1.0, 1.0)
+
+
+def _is_constant(values: np.ndarray) -> bool:
+    return bool(values.size == 0 or np.all(values == values[0]))
+
+
+def _check_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    true = _finite_vector(y_true, "y_true")
+    pred = _finite_vector(y_pred, "y_pred")
+    if true.size != pred.size:
+        raise LesionflowError(f"y_true has {true.size} values but y_pred has {pred.size}")
+    return true, pred
+
+
+def _finite_vector(values: ArrayLike, what: str) -> np.ndarray:
+    arr = numeric_vector(values, what)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LesionflowError(f"{what}[{i}] is {arr[i]}; every score must be a finite number")
+    return arr
+
+
+def _check_ranges(ranges: Sequence[float] | None) -> list[float]:
+    if ranges is None:
+        return []
+    try:
+        cuts = [float(cut) for cut in ranges]
+    except (TypeError, ValueError):
+        raise LesionflowError(f"ranges must be numbers, got {list(ranges)!r}") from None
+    increasing = all(b > a for a, b in zip(cuts, cuts[1:], strict=False))
+    if len(cuts) < 2 or not all(math.isfinite(c) for c in cuts) or not increasing:
+        raise LesionflowError(f"ranges must be two or more strictly increasing finite cut points, got {cuts}")
+    return cuts

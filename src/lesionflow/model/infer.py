@@ -1,0 +1,168 @@
+"""The infer stage: probability maps of one split's images from a trained model, with TTA.
+
+Each preprocessed image is predicted window by window (the tiles, or sliding windows of the
+training patch), TTA applied to every batch of windows; the windows are stitched with Gaussian
+weights and the whole-image map is mapped back to the original image, so that metrics are
+computed at the resolution of the reference masks. Never thresholds, tunes or scores: it writes
+probabilities and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from lesionflow.data import dataset
+from lesionflow.data.preprocess import Stitcher, restore_map, tile_id, tile_origins
+from lesionflow.evaluation.metrics import ORIGINAL_RESOLUTION
+from lesionflow.model.networks import build_network, resolve_device
+from lesionflow.model.tta import get_transforms, window_probabilities
+from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.resources import peak_rss_mb
+
+SUBSETS = ("val", "test")
+CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims")
+
+
+def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network saved by the train stage; return it (eval mode) and the checkpoint."""
+    try:
+        checkpoint = torch.load(model_path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).splitlines()[0]
+        raise LesionflowError(f"{model_path}: cannot read the checkpoint ({reason})") from None
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise LesionflowError(
+            f"{model_path}: not a lesionflow checkpoint (missing {', '.join(missing)})"
+        )
+    model = build_network(
+        checkpoint["model_settings"], checkpoint["in_channels"], checkpoint.get("out_channels", 1)
+    )
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def windows_of(
+    preprocess: Mapping[str, Any], roi_size: list[int] | None, spatial_dims: int, overlap: float
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None, str]:
+    """Window shape, stride and blending weights of the whole-image prediction.
+
+    With tiles, the windows are the tiles (``preprocess.tile_size`` / ``tile_stride``), so the
+    per-tile maps and the stitched image come from one pass. Otherwise they are the training
+    patch every ``(1 - infer.sw_overlap)`` of it, as MONAI's sliding window places them; a model
+    trained on whole images (no roi) sees each image whole.
+    """
+    if preprocess["tile_size"] is not None:
+        tile = (int(preprocess["tile_size"]),) * spatial_dims
+        stride = (int(preprocess["tile_stride"]),) * spatial_dims
+        return tile, stride, preprocess["stitch_weights"]
+    if roi_size is None:
+        return None, None, "gaussian"
+    stride = tuple(max(1, int(size * (1 - overlap))) for size in roi_size)
+    return tuple(roi_size), stride, "gaussian"
+
+
+def read_image_table(path: str | os.PathLike, subset: str) -> pd.DataFrame:
+    """The rows of ``images.csv`` (written by the preprocess stage) in split ``subset``."""
+    if not Path(path).is_file():
+        raise LesionflowError(f"image table {path} does not exist")
+    table = pd.read_csv(path, dtype={"image_id": str, "subject": str, "split": str})
+    return table[table["split"] == subset].reset_index(drop=True)
+
+
+def run_infer(
+    images_path: str | os.PathLike,
+    preprocess_path: str | os.PathLike,
+    model_path: str | os.PathLike,
+    settings: dict[str, Any],
+    subset: str,
+    out_dir: str | os.PathLike,
+) -> dict[str, Any]:
+    """Write the probability maps of split ``subset`` into ``out_dir``, and return a summary.
+
+    ``<subset>.npz``: one float16 map per source image at its original size;
+    ``<subset>_tiles.npz``: one per item training saw (each tile, or each whole preprocessed
+    image when not tiling) at the preprocessed resolution; ``<subset>_infer.json``: counts,
+    windows, resolution, seconds and peak memory. Images are read, predicted and written one
+    at a time.
+    """
+    if subset not in SUBSETS:
+        raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
+    infer = settings.get("infer")
+    if not isinstance(infer, dict):
+        raise LesionflowError("settings: expected a section 'infer'")
+    transforms = list(infer.get("tta", ["identity"]))
+    get_transforms(transforms)  # fail on a bad name before loading anything
+    started = time.perf_counter()
+    device = resolve_device(infer.get("device", "auto"), "infer.device")
+    model, checkpoint = load_model(model_path, device)
+    preprocess = artifacts.read_json(preprocess_path)["settings"]
+    rows = read_image_table(images_path, subset)
+    channels, spatial_dims = checkpoint["in_channels"], checkpoint["spatial_dims"]
+    roi_size = checkpoint.get("roi_size") or checkpoint.get("patch_size")
+    overlap = float(infer.get("sw_overlap", 0.25))
+    window, stride, weights = windows_of(preprocess, roi_size, spatial_dims, overlap)
+    batch_size = int(infer.get("batch_size", 16))
+    tiled = preprocess["tile_size"] is not None
+    out = Path(out_dir)
+    n_items = 0
+    with (
+        artifacts.array_writer(out / f"{subset}.npz") as add_image,
+        artifacts.array_writer(out / f"{subset}_tiles.npz") as add_item,
+        tqdm(total=len(rows), desc=f"infer {subset}", unit="image", file=sys.stderr) as bar,
+    ):
+        for row in rows.to_dict("records"):
+            image = dataset.load_image(row["image"])
+            if image.shape[0] != channels or image.ndim != spatial_dims + 1:
+                raise LesionflowError(
+                    f"{row['image']}: image {row['image_id']} has shape {image.shape}; the model "
+                    f"expects {channels} channels and {spatial_dims} spatial dims"
+                )
+            shape = image.shape[1:]
+            size = window or shape
+            origins = tile_origins(shape, size, stride or size)
+            stitcher = Stitcher(shape, weights)
+            for origin, prob in window_probabilities(
+                model, image, origins, size, transforms, roi_size, batch_size, device, overlap
+            ):
+                stitcher.add(prob, origin)
+                if tiled:
+                    add_item(tile_id(row["image_id"], origin), prob.astype(np.float16))
+                    n_items += 1
+            whole = stitcher.result()
+            if not tiled:
+                add_item(row["image_id"], whole.astype(np.float16))
+                n_items += 1
+            add_image(row["image_id"], restore_map(whole, row).astype(np.float16))
+            bar.update(1)
+    summary = {
+        "subset": subset,
+        "n_images": len(rows),
+        "n_items": n_items,
+        "tta": transforms,
+        "window": list(window) if window else None,
+        "stride": list(stride) if stride else None,
+        "stitch_weights": weights,
+        "resolution": ORIGINAL_RESOLUTION,
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    artifacts.write_json(out / f"{subset}_infer.json", summary)
+    print(
+        f"infer {subset}: {len(rows)} images, {n_items} items, tta {transforms}, "
+        f"{summary['seconds']:.1f}s, peak RSS {summary['peak_rss_mb']:.0f} MiB",
+        file=sys.stderr,
+    )
+    return summary

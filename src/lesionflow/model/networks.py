@@ -1,0 +1,111 @@
+"""MONAI segmentation networks and losses, built by name from the `model` / `train` settings.
+
+Never hard-codes 2D: defaults derive from `spatial_dims`; in/out channels come from the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.losses import DiceCELoss, DiceFocalLoss
+from monai.networks import nets
+
+from lesionflow.pipeline.errors import LesionflowError
+
+NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {
+    "UNet": nets.UNet,
+    "BasicUNet": nets.BasicUNet,
+    "SegResNet": nets.SegResNet,
+    "AttentionUnet": nets.AttentionUnet,
+    "DynUNet": nets.DynUNet,
+}
+
+LOSSES: dict[str, Callable[..., torch.nn.Module]] = {
+    "DiceCE": DiceCELoss,
+    "DiceFocal": DiceFocalLoss,
+}
+
+# Every default network downsamples by 8 (BasicUNet: 16); patch and image sides should be multiples.
+_UNET_CHANNELS = (16, 32, 64, 128)
+_UNET_STRIDES = (2, 2, 2)
+
+
+def default_kwargs(network: str, spatial_dims: int) -> dict[str, Any]:
+    """Small, CPU-friendly constructor arguments for ``network`` that the user's kwargs override."""
+    if network in ("UNet", "AttentionUnet"):
+        defaults: dict[str, Any] = {"channels": _UNET_CHANNELS, "strides": _UNET_STRIDES}
+        if network == "UNet":
+            defaults["num_res_units"] = 1
+        return defaults
+    if network == "BasicUNet":
+        return {"features": (16, 16, 32, 64, 128, 16)}
+    if network == "SegResNet":
+        return {"init_filters": 8}
+    if network == "DynUNet":
+        # DynUNet wants one kernel / stride per level; the first level keeps full resolution.
+        kernel = [3] * spatial_dims
+        down = [2] * spatial_dims
+        return {
+            "kernel_size": [kernel] * 4,
+            "strides": [[1] * spatial_dims] + [down] * 3,
+            "upsample_kernel_size": [down] * 3,
+            "filters": list(_UNET_CHANNELS),
+        }
+    raise KeyError(network)
+
+
+def build_network(
+    model_settings: dict[str, Any], in_channels: int, out_channels: int = 1
+) -> torch.nn.Module:
+    """Build the MONAI network named by ``model_settings = {network, spatial_dims, kwargs}``."""
+    name = model_settings.get("network")
+    if name not in NETWORKS:
+        raise LesionflowError(
+            f"model.network: unknown network {name!r}; expected one of {', '.join(NETWORKS)}"
+        )
+    spatial_dims = model_settings.get("spatial_dims", 2)
+    if spatial_dims not in (2, 3):
+        raise LesionflowError(f"model.spatial_dims: expected 2 or 3, got {spatial_dims!r}")
+    user_kwargs = dict(model_settings.get("kwargs") or {})
+    reserved = {"spatial_dims", "in_channels", "out_channels"} & set(user_kwargs)
+    if reserved:
+        raise LesionflowError(
+            f"model.kwargs: {', '.join(sorted(reserved))} are set by lesionflow; remove them"
+        )
+    kwargs = {**default_kwargs(name, spatial_dims), **user_kwargs}
+    try:
+        return NETWORKS[name](
+            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs
+        )
+    except (TypeError, ValueError, AssertionError) as err:
+        # MONAI reports bad arguments as TypeError (unknown name) or ValueError/assert (bad value).
+        raise LesionflowError(f"model.kwargs: {name} rejected {user_kwargs!r}: {err}") from None
+
+
+def build_loss(name: str, out_channels: int = 1, batch_dice: bool = False) -> torch.nn.Module:
+    """The MONAI loss ``name`` (DiceCE or DiceFocal) on logits; sigmoid for one output channel.
+
+    ``batch_dice`` pools the Dice over the whole batch instead of averaging it per sample: a
+    lesion-free tile then adds no Dice term of its own, which otherwise scores about 1 for any
+    faint prediction and drives a model trained on sparse-lesion tiles to predict nothing.
+    """
+    if name not in LOSSES:
+        raise LesionflowError(
+            f"train.loss: unknown loss {name!r}; expected one of {', '.join(LOSSES)}"
+        )
+    if out_channels == 1:
+        return LOSSES[name](sigmoid=True, batch=batch_dice)
+    return LOSSES[name](softmax=True, to_onehot_y=True, batch=batch_dice)
+
+
+def resolve_device(name: str, setting: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU; asking for ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LesionflowError(f"{setting}: 'cuda' requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise LesionflowError(f"{setting}: expected auto, cpu or cuda, got {name!r}")
+    return torch.device(name)

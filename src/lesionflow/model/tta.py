@@ -1,0 +1,173 @@
+"""Test-time augmentation, and the one forward path (direct or sliding window) for train and infer.
+
+Never thresholds or post-processes: it returns probabilities; tuning decides what they mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from lesionflow.data.preprocess import crop_or_pad
+from lesionflow.pipeline.errors import LesionflowError
+
+# Spatial tensors are (B, C, *spatial); the transforms act on the first two spatial axes, so the
+# same code serves (H, W) images and (H, W, D) volumes.
+_AXES = (2, 3)
+
+
+@dataclass(frozen=True)
+class TTATransform:
+    """A spatial transform, its inverse, and whether it swaps the first two spatial axes."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    inverse: Callable[[torch.Tensor], torch.Tensor]
+    swaps_axes: bool = False
+
+
+def _flip(dims: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.flip(x, dims=dims)
+
+
+def _rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.rot90(x, k=k, dims=_AXES)
+
+
+TRANSFORMS: dict[str, TTATransform] = {
+    "identity": TTATransform(lambda x: x, lambda x: x),
+    "hflip": TTATransform(_flip((3,)), _flip((3,))),
+    "vflip": TTATransform(_flip((2,)), _flip((2,))),
+    "hvflip": TTATransform(_flip(_AXES), _flip(_AXES)),
+    "rot90": TTATransform(_rot(1), _rot(-1), swaps_axes=True),
+    "rot180": TTATransform(_rot(2), _rot(-2)),
+    "rot270": TTATransform(_rot(3), _rot(-3), swaps_axes=True),
+}
+
+
+def get_transforms(names: Sequence[str]) -> list[TTATransform]:
+    """Look up TTA transforms by name; an unknown name is the user's `infer.tta` mistake."""
+    unknown = [name for name in names if name not in TRANSFORMS]
+    if unknown or not names:
+        raise LesionflowError(
+            f"infer.tta: unknown transform(s) {unknown!r}; expected a non-empty list of "
+            f"{', '.join(TRANSFORMS)}"
+        )
+    return [TRANSFORMS[name] for name in names]
+
+
+def forward_logits(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    roi_size: Sequence[int] | None,
+    sw_batch_size: int = 4,
+    sw_overlap: float = 0.25,
+) -> torch.Tensor:
+    """Logits of a (B, C, *spatial) batch: one pass if it has the roi's shape, else sliding window.
+
+    ``roi_size=None`` means the network sees every image whole. An image smaller than the roi
+    also goes through the sliding window, which pads it to the roi: a direct pass could break
+    the network's divisibility (e.g. by 8 for the default UNet).
+    """
+    if roi_size is None or tuple(batch.shape[2:]) == tuple(roi_size):
+        return model(batch)
+    return sliding_window_inference(
+        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=model,
+        overlap=sw_overlap, mode="gaussian",
+    )
+
+
+def _roi_for(transform: TTATransform, roi_size: Sequence[int] | None) -> list[int] | None:
+    # The training patch turns with the image, so a rotated image of patch shape is still one pass.
+    if roi_size is None:
+        return None
+    roi = list(roi_size)
+    if transform.swaps_axes:
+        roi[0], roi[1] = roi[1], roi[0]
+    return roi
+
+
+@torch.no_grad()
+def predict_batch(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    transforms: Sequence[TTATransform],
+    roi_size: Sequence[int] | None,
+    sw_batch_size: int = 4,
+    sw_overlap: float = 0.25,
+) -> torch.Tensor:
+    """Sigmoid probabilities (B, 1, *spatial) averaged over ``transforms`` after inverting each."""
+    shape = (batch.shape[0], 1, *batch.shape[2:])
+    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
+    for transform in transforms:
+        roi = _roi_for(transform, roi_size)
+        logits = forward_logits(model, transform.forward(batch), roi, sw_batch_size, sw_overlap)
+        total += transform.inverse(torch.sigmoid(logits.float()))
+    return total / len(transforms)
+
+
+def predict_probabilities(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    transforms: Sequence[str],
+    roi_size: Sequence[int] | None,
+    batch_size: int,
+    device: torch.device | str,
+    sw_overlap: float = 0.25,
+    progress: Callable[[int], object] | None = None,
+) -> list[np.ndarray]:
+    """Lesion probability maps (float32, spatial shape) of channel-first ``images``, in order.
+
+    Images of equal shape are stacked into batches of ``batch_size``; ``progress(n)`` is called
+    after each batch with the number of images it held.
+    """
+    chosen = get_transforms(transforms)
+    model.eval()
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(index)
+    results: list[np.ndarray | None] = [None] * len(images)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
+            probs = predict_batch(model, batch, chosen, roi_size, batch_size, sw_overlap)
+            for i, prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
+                results[i] = prob.astype(np.float32)
+            if progress is not None:
+                progress(len(chunk))
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def window_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    origins: Sequence[Sequence[int]],
+    window: Sequence[int],
+    transforms: Sequence[str],
+    roi_size: Sequence[int] | None,
+    batch_size: int,
+    device: torch.device | str,
+    sw_overlap: float = 0.25,
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield ``(origin, probability map)`` of each window of one ``(C, *spatial)`` image.
+
+    Windows of shape ``window`` start at ``origins`` (zero-padded past the border) and go
+    through the network ``batch_size`` at a time, each batch with every TTA transform, so only
+    one batch of windows is ever on the device. Stitching the maps with Gaussian weights gives
+    MONAI's sliding-window inference over the same windows.
+    """
+    chosen = get_transforms(transforms)
+    model.eval()
+    origins = [tuple(int(v) for v in origin) for origin in origins]
+    for start in range(0, len(origins), batch_size):
+        chunk = origins[start : start + batch_size]
+        windows = np.stack([crop_or_pad(image, origin, window) for origin in chunk])
+        batch = torch.from_numpy(windows).float().to(device)
+        probs = predict_batch(model, batch, chosen, roi_size, batch_size, sw_overlap)
+        for origin, prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
+            yield origin, prob.astype(np.float32)

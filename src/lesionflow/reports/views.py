@@ -1,0 +1,44 @@
+"""Named views onto keyed artifacts: results/runs/<name>/ holds a copy of every artifact of one run.
+
+A view never holds the only copy of anything: it is rebuilt from keyed artifacts at will.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lesionflow.pipeline.artifacts import atomic_path, write_json
+
+
+def copy_artifact(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copy ``source`` to ``destination`` atomically, with a fresh modification time.
+
+    Not a hard link: Snakemake touches a job's outputs when it finishes, and touching a hard
+    link would touch the keyed input too, making it look newer than the view (and every view
+    of every run that shares it out of date).
+    """
+    with atomic_path(destination) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def write_run_view(record: dict[str, Any], artifacts: dict[str, str], out_dir: str | Path) -> Path:
+    """Copy a run's artifacts into ``out_dir`` by file name (figures into ``figures/``) and index them.
+
+    ``record`` holds the run's name, keys and resolved settings; ``artifacts`` maps a label
+    to the keyed path of each artifact.
+    """
+    out_dir = Path(out_dir)
+    links = {}
+    for label, source in artifacts.items():
+        source_path = Path(source)
+        # Figures keep their own folder, so the report can pick them up as one directory.
+        folder = out_dir / "figures" if source_path.parent.name == "figures" else out_dir
+        destination = folder / source_path.name
+        copy_artifact(source, destination)
+        links[label] = {"keyed": str(source), "view": str(destination)}
+    index = out_dir / "index.json"
+    write_json(index, {**record, "artifacts": links})
+    return index

@@ -1,0 +1,264 @@
+"""Tests of the manifest check: every problem of every row, one line each, raised together."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesionflow.data.dataset import load_image, load_mask, run_data
+from lesionflow.data.manifest_check import ManifestProblems, check_manifest, validate_manifest
+from lesionflow.pipeline.errors import LesionflowError
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "data.py"
+WIDTH, HEIGHT = 16, 12
+
+
+def _ramp(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """An RGB image that is not constant."""
+    image = np.full((height, width, 3), 40, dtype=np.uint8)
+    image[..., 1] = np.arange(width, dtype=np.uint8) * 10
+    return image
+
+
+def _binary_mask(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[2:5, 3:7] = 255
+    return mask
+
+
+def _save(path: Path, array: np.ndarray, **options) -> str:
+    """Save ``array`` as a picture at ``path`` and return its name relative to the manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **options)
+    return f"{path.parent.name}/{path.name}"
+
+
+def _manifest(folder: Path, rows: list[str], header: str = "image,mask,subject") -> Path:
+    path = folder / "manifest.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def _clean_row(folder: Path, name: str) -> str:
+    image = _save(folder / "images" / f"{name}.png", _ramp())
+    mask = _save(folder / "masks" / f"{name}.png", _binary_mask())
+    return f"{image},{mask},subject_{name}"
+
+
+def _grey_mask_with_values(*values: int) -> np.ndarray:
+    mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    mask.flat[: len(values)] = values
+    return mask
+
+
+# Row (header = row 1) -> the column, the file (relative to the manifest) and what the line says.
+BAD_ROWS = {
+    3: ("image", "images/gone.png", "does not exist"),
+    4: ("image", "images/garbage.png", "cannot be opened"),
+    5: ("mask", "masks/small.png", "size 8x8 differs from the image's 16x12"),
+    6: ("mask", "masks/jpeg_like.png", "not binary"),
+    7: ("image", "images/a.png", "image id 'a'"),
+    8: ("subject", "images/nosubject.png", "expected a value"),
+    9: ("image", "images/flat.png", "same value"),
+}
+
+
+@pytest.fixture()
+def bad_manifest(tmp_path) -> Path:
+    """A clean row 2, then one row per problem of BAD_ROWS, each with that problem only."""
+    rows = [_clean_row(tmp_path, "a")]
+    mask = _save(tmp_path / "masks" / "ok.png", _binary_mask())
+    rows.append(f"images/gone.png,{mask},s3")
+    (tmp_path / "images" / "garbage.png").write_bytes(b"not a picture at all")
+    rows.append(f"images/garbage.png,{mask},s4")
+    image = _save(tmp_path / "images" / "big.png", _ramp())
+    small = _save(tmp_path / "masks" / "small.png", _binary_mask(8, 8))
+    rows.append(f"{image},{small},s5")
+    noisy = _save(tmp_path / "masks" / "jpeg_like.png", _grey_mask_with_values(0, 3, 250, 255))
+    rows.append(f"{_save(tmp_path / 'images' / 'noisy.png', _ramp())},{noisy},s6")
+    rows.append(f"images/a.png,{mask},s7")
+    nosubject = _save(tmp_path / "images" / "nosubject.png", _ramp())
+    rows.append(f"{nosubject},{mask},")
+    flat = _save(tmp_path / "images" / "flat.png", np.full((HEIGHT, WIDTH, 3), 90, dtype=np.uint8))
+    rows.append(f"{flat},{mask},s9")
+    return _manifest(tmp_path, rows)
+
+
+def _problem_lines(manifest: Path, settings: dict | None = None) -> list[str]:
+    with pytest.raises(ManifestProblems) as caught:
+        validate_manifest(manifest, settings)
+    return caught.value.lines[1:]
+
+
+@pytest.mark.parametrize("row", sorted(BAD_ROWS))
+def test_each_problem_is_one_line_naming_manifest_row_column_and_file(bad_manifest, row):
+    column, file, what = BAD_ROWS[row]
+    lines = [line for line in _problem_lines(bad_manifest) if f", row {row}, " in line]
+    assert len(lines) == 1, lines
+    where = f"manifest {bad_manifest}, row {row}, column '{column}', file {bad_manifest.parent / file}:"
+    assert lines[0].startswith(where)
+    assert what in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_all_problems_are_raised_together_after_a_count_line(bad_manifest):
+    with pytest.raises(ManifestProblems) as caught:
+        validate_manifest(bad_manifest)
+    error = caught.value
+    assert isinstance(error, LesionflowError)
+    assert error.lines[0] == f"manifest {bad_manifest}: 7 problems in 7 rows"
+    assert str(error).splitlines() == error.lines
+    assert [problem.row for problem in error.problems] == sorted(BAD_ROWS)
+    assert not any(", row 2, " in line for line in error.lines)
+
+
+def test_clean_manifest_passes(tmp_path):
+    manifest = _manifest(tmp_path, [_clean_row(tmp_path, name) for name in ("a", "b", "c")])
+    assert check_manifest(manifest) == []
+    validate_manifest(manifest)
+
+
+@pytest.mark.parametrize(
+    ("header", "cell", "settings"),
+    [
+        ("image,mask,subject", "", {"mask_threshold": 127}),
+        ("image,mask,subject,mask_threshold", ",127", {}),
+    ],
+    ids=["data-setting", "manifest-column"],
+)
+def test_non_binary_mask_passes_when_a_threshold_is_set(tmp_path, header, cell, settings):
+    image = _save(tmp_path / "images" / "a.png", _ramp())
+    mask = _save(tmp_path / "masks" / "a.png", _grey_mask_with_values(0, 3, 250, 255))
+    manifest = _manifest(tmp_path, [f"{image},{mask},s1{cell}"], header)
+    assert check_manifest(manifest, settings) == []
+
+
+def test_non_binary_mask_without_threshold_names_the_setting(tmp_path):
+    image = _save(tmp_path / "images" / "a.png", _ramp())
+    # A 0/255 mask saved as lossy JPEG gains values around its edges.
+    mask = _save(tmp_path / "masks" / "a.jpg", _binary_mask(), quality=30)
+    (line,) = _problem_lines(_manifest(tmp_path, [f"{image},{mask},s1"]))
+    assert line.startswith(f"manifest {tmp_path / 'manifest.csv'}, row 2, column 'mask', file ")
+    assert "values are not binary" in line and "data.mask_threshold" in line
+
+
+def test_colour_mask_needs_its_channel_and_a_binary_one_passes_with_it(tmp_path):
+    image = _save(tmp_path / "images" / "a.png", _ramp())
+    red = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    red[2:5, 3:7, 0] = 255
+    mask = _save(tmp_path / "masks" / "a.png", red)
+    manifest = _manifest(tmp_path, [f"{image},{mask},s1"])
+    (line,) = _problem_lines(manifest)
+    assert "colour mask" in line and "data.mask_channel" in line
+    assert check_manifest(manifest, {"mask_channel": 0}) == []
+
+
+def test_binary_mask_whose_lesion_value_is_under_the_threshold_is_refused(tmp_path):
+    image = _save(tmp_path / "images" / "a.png", _ramp())
+    dim = _save(tmp_path / "masks" / "a.png", (_binary_mask() > 0).astype(np.uint8) * 76)
+    manifest = _manifest(tmp_path, [f"{image},{dim},s1"])
+    (line,) = _problem_lines(manifest)
+    assert "lesion value 76" in line and "lesion-free" in line
+    assert check_manifest(manifest, {"mask_threshold": 50}) == []
+
+
+def test_label_mask_of_zeros_and_ones_passes(tmp_path):
+    image = _save(tmp_path / "images" / "a.png", _ramp())
+    labels = _save(tmp_path / "masks" / "a.png", (_binary_mask() > 0).astype(np.uint8))
+    assert check_manifest(_manifest(tmp_path, [f"{image},{labels},s1"])) == []
+
+
+def test_float_tiff_with_nan_is_reported(tmp_path):
+    values = np.linspace(0, 1, HEIGHT * WIDTH, dtype=np.float32).reshape(HEIGHT, WIDTH)
+    values[0, :3] = np.nan
+    image = _save(tmp_path / "images" / "a.tif", values)
+    mask = _save(tmp_path / "masks" / "a.png", _binary_mask())
+    lines = _problem_lines(_manifest(tmp_path, [f"{image},{mask},s1"]))
+    assert any("3 of 192 pixels are NaN" in line for line in lines)
+    assert all(", row 2, column 'image', file " in line for line in lines)
+
+
+def test_empty_image_and_mask_cells_are_reported_without_a_file(tmp_path):
+    _clean_row(tmp_path, "a")
+    lines = _problem_lines(_manifest(tmp_path, [",,s1"]))
+    assert lines == [
+        f"manifest {tmp_path / 'manifest.csv'}, row 2, column '{column}': expected a value, "
+        "found an empty cell"
+        for column in ("image", "mask")
+    ]
+
+
+def test_gif_and_tiff_pictures_pass_and_load(tmp_path):
+    rows = []
+    grey16 = (np.arange(HEIGHT * WIDTH, dtype=np.uint16) * 300).reshape(HEIGHT, WIDTH)
+    pictures = {
+        "gif": (_ramp(), _binary_mask(), {}),
+        "tif": (grey16, _binary_mask(), {}),
+    }
+    for suffix, (image, mask, options) in pictures.items():
+        image_name = _save(tmp_path / "images" / f"{suffix}.{suffix}", image, **options)
+        mask_name = _save(tmp_path / "masks" / f"{suffix}.{suffix}", mask, **options)
+        rows.append(f"{image_name},{mask_name},s_{suffix}")
+    manifest = _manifest(tmp_path, rows)
+    assert check_manifest(manifest) == []
+    assert load_image(tmp_path / "images" / "gif.gif").shape == (3, HEIGHT, WIDTH)
+    assert load_image(tmp_path / "images" / "tif.tif").shape == (1, HEIGHT, WIDTH)
+    for suffix in pictures:
+        np.testing.assert_array_equal(
+            load_mask(tmp_path / "masks" / f"{suffix}.{suffix}"), _binary_mask() > 0
+        )
+
+
+def test_run_data_stops_before_writing_anything(bad_manifest, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ManifestProblems):
+        run_data({"source": "manifest", "manifest": str(bad_manifest)}, out)
+    assert not out.exists()
+
+
+def test_data_cli_prints_one_line_per_problem_and_exits_2(bad_manifest, tmp_path):
+    settings = f'{{"source": "manifest", "manifest": "{bad_manifest}"}}'
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--settings", settings, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"lesionflow: error: manifest {bad_manifest}: 7 problems in 7 rows"
+    assert len(lines) == 8
+    for line, row in zip(lines[1:], sorted(BAD_ROWS), strict=True):
+        assert line.startswith(f"  manifest {bad_manifest}, row {row}, column ")
+
+
+def _idrid_subset(shared_dir: Path, folder: Path, rows: int) -> Path:
+    """The first ``rows`` rows of the IDRiD manifest, with absolute paths, in ``folder``."""
+    source = shared_dir / "data" / "idrid-ex" / "manifest.csv"
+    if not source.is_file():
+        pytest.skip(f"real dataset not present at {source.parent}")
+    header, *lines = source.read_text().splitlines()
+    absolute = []
+    for line in lines[:rows]:
+        image, mask, subject = line.split(",")
+        absolute.append(f"{source.parent / image},{source.parent / mask},{subject}")
+    return _manifest(folder, absolute, header)
+
+
+def test_idrid_masks_without_mask_settings_are_reported_as_non_binary_with_the_hint(shared_dir, tmp_path):
+    lines = _problem_lines(_idrid_subset(shared_dir, tmp_path, 2))
+    assert len(lines) == 2
+    for line in lines:
+        assert "column 'mask'" in line and "_EX.jpg" in line
+        assert "not binary" in line and "data.mask_channel" in line and "data.mask_threshold" in line
+
+
+def test_idrid_manifest_passes_with_red_channel_and_threshold(shared_dir):
+    manifest = shared_dir / "data" / "idrid-ex" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"real dataset not present at {manifest.parent}")
+    assert check_manifest(manifest, {"mask_channel": 0, "mask_threshold": 127}) == []

@@ -1,0 +1,138 @@
+"""Tests of the subject-grouped, lesion-stratified split and its summary table and figure."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lesionflow.data.dataset import read_manifest
+from lesionflow.data.split import make_split, plot_split_summary, run_split, split_summary
+from lesionflow.data.synthetic import generate_dataset
+from lesionflow.pipeline.errors import LesionflowError
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def manifest_path(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("data"), n_images=150, image_size=32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def manifest(manifest_path) -> pd.DataFrame:
+    return read_manifest(manifest_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_subject_in_two_splits(manifest, seed):
+    split = make_split(manifest, seed=seed)
+    assert (split.groupby("subject")["split"].nunique() == 1).all()
+
+
+def test_every_image_is_assigned_exactly_once_in_manifest_order(manifest):
+    split = make_split(manifest)
+    assert list(split.columns) == ["image_id", "subject", "split", "lesion_positive"]
+    assert split["image_id"].tolist() == manifest["image_id"].tolist()
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert split["lesion_positive"].dtype == bool
+
+
+def test_split_is_deterministic_from_seed(manifest):
+    pd.testing.assert_frame_equal(make_split(manifest, seed=4), make_split(manifest, seed=4))
+    assert not make_split(manifest, seed=4)["split"].equals(make_split(manifest, seed=5)["split"])
+
+
+@pytest.mark.parametrize("fractions", [(0.6, 0.2, 0.2), (0.7, 0.15, 0.15), (0.5, 0.25, 0.25)])
+def test_fractions_are_met_approximately(manifest, fractions):
+    split = make_split(manifest, *fractions)
+    shares = split["split"].value_counts(normalize=True)
+    for name, wanted in zip(("train", "val", "test"), fractions, strict=True):
+        assert shares[name] == pytest.approx(wanted, abs=0.06)
+
+
+def test_lesion_rate_is_stratified_across_splits(manifest):
+    split = make_split(manifest)
+    overall = split["lesion_positive"].mean()
+    rates = split.groupby("split")["lesion_positive"].mean()
+    assert (rates - overall).abs().max() < 0.1
+
+
+def test_dataset_without_lesions_still_splits(manifest_path, tmp_path):
+    lesion_free = generate_dataset(tmp_path, n_images=30, image_size=32, lesion_free_fraction=1.0)
+    split = make_split(read_manifest(lesion_free))
+    assert not split["lesion_positive"].any()
+    assert set(split["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize(
+    ("fractions", "key"),
+    [
+        ({"val": 0.0}, r"split\.val"),
+        ({"test": 1.2}, r"split\.test"),
+        ({"train": "0.6"}, r"split\.train"),
+        ({"train": 0.5}, r"sum to 1"),
+    ],
+)
+def test_bad_fraction_error_names_the_key(manifest, fractions, key):
+    with pytest.raises(LesionflowError, match=key):
+        make_split(manifest, **fractions)
+
+
+def test_too_few_subjects_is_a_user_error(manifest):
+    two_subjects = manifest[manifest["subject"].isin(manifest["subject"].unique()[:2])]
+    with pytest.raises(LesionflowError, match="2 subject"):
+        make_split(two_subjects)
+
+
+def test_split_summary_counts_rows_in_train_val_test_order():
+    split = pd.DataFrame(
+        {
+            "image_id": list("abcde"),
+            "subject": list("abcde"),
+            "split": ["test", "train", "train", "val", "train"],
+            "lesion_positive": [True, True, False, False, False],
+        }
+    )
+    summary = split_summary(split)
+    assert summary["split"].tolist() == ["train", "val", "test"]
+    assert summary["n"].tolist() == [3, 1, 1]
+    assert summary["lesion_positive"].tolist() == [1, 0, 1]
+    np.testing.assert_allclose(summary["lesion_rate"], [1 / 3, 0.0, 1.0])
+
+
+def test_split_figure_has_three_labelled_panels(manifest):
+    figure = plot_split_summary(split_summary(make_split(manifest)))
+    axes = figure.get_axes()
+    assert len(axes) == 3
+    labels = [text.get_text() for text in axes[0].texts]
+    assert labels == [str(n) for n in split_summary(make_split(manifest))["n"]]
+    assert "grouped by subject" in figure.texts[0].get_text()
+
+
+def test_run_split_writes_split_summary_and_figure(manifest_path, tmp_path):
+    run_split(manifest_path, {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}, tmp_path)
+    split = pd.read_csv(tmp_path / "split.csv", dtype={"subject": str})
+    assert split["subject"].str.len().eq(4).all()  # leading zeros survive the round trip
+    summary = pd.read_csv(tmp_path / "split_summary.csv")
+    assert summary["n"].sum() == len(split) == 150
+    assert (tmp_path / "split_summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_split_entry_point_reports_a_bad_setting_in_one_line(
+    manifest_path, tmp_path, monkeypatch, capsys
+):
+    settings = json.dumps({"train": 0.6, "val": 0.3, "test": 0.2, "seed": 0})
+    argv = ["split.py", "--manifest", str(manifest_path), "--settings", settings]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(SCRIPTS / "split.py"), run_name="__main__")
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("lesionflow: error: split.")
+    assert not (tmp_path / "split.csv").exists()

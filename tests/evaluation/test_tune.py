@@ -1,0 +1,201 @@
+"""Tests of lesionflow.evaluation.tune: choice on validation only, ties, fallbacks, the test-split guard."""
+
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lesionflow.evaluation.metrics import score_images, segmentation_summary
+from lesionflow.evaluation.postprocess import apply_locked
+from lesionflow.evaluation.tune import run_tune, tune_on_validation, youden_threshold
+from lesionflow.pipeline.artifacts import read_json, save_arrays
+from lesionflow.pipeline.errors import LesionflowError
+
+SETTINGS = {
+    "objective": "dice_pos",
+    "thresholds": [0.3, 0.5, 0.7],
+    "min_lesion_areas": [0, 4],
+    "presence_score": "max_probability",
+    "connectivity": 1,
+}
+
+
+def _case(index: int, positive: bool, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """A lesion of 0.6 surrounded by a halo of 0.4 (positive), or faint noise (empty)."""
+    mask = np.zeros((size, size), dtype=bool)
+    prob = np.full((size, size), 0.05, dtype=np.float32)
+    if positive:
+        r = 4 + index % 3
+        prob[r - 1 : r + 4, r - 1 : r + 4] = 0.4
+        prob[r : r + 3, r : r + 3] = 0.6
+        mask[r : r + 3, r : r + 3] = True
+    else:
+        prob[index % size, 2] = 0.35  # one stray pixel: removed by area 4 or by gating
+    return prob, mask
+
+
+def _val_set(n: int = 10) -> tuple[dict, dict]:
+    probs, masks = {}, {}
+    for i in range(n):
+        probs[f"{i:04d}_1"], masks[f"{i:04d}_1"] = _case(i, positive=i % 2 == 0)
+    return probs, masks
+
+
+def _brute_force_objective(probs, masks, locked, objective):
+    ids = sorted(probs)
+    preds = [apply_locked(probs[i], locked)[0] for i in ids]
+    table, _ = score_images(ids, ids, preds, [masks[i] for i in ids])
+    return segmentation_summary(table)[objective]
+
+
+def test_tune_chooses_threshold_that_maximises_validation_dice():
+    probs, masks = _val_set()
+    locked, grid = tune_on_validation(probs, masks, SETTINGS)
+    # 0.3 keeps the halo, 0.7 keeps nothing, 0.5 reproduces the lesions exactly.
+    assert locked["threshold"] == 0.5 and locked["min_lesion_area"] == 0
+    assert locked["objective_value"] == pytest.approx(1.0)
+    assert locked["chosen_on"] == "validation" and locked["n_val_images"] == 10
+    assert len(grid) == 6 and grid["selected"].sum() == 1
+    assert grid.loc[grid["selected"], "threshold"].item() == 0.5
+
+
+def test_grid_values_equal_a_straightforward_per_image_evaluation():
+    probs, masks = _val_set()
+    for objective in ("dice_pos", "iou_pos", "dice_all"):
+        _, grid = tune_on_validation(probs, masks, {**SETTINGS, "objective": objective})
+        for row in grid.itertuples():
+            locked = {
+                "threshold": row.threshold,
+                "min_lesion_area": row.min_lesion_area,
+                "presence_threshold": row.presence_threshold,
+                "presence_score": "max_probability",
+                "connectivity": 1,
+            }
+            expected = _brute_force_objective(probs, masks, locked, objective)
+            assert row.objective_value == pytest.approx(expected)
+
+
+def test_ties_go_to_the_lowest_threshold_and_smallest_area():
+    probs, masks = _val_set()
+    settings = {**SETTINGS, "thresholds": [0.55, 0.45, 0.5], "min_lesion_areas": [1, 0]}
+    locked, grid = tune_on_validation(probs, masks, settings)
+    assert grid["objective_value"].nunique() == 1  # every point scores 1
+    assert (locked["threshold"], locked["min_lesion_area"]) == (0.45, 0)
+
+
+def test_presence_threshold_is_youden_j_on_validation():
+    truth = np.array([0, 0, 1, 1, 1], dtype=bool)
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.9])
+    # thresholds 0.8 -> J = 2/3; 0.35 -> J = 1 - 0.5 = 0.5.
+    assert youden_threshold(truth, scores) == pytest.approx(0.8)
+    assert youden_threshold(np.ones(3, dtype=bool), np.ones(3)) is None
+
+
+def test_presence_threshold_falls_back_to_pixel_threshold_when_validation_has_one_class():
+    probs, masks = _val_set()
+    positives = {i: p for i, p in probs.items() if masks[i].any()}
+    locked, _ = tune_on_validation(positives, {i: masks[i] for i in positives}, SETTINGS)
+    assert locked["presence_threshold_rule"] == "fallback_pixel_threshold"
+    assert locked["presence_threshold"] == locked["threshold"]
+    assert "only lesion-positive" in locked["presence_threshold_reason"]
+
+
+def test_objective_undefined_everywhere_is_a_user_error():
+    probs, masks = _val_set()
+    empties = {i: p for i, p in probs.items() if not masks[i].any()}
+    with pytest.raises(LesionflowError, match="undefined"):
+        tune_on_validation(empties, {i: masks[i] for i in empties}, SETTINGS)
+
+
+def test_bad_settings_name_the_key():
+    probs, masks = _val_set()
+    with pytest.raises(LesionflowError, match="tune.objective"):
+        tune_on_validation(probs, masks, {**SETTINGS, "objective": "accuracy"})
+    with pytest.raises(LesionflowError, match="tune.thresholds"):
+        tune_on_validation(probs, masks, {**SETTINGS, "thresholds": [1.5]})
+
+
+def test_grid_of_5_by_4_scores_every_combination_and_locks_the_best():
+    rng = np.random.default_rng(0)
+    probs, masks = {}, {}
+    for i in range(50):
+        mask = np.zeros((128, 128), dtype=bool)
+        if i % 3:
+            mask[30:50, 40:60] = True
+        noise = rng.normal(0.1, 0.1, (128, 128))
+        probs[str(i)] = np.clip(noise + 0.6 * mask, 0, 1).astype(np.float32)
+        masks[str(i)] = mask
+    settings = {
+        **SETTINGS,
+        "thresholds": [0.3, 0.4, 0.5, 0.6, 0.7],
+        "min_lesion_areas": [0, 5, 10, 20],
+        "presence_score": "lesion_area",
+    }
+    locked, grid = tune_on_validation(probs, masks, settings)
+    assert len(grid) == 20
+    assert locked["objective_value"] == pytest.approx(grid["objective_value"].max())
+
+
+# --- the stage, on files --------------------------------------------------------------------
+
+
+def _write_dataset(folder, n=10):
+    """Manifest with PNG images and masks, split.csv (even ids val, odd test), val/test npz."""
+    rows, split_rows, val, test = [], [], {}, {}
+    for i in range(n):
+        image_id = f"{i:04d}_1"
+        prob, mask = _case(i // 2, positive=(i // 2) % 2 == 0)
+        Image.fromarray((prob * 255).astype(np.uint8)).save(folder / f"{image_id}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{image_id}_mask.png")
+        rows.append({"image": f"{image_id}.png", "mask": f"{image_id}_mask.png", "subject": i})
+        subset = "val" if i % 2 == 0 else "test"
+        split_rows.append(
+            {
+                "image_id": image_id,
+                "subject": str(i),
+                "split": subset,
+                "lesion_positive": mask.any(),
+            }
+        )
+        (val if subset == "val" else test)[image_id] = prob.astype(np.float16)
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    pd.DataFrame(split_rows).to_csv(folder / "split.csv", index=False)
+    save_arrays(folder / "val.npz", val)
+    save_arrays(folder / "test.npz", test)
+    return folder
+
+
+def test_run_tune_writes_locked_settings_chosen_on_validation(tmp_path):
+    data = _write_dataset(tmp_path)
+    out = tmp_path / "tune"
+    run_tune(data / "manifest.csv", data / "split.csv", data / "val.npz", SETTINGS, out)
+    locked = read_json(out / "locked.json")
+    assert locked["chosen_on"] == "validation" and locked["n_val_images"] == 5
+    assert locked["threshold"] == 0.5
+    grid = pd.read_csv(out / "tuning_grid.csv")
+    assert len(grid) == 6 and "false_positive_rate_empty" in grid
+
+
+def test_run_tune_accepts_the_settings_wrapped_in_a_tune_section(tmp_path):
+    data = _write_dataset(tmp_path)
+    locked = run_tune(
+        data / "manifest.csv", data / "split.csv", data / "val.npz", {"tune": SETTINGS}, tmp_path
+    )
+    assert locked["threshold"] == 0.5
+
+
+def test_tune_refuses_test_split_predictions(tmp_path):
+    data = _write_dataset(tmp_path)
+    out = tmp_path / "tune"
+    with pytest.raises(LesionflowError, match=r"test\.npz.*outside the 'val' split"):
+        run_tune(data / "manifest.csv", data / "split.csv", data / "test.npz", SETTINGS, out)
+    assert not (out / "locked.json").exists()
+
+
+def test_tune_refuses_a_file_mixing_val_and_test_predictions(tmp_path):
+    data = _write_dataset(tmp_path)
+    mixed = {"0000_1": np.zeros((16, 16), np.float16), "0001_1": np.zeros((16, 16), np.float16)}
+    save_arrays(data / "mixed.npz", mixed)
+    with pytest.raises(LesionflowError, match=r"mixed\.npz.*0001_1 \(test\)"):
+        run_tune(data / "manifest.csv", data / "split.csv", data / "mixed.npz", SETTINGS, data)

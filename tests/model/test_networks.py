@@ -1,0 +1,78 @@
+"""Tests of lesionflow.model.networks: every supported MONAI network builds by name in 2D and 3D."""
+
+import pytest
+import torch
+
+from lesionflow.model.networks import NETWORKS, build_loss, build_network, resolve_device
+from lesionflow.pipeline.errors import LesionflowError
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_every_network_builds_and_keeps_the_input_shape(network, spatial_dims):
+    model = build_network({"network": network, "spatial_dims": spatial_dims, "kwargs": {}}, 3)
+    x = torch.rand((2, 3) + (32,) * spatial_dims)
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, 1) + (32,) * spatial_dims
+
+
+def test_user_kwargs_override_the_defaults():
+    model = build_network(
+        {"network": "UNet", "spatial_dims": 2, "kwargs": {"channels": [4, 8], "strides": [2]}}, 1
+    )
+    assert sum(p.numel() for p in model.parameters()) < 5_000
+
+
+def test_unknown_network_error_names_the_key_and_lists_valid_names():
+    with pytest.raises(LesionflowError) as err:
+        build_network({"network": "ResNet50", "spatial_dims": 2, "kwargs": {}}, 3)
+    message = str(err.value)
+    assert "model.network" in message
+    for name in NETWORKS:
+        assert name in message
+
+
+def test_bad_kwargs_error_names_model_kwargs_and_the_reason():
+    with pytest.raises(LesionflowError, match=r"model\.kwargs.*no_such_argument"):
+        build_network(
+            {"network": "SegResNet", "spatial_dims": 2, "kwargs": {"no_such_argument": 1}}, 3
+        )
+
+
+def test_channels_in_kwargs_are_refused_because_lesionflow_sets_them():
+    with pytest.raises(LesionflowError, match=r"model\.kwargs.*in_channels"):
+        build_network({"network": "UNet", "spatial_dims": 2, "kwargs": {"in_channels": 1}}, 3)
+
+
+@pytest.mark.parametrize("name", ["DiceCE", "DiceFocal"])
+def test_loss_is_small_for_a_confident_correct_prediction(name):
+    loss = build_loss(name)
+    target = torch.zeros((1, 1, 8, 8))
+    target[..., 2:5, 2:5] = 1
+    logits = (target * 2 - 1) * 20
+    assert float(loss(logits, target)) < 0.01
+    assert float(loss(-logits, target)) > 0.5
+
+
+def test_unknown_loss_error_names_train_loss():
+    with pytest.raises(LesionflowError, match=r"train\.loss.*DiceCE"):
+        build_loss("Tversky")
+
+
+def test_cpu_device_resolves_and_bad_name_names_the_setting():
+    assert resolve_device("cpu", "train.device").type == "cpu"
+    with pytest.raises(LesionflowError, match=r"train\.device"):
+        resolve_device("tpu", "train.device")
+
+
+def test_batch_dice_gives_a_lesion_free_sample_no_dice_term_of_its_own():
+    logits = torch.full((2, 1, 8, 8), -3.0)
+    target = torch.zeros((2, 1, 8, 8))
+    target[0, 0, 2:5, 2:5] = 1
+    logits[0, 0, 2:5, 2:5] = 3.0  # the lesion is found; the empty sample has faint probabilities
+    per_image = build_loss("DiceCE", batch_dice=False).dice(logits, target)
+    pooled = build_loss("DiceCE", batch_dice=True).dice(logits, target)
+    # per image, the lesion-free sample scores a Dice loss near 1 for its faint prediction
+    assert per_image > 0.55 and pooled < 0.3

@@ -1,0 +1,128 @@
+"""Tests of lesionflow.model.tta: exact inverses, averaging after inversion, batching, sliding window."""
+
+import numpy as np
+import pytest
+import torch
+
+from lesionflow.model.tta import TRANSFORMS, get_transforms, predict_probabilities
+from lesionflow.pipeline.errors import LesionflowError
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and remembers the shape of every batch it was given."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        return self.model(x)
+
+
+def pointwise_model() -> torch.nn.Module:
+    """A 1x1 convolution: commutes with every flip and rotation."""
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(3, 1, kernel_size=1)
+
+
+def shifting_model() -> torch.nn.Module:
+    """A conv whose only weight is off-centre: its output moves with the input, not symmetric."""
+    conv = torch.nn.Conv2d(3, 1, kernel_size=3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, :, 0, 2] = torch.tensor([3.0, -2.0, 1.0])
+    return conv
+
+
+def images(shape=(3, 12, 20), n=3, seed=0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random(shape, dtype=np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+@pytest.mark.parametrize("spatial", [(6, 9), (6, 9, 4)])
+def test_each_inverse_restores_the_input_in_2d_and_3d(name, spatial):
+    x = torch.rand((2, 3, *spatial))
+    transform = TRANSFORMS[name]
+    assert torch.equal(transform.inverse(transform.forward(x)), x)
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_forward_transforms_act_on_the_first_two_spatial_axes_only(name):
+    x = torch.rand((1, 1, 5, 5, 3))
+    y = TRANSFORMS[name].forward(x)
+    # Each slice along the last axis is transformed on its own: depth is left in place.
+    for depth in range(3):
+        assert torch.equal(TRANSFORMS[name].forward(x[..., depth]), y[..., depth])
+
+
+def test_tta_of_an_equivariant_model_equals_identity_on_non_square_images():
+    model, data = pointwise_model(), images()
+    plain = predict_probabilities(model, data, ["identity"], None, 2, "cpu")
+    tta = predict_probabilities(model, data, sorted(TRANSFORMS), None, 2, "cpu")
+    for a, b in zip(plain, tta, strict=True):
+        assert a.shape == (12, 20) and a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_flip_tta_of_a_non_equivariant_model_is_the_average_of_inverted_predictions():
+    model, data = shifting_model(), images()
+    result = predict_probabilities(model, data, ["identity", "hflip", "vflip"], None, 4, "cpu")
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(data))
+        plain = torch.sigmoid(model(x))
+        hflip = torch.flip(torch.sigmoid(model(torch.flip(x, dims=(3,)))), dims=(3,))
+        vflip = torch.flip(torch.sigmoid(model(torch.flip(x, dims=(2,)))), dims=(2,))
+        expected = ((plain + hflip + vflip) / 3)[:, 0].numpy()
+    np.testing.assert_allclose(np.stack(result), expected, atol=1e-6)
+    assert not np.allclose(np.stack(result), plain[:, 0].numpy(), atol=1e-3)
+
+
+def test_rot90_tta_on_a_non_square_image_returns_the_image_shape():
+    model, data = shifting_model(), images((3, 8, 16), n=1)
+    result = predict_probabilities(model, data, ["rot90", "rot270"], None, 1, "cpu")
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(data))
+        r90 = torch.rot90(torch.sigmoid(model(torch.rot90(x, 1, (2, 3)))), -1, (2, 3))
+        r270 = torch.rot90(torch.sigmoid(model(torch.rot90(x, 3, (2, 3)))), -3, (2, 3))
+    assert result[0].shape == (8, 16)
+    np.testing.assert_allclose(result[0], ((r90 + r270) / 2)[0, 0].numpy(), atol=1e-6)
+
+
+def test_sliding_window_is_used_when_the_image_is_larger_than_the_roi():
+    model = Recorder(pointwise_model())
+    data = images((3, 48, 40), n=2)
+    result = predict_probabilities(model, data, ["identity"], [16, 16], 2, "cpu")
+    assert model.shapes and all(shape[2:] == (16, 16) for shape in model.shapes)
+    with torch.no_grad():
+        direct = torch.sigmoid(model.model(torch.from_numpy(np.stack(data))))[:, 0].numpy()
+    np.testing.assert_allclose(np.stack(result), direct, atol=1e-5)
+
+
+def test_an_image_of_roi_shape_takes_one_direct_pass_even_when_rotated():
+    model = Recorder(pointwise_model())
+    data = images((3, 16, 32), n=2)
+    predict_probabilities(model, data, ["identity", "rot90"], [16, 32], 2, "cpu")
+    assert model.shapes == [(2, 3, 16, 32), (2, 3, 32, 16)]
+
+
+def test_images_are_batched_by_shape_and_returned_in_input_order():
+    model = Recorder(pointwise_model())
+    small, large = images((3, 8, 8), n=3, seed=1), images((3, 16, 16), n=2, seed=2)
+    mixed = [small[0], large[0], small[1], large[1], small[2]]
+    result = predict_probabilities(model, mixed, ["identity"], None, 2, "cpu")
+    assert [r.shape for r in result] == [(8, 8), (16, 16), (8, 8), (16, 16), (8, 8)]
+    assert sorted(shape[0] for shape in model.shapes) == [1, 2, 2]
+    with torch.no_grad():
+        alone = torch.sigmoid(model.model(torch.from_numpy(large[1])[None]))[0, 0].numpy()
+    np.testing.assert_allclose(result[3], alone, atol=1e-6)
+
+
+def test_unknown_transform_error_names_infer_tta_and_the_valid_names():
+    with pytest.raises(LesionflowError) as err:
+        get_transforms(["identity", "transpose"])
+    assert "infer.tta" in str(err.value)
+    for name in TRANSFORMS:
+        assert name in str(err.value)

@@ -1,0 +1,127 @@
+"""Config validation and run resolution."""
+
+import pytest
+import yaml
+
+from lesionflow.pipeline.config import load_config_file, load_schema, merge_run, resolve_config
+from lesionflow.pipeline.errors import LesionflowError
+
+REPO_CONFIG = "config/config.yaml"
+
+
+def minimal(**extra):
+    return {"runs": {"a": {}}, **extra}
+
+
+def test_demo_config_resolves_three_runs_with_baseline(repo_root):
+    config = load_config_file(repo_root / REPO_CONFIG)
+    assert list(config.runs) == ["unet", "unet_flip_tta", "segresnet"]
+    assert config.baseline == "unet"
+    assert config.runs["unet_flip_tta"]["infer"]["tta"] == ["identity", "hflip", "vflip", "hvflip"]
+    assert config.runs["unet_flip_tta"]["train"] == config.runs["unet"]["train"]
+
+
+def test_defaults_fill_every_section():
+    config = resolve_config(minimal())
+    run = config.runs["a"]
+    assert run["model"]["network"] == "UNet"
+    assert run["train"]["epochs"] == 30 and run["train"]["batch_size"] == 8
+    assert run["tune"]["thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert config.data["synthetic"]["n_images"] == 240
+    assert config.split == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
+
+
+def test_misspelt_key_error_names_the_key_and_suggests_the_right_one():
+    with pytest.raises(LesionflowError) as err:
+        resolve_config({"runs": {"a": {"train": {"epohcs": 3}}}})
+    message = str(err.value)
+    assert "runs.a.train.epohcs" in message
+    assert "did you mean 'epochs'" in message
+
+
+def test_unknown_top_level_key_is_an_error():
+    with pytest.raises(LesionflowError, match="'datta' is not a known key"):
+        resolve_config(minimal(datta={}))
+
+
+def test_unknown_network_error_names_the_valid_ones():
+    with pytest.raises(LesionflowError) as err:
+        resolve_config({"runs": {"a": {"model": {"network": "Unet"}}}})
+    message = str(err.value)
+    assert "runs.a.model.network" in message
+    for name in ("UNet", "BasicUNet", "SegResNet", "AttentionUnet", "DynUNet"):
+        assert name in message
+
+
+def test_wrong_type_error_names_key_and_value():
+    with pytest.raises(
+        LesionflowError, match=r"runs\.a\.train\.batch_size' must be of type integer"
+    ):
+        resolve_config({"runs": {"a": {"train": {"batch_size": "16"}}}})
+
+
+def test_bad_value_in_defaults_names_the_defaults_key():
+    with pytest.raises(LesionflowError, match=r"defaults\.train\.epochs"):
+        resolve_config(minimal(defaults={"train": {"epochs": 0}}))
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(LesionflowError, match="must sum to 1"):
+        resolve_config(minimal(split={"train": 0.5, "val": 0.2, "test": 0.2}))
+
+
+def test_unknown_baseline_names_the_runs():
+    with pytest.raises(LesionflowError, match="compare.baseline.*runs are: a"):
+        resolve_config(minimal(compare={"baseline": "b"}))
+
+
+def test_manifest_source_requires_a_manifest_path():
+    with pytest.raises(LesionflowError, match="data.manifest"):
+        resolve_config(minimal(data={"source": "manifest"}))
+
+
+def test_bad_run_name_is_rejected():
+    with pytest.raises(LesionflowError, match="runs"):
+        resolve_config({"runs": {"a b": {}}})
+
+
+def test_switching_network_does_not_inherit_network_kwargs():
+    defaults = {"model": {"network": "UNet", "kwargs": {"channels": [8, 16]}}}
+    merged = merge_run(defaults, {"model": {"network": "SegResNet"}})
+    assert merged["model"] == {"network": "SegResNet", "kwargs": {}}
+
+
+def test_run_override_merges_within_a_section():
+    defaults = {"train": {"epochs": 5, "augment": {"flip": True, "rotate90": True}}}
+    merged = merge_run(defaults, {"train": {"augment": {"flip": False}}})
+    assert merged["train"] == {"epochs": 5, "augment": {"flip": False, "rotate90": True}}
+
+
+def test_every_schema_key_has_a_description():
+    schema = load_schema()
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, sub in node.get("properties", {}).items():
+                if "description" not in sub:
+                    missing.append(".".join(path + [key]))
+                walk(sub, path + [key])
+            for key, sub in node.get("$defs", {}).items():
+                walk(sub, path + [key])
+
+    walk(schema, [])
+    assert missing == []
+
+
+def test_invalid_yaml_error_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: [unclosed\n")
+    with pytest.raises(LesionflowError, match="bad.yaml is not valid YAML"):
+        load_config_file(bad)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"runs": {"x": {"train": {"epochs": 2}}}}))
+    assert load_config_file(path).runs["x"]["train"]["epochs"] == 2

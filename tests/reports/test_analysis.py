@@ -1,0 +1,329 @@
+"""The analyse stage: band edges, head/tail selection, rule verdicts, figures, and the notebook."""
+
+import json
+import math
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from frames import epochs_frame
+from PIL import Image
+
+from lesionflow.data.dataset import image_lesion_tables, read_manifest
+from lesionflow.evaluation.bootstrap import Resampler
+from lesionflow.evaluation.breakdown import run_breakdown
+from lesionflow.evaluation.evaluate import score_subset
+from lesionflow.evaluation.metrics import CONVENTIONS
+from lesionflow.evaluation.summary import summarise
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.reports import analysis
+from lesionflow.reports.notebook import run_notebook
+
+RULES = {"good_val_dice": 0.7, "overfit_loss_ratio": 1.5}
+
+
+def per_image_frame() -> pd.DataFrame:
+    """Four lesion-positive images, one lesion-free clean (NaN Dice), one lesion-free hit."""
+    return pd.DataFrame(
+        {
+            "image_id": ["0001_1", "0001_2", "0002_1", "0003_1", "0004_1", "0005_1"],
+            "subject": ["0001", "0001", "0002", "0003", "0004", "0005"],
+            "dice": [0.8123, 0.3, 0.55, 0.0, math.nan, 0.0],
+            "iou": [0.68, 0.18, 0.38, 0.0, math.nan, 0.0],
+            "precision": [0.9, 0.4, 0.6, 0.0, math.nan, 0.0],
+            "recall": [0.75, 0.25, 0.5, 0.0, math.nan, math.nan],
+            "pearson": [0.8, 0.3, 0.5, -0.01, math.nan, math.nan],
+            "gt_pixels": [16, 12, 9, 4, 0, 0],
+            "pred_pixels": [14, 9, 10, 0, 0, 5],
+            "presence_score": [0.95, 0.7, 0.8, 0.3, 0.2, 0.9],
+            "presence_pred": [True, True, True, False, False, True],
+        }
+    )
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def test_dice_band_edges_belong_to_the_upper_band_and_nan_is_undefined():
+    assert analysis.dice_band(0.3999) == "bad"
+    assert analysis.dice_band(0.4) == "mid"
+    assert analysis.dice_band(0.5999) == "mid"
+    assert analysis.dice_band(0.6) == "good"
+    assert analysis.dice_band(0.45, bands=(0.4, 0.5)) == "mid"
+    assert analysis.dice_band(0.5, bands=(0.4, 0.5)) == "good"
+    for undefined in (math.nan, np.float32("nan"), None):
+        assert analysis.dice_band(undefined) == "undefined"
+
+
+def test_head_tail_excludes_nan_dice_and_lesion_free_images():
+    best, worst = analysis.head_tail(per_image_frame(), n=2)
+    assert list(best["image_id"]) == ["0001_1", "0002_1"]
+    # 0005_1 has Dice 0 but no reference lesion: it is a false positive, not a worst segmentation.
+    assert list(worst["image_id"]) == ["0003_1", "0001_2"]
+    everything, _ = analysis.head_tail(per_image_frame(), n=10)
+    assert set(everything["image_id"]) == {"0001_1", "0001_2", "0002_1", "0003_1"}
+
+
+def test_summary_table_shows_undefined_with_n_and_missing_keys():
+    section = {
+        "n_images": 6,
+        "n_gt_positive": 4,
+        "n_gt_empty": 2,
+        "dice_pos": 0.4321,
+        "dice_pos_n": 4,
+        "dice_all": 0.5,
+        "dice_all_convention": "empty vs empty counts as 1",
+        "false_positive_rate_empty": 0.5,
+        "presence_roc_auc": None,
+    }
+    table = analysis.summary_table(section).set_index("metric")
+    assert table.loc["Dice, lesion-positive images", "value"] == "0.4321"
+    assert table.loc["Dice, lesion-positive images", "n"] == "4"
+    assert table.loc["lesion presence ROC-AUC", "value"] == "undefined (n=6)"
+    assert table.loc["lesion presence average precision", "value"] == "missing"
+    assert table.loc["Dice, all images", "note"] == "convention: empty vs empty counts as 1"
+
+
+def test_lesion_free_report_counts_false_positives():
+    counts, listed = analysis.lesion_free_report(per_image_frame())
+    assert list(counts["value"]) == ["2", "1", "0.5000"]
+    assert list(listed["image_id"]) == ["0005_1"]
+
+
+def test_split_table_adds_total_and_overlap_finds_shared_subjects():
+    summary = pd.DataFrame(
+        {"split": ["test", "train", "val"], "n": [2, 6, 2], "lesion_positive": [1, 3, 2]}
+    )
+    table = analysis.split_table(summary)
+    assert list(table["split"]) == ["train", "val", "test", "all"]
+    assert table.iloc[-1][["n", "lesion_positive", "lesion_free"]].tolist() == [10, 6, 4]
+    assert table.iloc[-1]["lesion_rate"] == pytest.approx(0.6)
+    split = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "subject": ["s1", "s1", "s2"],
+            "split": ["train", "val", "test"],
+        }
+    )
+    overlap = analysis.subject_overlap(split).set_index("splits")
+    assert overlap.loc["train / val", "shared_subjects"] == 1
+    assert overlap.loc["train / test", "shared_subjects"] == 0
+
+
+def test_read_table_names_the_file_and_missing_column(tmp_path):
+    path = tmp_path / "per_image_test.csv"
+    pd.DataFrame({"image_id": ["0042_1"], "dice": [0.5]}).to_csv(path, index=False)
+    with pytest.raises(LesionflowError, match="per_image_test.csv.*gt_pixels, pred_pixels"):
+        analysis.read_table(path, "per_image")
+    pd.DataFrame(
+        {"image_id": ["0042"], "dice": [0.5], "gt_pixels": [1], "pred_pixels": [1]}
+    ).to_csv(path, index=False)
+    assert analysis.read_table(path, "per_image")["image_id"].tolist() == ["0042"]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_dice_scatter_colours_positive_images_by_band_and_counts_lesion_free_hits():
+    fig = analysis.plot_dice_per_image(per_image_frame(), bands=(0.4, 0.5), title="Test")
+    (ax,) = fig.get_axes()
+    sizes = [len(c.get_offsets()) for c in ax.collections]
+    assert sizes == [2, 0, 2]  # bad: 0.3, 0.0; mid: none; good: 0.55, 0.8123
+    assert "4 lesion-positive images" in ax.get_title()
+    assert "false positive: 1 of 2" in ax.get_title()
+    assert len(ax.get_lines()) == 2  # the two band edges
+    # No image is plotted at Dice 1 (lesion-free images are never scored as perfect).
+    assert (
+        max(float(c.get_offsets()[:, 1].max()) for c in ax.collections if len(c.get_offsets())) < 1
+    )
+
+
+def test_example_grid_has_four_panels_per_image():
+    rng = np.random.default_rng(0)
+    images = [rng.random((3, 16, 16), dtype=np.float32), rng.random((1, 16, 16), dtype=np.float32)]
+    masks = [np.zeros((16, 16), bool), np.eye(16, dtype=bool)]
+    probs = [rng.random((16, 16), dtype=np.float32) for _ in range(2)]
+    fig = analysis.plot_examples(["a", "b"], images, masks, probs, masks, titles=["A", "B"])
+    axes = fig.get_axes()
+    assert len(axes) == 8
+    assert [len(ax.get_images()) for ax in axes[:4]] == [1, 2, 1, 2]
+    assert axes[4].get_ylabel() == "B"
+
+
+# ---------------------------------------------------------------- the executed notebook
+
+FIGURES = (
+    "split", "data_report", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val",
+    "zero_dice", "detection_by_size", "examples_best", "examples_worst", "examples_false_positive",
+)  # fmt: skip
+
+
+def write_tiny_run(folder) -> dict:
+    """Every artifact the analysis notebook reads, made by the real stage functions on eight
+    24x24 images (lesion found, missed, false positive, correct empty); returns its parameters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    locked = {"threshold": 0.5, "min_lesion_area": 0, "presence_threshold": 0.5,
+              "presence_score": "max_probability", "connectivity": 1}  # fmt: skip
+    ids, subjects, probs, masks = [], [], {}, {}
+    for index in range(8):
+        image_id, mask = f"000{index // 2}_{index % 2 + 1}", np.zeros((24, 24), dtype=bool)
+        prob = np.full((24, 24), 0.05, dtype=np.float32)
+        if index < 5:  # a lesion, found by a shifted prediction (missed for image 4)
+            mask[4 : 6 + index, 5 : 9 + index] = True
+            prob[np.roll(mask, index % 2, axis=1)] = 0.9 if index != 4 else 0.3
+        elif index == 5:  # a false positive on a lesion-free image
+            prob[15:18, 15:19] = 0.95
+        pixels = (rng.random((24, 24, 3)) * 120).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "images" / f"{image_id}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"{image_id}.png")
+        ids.append(image_id)
+        subjects.append(image_id[:4])
+        probs[image_id], masks[image_id] = prob, mask
+    np.savez_compressed(folder / "test.npz", **{k: v.astype(np.float16) for k, v in probs.items()})
+    pd.DataFrame(
+        {"image": [f"images/{i}.png" for i in ids], "mask": [f"masks/{i}.png" for i in ids],
+         "subject": subjects, "image_id": ids}
+    ).to_csv(folder / "manifest.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"image_id": ids, "subject": subjects, "split": "test",
+         "lesion_positive": [m.any() for m in masks.values()]}
+    ).to_csv(folder / "split.csv", index=False)  # fmt: skip
+    data_images, data_lesions = image_lesion_tables(read_manifest(folder / "manifest.csv"))
+    data_images.to_csv(folder / "images.csv", index=False)
+    data_lesions.to_csv(folder / "data_lesions.csv", index=False)
+    per_image, lesions = score_subset(probs, masks, dict(zip(ids, subjects, strict=True)), locked)
+    per_image.to_csv(folder / "per_image_test.csv", index=False)
+    per_image.to_csv(folder / "per_image_val.csv", index=False)
+    lesions.to_csv(folder / "lesions_test.csv", index=False)
+    resampler = Resampler.from_subjects(subjects, 200, 0, 0.95)
+    section = summarise(per_image, lesions, resampler)
+    run_breakdown(folder / "per_image_test.csv", folder)
+    (folder / "summary.json").write_text(
+        json.dumps({"val": section, "test": section, "locked": locked, "conventions": CONVENTIONS})
+    )
+    (folder / "summary_tiles.json").write_text(
+        json.dumps({"level": "tile", "resolution": "preprocessed (scale 0.5)", "test": section})
+    )
+    (folder / "locked.json").write_text(json.dumps(locked))
+    epochs_frame().to_csv(folder / "metrics_by_epoch.csv", index=False)
+    pd.DataFrame(
+        {"split": ["train", "val", "test"], "n": [10, 4, 8], "lesion_positive": [6, 3, 5]}
+    ).to_csv(folder / "split_summary.csv", index=False)
+    (folder / "train_summary.json").write_text(json.dumps({"best_epoch": 2, "device": "cpu"}))
+    files = ["per_image_val.csv", "per_image_test.csv", "lesions_test.csv", "summary.json",
+             "summary_tiles.json", "metrics_by_epoch.csv", "train_summary.json", "zero_dice_images.csv",
+             "zero_dice_summary.csv", "split_summary.csv", "manifest.csv", "split.csv"]  # fmt: skip
+    parameters = {name.split(".")[0]: str(folder / name) for name in files}
+    parameters.update(
+        data_images=str(folder / "images.csv"),
+        data_lesions=str(folder / "data_lesions.csv"),
+        title="Tiny run",
+        probs_test=str(folder / "test.npz"),
+        locked=str(folder / "locked.json"),
+        figures_dir=str(folder / "figures"),
+        dice_bands=[0.4, 0.6],
+        n_examples=2,
+    )
+    return parameters
+
+
+def _colours(path) -> int:
+    with Image.open(path) as image:
+        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+
+
+def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp_path):
+    parameters = write_tiny_run(tmp_path / "run")
+    out = tmp_path / "analyse"
+    run_notebook(repo_root / "notebooks" / "analysis.ipynb", parameters, out, cwd=tmp_path)
+    html = (out / "analysis.html").read_text()
+    for section in ("1 Summary", "2 Split", "Data", "3 Training curves", "4 Image groups", "5 Per-image Dice",
+                    "6 Lesion-free images", "7 Zero-Dice breakdown", "8 Lesion-wise detection",
+                    "9 Best and worst cases"):  # fmt: skip
+        assert section in html
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]
+    assert "Tiny run" in html
+    assert analysis.format_value(summary["dice_pos"]) in html
+    assert "gt_empty_pred_pos" in html and "lesion-wise F1" in html
+    assert "def show(" not in html  # code hidden in the HTML; it stays in the .ipynb
+    assert "per tile" in html and "preprocessed (scale 0.5)" in html
+    executed = nbformat.read(out / "analysis.ipynb", as_version=4)
+    assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", []))
+    for name in FIGURES:
+        png = tmp_path / "run" / "figures" / f"{name}.png"
+        assert _colours(png) > 1, name  # not a blank image
+        assert (png.with_suffix(".svg")).stat().st_size > 0
+
+
+def test_false_positive_examples_are_lesion_free_images_with_the_largest_prediction():
+    frame = per_image_frame()
+    chosen = analysis.false_positive_images(frame, n=3)
+    assert chosen["image_id"].tolist() == ["0005_1"]
+    assert (chosen["gt_pixels"] == 0).all() and (chosen["pred_pixels"] > 0).all()
+
+
+def test_empty_example_group_gets_a_figure_that_says_so():
+    fig = analysis.plot_examples([], [], [], [], [])
+    assert fig.get_axes()[0].texts[0].get_text() == "no images in this group"
+
+
+def test_detection_plot_and_table_keep_undefined_bins_undefined():
+    section = {"detection_by_size": [
+        {"size_bin": "<50", "rate": 0.5, "rate_ci_low": 0.2, "rate_ci_high": 0.8, "n_lesions": 6},
+        {"size_bin": ">=50", "rate": None, "rate_ci_low": None, "rate_ci_high": None, "n_lesions": 0},
+    ]}  # fmt: skip
+    table = analysis.detection_table(section)
+    assert table["detection rate"].tolist() == ["0.5000", "undefined (n=0)"]
+    ax = analysis.plot_detection_by_size(section).get_axes()[0]
+    assert [t.get_text() for t in ax.texts] == ["n=6", "n=0\nundefined"]
+
+
+def test_image_groups_table_counts_every_group_even_when_empty():
+    frame = per_image_frame().assign(group=["gt_pos_pred_pos"] * 3 + ["gt_pos_pred_empty"] * 2 + ["x"])
+    table = analysis.image_groups_table(frame).set_index("group")
+    assert table.loc["gt_pos_pred_pos", "images"] == 3
+    assert table.loc["gt_empty_pred_empty", "images"] == 0
+
+
+def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
+    section = {"lesion_f1": 0.5, "lesion_f1_n": 7, "lesion_f1_ci_low": 0.25, "lesion_f1_ci_high": None}
+    table = analysis.summary_table(section).set_index("metric")
+    assert table.loc["lesion-wise F1", "value"] == "0.5000"
+    assert table.loc["lesion-wise F1", "n"] == "7"
+    assert table.loc["lesion-wise F1", "interval"] == "[0.250, undefined]"
+    assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""
+
+
+def test_data_report_counts_images_subjects_and_lesions_per_split():
+    images = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
+        "height": 8, "width": 8, "lesion_pixels": [4, 0, 10, 2],
+        "lesion_fraction": [4 / 64, 0, 10 / 64, 2 / 64], "n_lesions": [1, 0, 2, 1],
+    })  # fmt: skip
+    lesions = pd.DataFrame({"image_id": ["a", "c", "c", "d"], "subject": ["s1", "s2", "s2", "s3"],
+                            "lesion_pixels": [4, 6, 4, 2]})  # fmt: skip
+    split = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
+                          "split": ["train", "train", "val", "test"]})  # fmt: skip
+    table = analysis.data_report_table(images, lesions, split).set_index("split")
+    assert list(table.index) == ["train", "val", "test"]
+    assert table.loc["train", "images"] == 2 and table.loc["train", "images per subject (max)"] == 2
+    assert table.loc["train", "lesion-positive images"] == 1 and table.loc["val", "lesions"] == 2
+    assert table.loc["val", "median lesion size (pixels)"] == "5.0"
+    fig = analysis.plot_data_report(images, lesions, split)
+    assert len(fig.get_axes()) == 4 and "1 lesion-free" in fig.get_axes()[1].get_title()
+
+
+def test_large_examples_are_shown_small_and_a_one_pixel_lesion_stays_visible():
+    image = np.random.default_rng(0).random((3, 1600, 2400), dtype=np.float32)
+    mask = np.zeros((1600, 2400), dtype=bool)
+    mask[800, 1200] = True
+    prob = mask.astype(np.float32)
+    shown_image, shown_mask, shown_prob, shown_pred = analysis.for_display(image, mask, prob, mask)
+    assert max(shown_mask.shape) == analysis.DISPLAY_SIZE and shown_image.shape[1:] == shown_mask.shape
+    assert shown_mask.sum() >= 1 and shown_pred.sum() >= 1 and shown_prob.shape == shown_mask.shape
+    small = np.zeros((40, 60), dtype=bool)
+    assert analysis.for_display(image[:, :40, :60], small, small.astype(np.float32), small)[1] is small
