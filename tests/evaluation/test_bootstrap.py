@@ -1,4 +1,6 @@
-"""Tests of lesionflow.evaluation.bootstrap against explicit resampled tables, scikit-learn and hand-made edge cases."""
+"""Tests of lesionflow.evaluation.bootstrap against explicit resampled tables, scikit-learn and
+hand-made edge cases.
+"""
 
 import math
 

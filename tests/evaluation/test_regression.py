@@ -1,4 +1,6 @@
-"""Tests of lesionflow.evaluation.regression against scikit-learn, scipy, expanded resamples and hand-made edge cases."""
+"""Tests of lesionflow.evaluation.regression against scikit-learn, scipy, expanded resamples and
+hand-made edge cases.
+"""
 
 import math
 import warnings

@@ -1,4 +1,6 @@
-"""Tests of lesionflow.evaluation.summary: split summaries with counts, NaN conventions and subject intervals."""
+"""Tests of lesionflow.evaluation.summary: split summaries with counts, NaN conventions and
+subject intervals.
+"""
 
 import math
 

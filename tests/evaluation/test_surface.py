@@ -1,4 +1,6 @@
-"""Tests of lesionflow.evaluation.surface: HD95 and mean surface distance, equal to MONAI's metrics in 2D and 3D."""
+"""Tests of lesionflow.evaluation.surface: HD95 and mean surface distance, equal to MONAI's
+metrics in 2D and 3D.
+"""
 
 import math
 
