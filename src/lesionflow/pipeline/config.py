@@ -9,6 +9,7 @@ import copy
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -40,6 +41,16 @@ def run_section_schema(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The schema of the run section ``name`` (e.g. ``evaluate``), and the whole schema for its $refs."""
     schema = load_schema()
     return schema["$defs"]["run"]["properties"][name], schema
+
+
+def complete_run_section(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The run section ``name`` with every key the user left out filled from the schema's defaults.
+
+    The Snakefile resolves whole configs this way; callers that build one section by hand (tests,
+    benchmarks) use this so that no module has to restate a default.
+    """
+    section, schema = run_section_schema(name)
+    return fill_defaults(dict(settings), section, schema)
 
 
 def _key_path(parts) -> str:
