@@ -1,6 +1,7 @@
 # lesionflow: data -> split -> train -> infer (TTA) -> tune on validation, locked -> evaluate
 # -> zero-Dice breakdown -> analysis notebook -> leaderboard -> report.
-# Every artifact lives at results/<stage>/<content key>/; keys come from lesionflow.pipeline.keys.
+# Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
+# lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 
 import os
 import sys
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.pipeline.keys import shared_plan
+from lesionflow.pipeline.fingerprints import CodeBase
+from lesionflow.pipeline.plan import shared_plan
 
 # The built-in demo, unless a config is given on the command line (it would otherwise be
 # merged into the demo's runs).
@@ -19,8 +21,9 @@ if not config:
 
 try:
     CONFIG = resolve_config(config)
-    # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.keys).
-    PLAN = shared_plan(CONFIG, Path.cwd(), os.environ)
+    # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.plan).
+    # Keys cover the code each stage runs: the installed package and this workflow's scripts/notebooks.
+    PLAN = shared_plan(CONFIG, Path.cwd(), os.environ, CodeBase.installed(workflow.basedir))
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")
 

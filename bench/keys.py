@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lesionflow.pipeline.keys import FileHashCache, manifest_fingerprint
+from lesionflow.pipeline.file_hashes import FileHashCache, manifest_fingerprint
 
 
 def make_dataset(folder: Path, n_images: int, size: int) -> Path:

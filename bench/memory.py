@@ -65,13 +65,16 @@ def stage_result(record: dict[str, Any]) -> dict[str, Any]:
 
 def child_bare(job: dict[str, Any]) -> dict[str, Any]:
     """Imports as the stages make them, then one source image (float32) and its mask."""
-    from lesionflow.data import dataset, preprocess  # noqa: F401 (imported for its memory, as the stage)
+    # Imported in the child, not at the top: the parent must stay light (see the module docstring).
+    from lesionflow.data import preprocess  # noqa: F401 (imported for its memory, as the stage)
+    from lesionflow.data.manifest import load_manifest_mask
+    from lesionflow.io.readers import read_image
 
     imports = peak_mb()
     start = time.perf_counter()
     row = {"mask": job["mask"], "mask_channel": MASK_CHANNEL, "mask_threshold": MASK_THRESHOLD}
-    image = dataset.load_image(job["image"])
-    mask = dataset.load_manifest_mask(row)
+    image = read_image(job["image"]).array
+    mask = load_manifest_mask(row)
     return {
         "imports_mb": imports,
         "peak_rss_mb": peak_mb(),
@@ -84,8 +87,10 @@ def child_bare(job: dict[str, Any]) -> dict[str, Any]:
 def child_preprocess(job: dict[str, Any]) -> dict[str, Any]:
     """The preprocess stage on one subset manifest; its record carries its own peak RSS."""
     from lesionflow.data.preprocess import run_preprocess
+    from lesionflow.pipeline.config import complete_run_section
 
-    return stage_result(run_preprocess(job["manifest"], job["split"], PREPROCESS, job["out"]))
+    settings = complete_run_section("preprocess", PREPROCESS)
+    return stage_result(run_preprocess(job["manifest"], job["split"], settings, job["out"]))
 
 
 def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:

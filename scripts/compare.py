@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line entry point of the compare stage; all logic is in lesionflow.reports.compare.
+"""Command-line entry point of the compare stage; all logic is in lesionflow.evaluation.leaderboard.
 
 It must never do more than parse arguments and call run_compare.
 """
@@ -7,8 +7,8 @@ It must never do more than parse arguments and call run_compare.
 import argparse
 import json
 
+from lesionflow.evaluation.leaderboard import run_compare
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
-from lesionflow.reports.compare import run_compare
 
 
 def _name_paths(texts: list[str], flag: str) -> dict[str, str]:
@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--baseline", required=True, help="run name the deltas are taken against")
     parser.add_argument(
         "--settings",
-        default="{}",
-        help="the compare section plus every run's tags ({'tags': {run: [tag, ...]}}), as JSON",
+        required=True,
+        help="the config's compare section, defaults filled, plus every run's tags "
+        "({'tags': {run: [tag, ...]}}), as JSON",
     )
     parser.add_argument("--out", required=True, help="output folder for leaderboard.csv and .png")
     args = parser.parse_args()

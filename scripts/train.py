@@ -10,7 +10,8 @@ checkpoint kept for the retry; 1 anything else (a traceback).
 import argparse
 import json
 
-from lesionflow.model.train import exit_on_interrupt, run_train
+from lesionflow.model.interrupt import exit_on_interrupt
+from lesionflow.model.train import run_train
 from lesionflow.pipeline.errors import exit_on_user_error
 
 

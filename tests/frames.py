@@ -20,3 +20,11 @@ def epochs_frame(train_loss=(0.9, 0.5, 0.3), val_loss=(1.0, 0.7, 0.6)) -> pd.Dat
             "seconds": [1.0, 1.0, 1.0],
         }
     )
+
+
+def trend_frame(train_loss, val_loss, val_dice) -> pd.DataFrame:
+    """metrics_by_epoch.csv with only the columns the trend rules read, epochs numbered from 1."""
+    n = len(train_loss)
+    return pd.DataFrame(
+        {"epoch": range(1, n + 1), "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice}
+    )

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lesionflow.data.dataset import load_image, load_mask, run_data
+from lesionflow.data.dataset import run_data
 from lesionflow.data.manifest_check import ManifestProblems, check_manifest, validate_manifest
+from lesionflow.io.readers import read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "data.py"
@@ -206,11 +207,11 @@ def test_gif_and_tiff_pictures_pass_and_load(tmp_path):
         rows.append(f"{image_name},{mask_name},s_{suffix}")
     manifest = _manifest(tmp_path, rows)
     assert check_manifest(manifest) == []
-    assert load_image(tmp_path / "images" / "gif.gif").shape == (3, HEIGHT, WIDTH)
-    assert load_image(tmp_path / "images" / "tif.tif").shape == (1, HEIGHT, WIDTH)
+    assert read_image(tmp_path / "images" / "gif.gif").array.shape == (3, HEIGHT, WIDTH)
+    assert read_image(tmp_path / "images" / "tif.tif").array.shape == (1, HEIGHT, WIDTH)
     for suffix in pictures:
         np.testing.assert_array_equal(
-            load_mask(tmp_path / "masks" / f"{suffix}.{suffix}"), _binary_mask() > 0
+            read_mask(tmp_path / "masks" / f"{suffix}.{suffix}").array, _binary_mask() > 0
         )
 
 
@@ -262,3 +263,17 @@ def test_idrid_manifest_passes_with_red_channel_and_threshold(shared_dir):
     if not manifest.is_file():
         pytest.skip(f"real dataset not present at {manifest.parent}")
     assert check_manifest(manifest, {"mask_channel": 0, "mask_threshold": 127}) == []
+
+
+def test_files_whose_suffix_no_reader_takes_are_reported_with_the_suffixes_that_are(tmp_path):
+    rows = [_clean_row(tmp_path, "a")]
+    mask = _save(tmp_path / "masks" / "ok.png", _binary_mask())
+    (tmp_path / "images" / "scan.dcm").write_bytes(b"DICM")
+    rows.append(f"images/scan.dcm,{mask},s3")
+    (tmp_path / "images" / "volume.nii.gz").write_bytes(b"not checked yet")
+    rows.append(f"images/volume.nii.gz,{mask},s4")
+    lines = _problem_lines(_manifest(tmp_path, rows))
+    assert len(lines) == 2
+    assert "row 3, column 'image'" in lines[0] and "unsupported file suffix '.dcm'" in lines[0]
+    assert ".png, .jpg" in lines[0]
+    assert "row 4, column 'image'" in lines[1] and "NIfTI files are not supported yet" in lines[1]

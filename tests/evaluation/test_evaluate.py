@@ -8,6 +8,7 @@ from PIL import Image
 from lesionflow.evaluation.evaluate import run_evaluate
 from lesionflow.evaluation.metrics import LESION_COLUMNS, PER_IMAGE_COLUMNS
 from lesionflow.pipeline.artifacts import read_json, save_arrays, write_json
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 LOCKED = {
@@ -62,7 +63,7 @@ def _run(folder, out, val="val.npz", test="test.npz", settings=None):
         folder / val,
         folder / test,
         folder / "locked.json",
-        {} if settings is None else settings,
+        complete_run_section("evaluate", (settings or {}).get("evaluate", settings or {})),
         out,
     )
 
@@ -125,6 +126,17 @@ def test_evaluate_refuses_unknown_settings_naming_the_key(tmp_path):
         _run(data, tmp_path / "out", settings={"size_bin": [10]})
 
 
+def test_evaluate_refuses_incomplete_settings_instead_of_guessing_a_default(tmp_path):
+    data = _write(tmp_path)
+    settings = complete_run_section("evaluate", {})
+    del settings["bootstrap"]["seed"]
+    with pytest.raises(LesionflowError, match=r"missing keys \['evaluate\.bootstrap\.seed'\]"):
+        run_evaluate(
+            data / "manifest.csv", data / "split.csv", data / "val.npz", data / "test.npz",
+            data / "locked.json", settings, tmp_path / "out",
+        )
+
+
 def test_summary_records_intervals_and_how_they_were_resampled(tmp_path):
     data = _write(tmp_path)
     settings = {"bootstrap": {"n_resamples": 50, "seed": 3}}
@@ -172,7 +184,7 @@ def test_tiles_are_scored_apart_with_locked_areas_at_their_scale(tmp_path):
     }
     run_evaluate(
         data / "manifest.csv", data / "split.csv", data / "val.npz", data / "test.npz",
-        data / "locked.json", {}, out, tiles=tiles,
+        data / "locked.json", complete_run_section("evaluate", {}), out, tiles=tiles,
     )
     images = pd.read_csv(out / "per_image_test.csv", dtype={"image_id": str}).set_index("image_id")
     tile_table = pd.read_csv(out / "per_tile_test.csv", dtype={"image_id": str}).set_index("image_id")

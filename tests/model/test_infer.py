@@ -1,18 +1,23 @@
 """Tests of lesionflow.model.infer: window by window prediction, stitched, mapped back to the original."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from lesionflow.data import dataset
+from lesionflow.data.manifest import read_manifest
 from lesionflow.data.preprocess import run_preprocess
+from lesionflow.data.subsets import load_subset
 from lesionflow.data.synthetic import generate_dataset
+from lesionflow.io.readers import read_image, read_mask
 from lesionflow.model import train
 from lesionflow.model.infer import load_model, run_infer
 from lesionflow.model.tta import get_transforms, predict_batch, predict_probabilities
 from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 SETTINGS = {
@@ -37,8 +42,8 @@ def infer_settings(tta=("identity",)):
 
 
 def source_split(manifest, path):
-    frame = dataset.read_manifest(manifest)
-    positive = [bool(dataset.load_mask(p).any()) for p in frame["mask"]]
+    frame = read_manifest(manifest)
+    positive = [bool(read_mask(p).array.any()) for p in frame["mask"]]
     split = pd.DataFrame(
         {"image_id": frame["image_id"], "subject": frame["subject"], "lesion_positive": positive}
     )
@@ -61,7 +66,9 @@ def prepared(source, name, settings):
     root, manifest, split_path, _ = source
     folder = root / name
     if not (folder / "train" / "model.pt").exists():
-        run_preprocess(manifest, split_path, settings, folder / "preprocess")
+        run_preprocess(
+            manifest, split_path, complete_run_section("preprocess", settings), folder / "preprocess"
+        )
         train.run_train(
             folder / "preprocess" / "manifest.csv", folder / "preprocess" / "split.csv", SETTINGS,
             folder / "train",
@@ -107,8 +114,8 @@ def test_saved_maps_equal_the_models_tta_prediction(source, whole):
     tta = ["identity", "hflip", "rot90"]
     out = infer(whole, "test", tta)
     model, checkpoint = load_model(whole / "train" / "model.pt", torch.device("cpu"))
-    ids, images, _ = dataset.load_subset(
-        dataset.read_manifest(manifest), pd.read_csv(split_path, dtype=str), "test"
+    ids, images, _ = load_subset(
+        read_manifest(manifest), pd.read_csv(split_path, dtype=str), "test"
     )
     expected = predict_probabilities(model, images, tta, checkpoint["roi_size"], 1, "cpu")
     maps = artifacts.load_arrays(out / "test.npz")
@@ -126,7 +133,7 @@ def test_stitched_tile_predictions_equal_monai_sliding_window_inference(source, 
     images = pd.read_csv(tiled / "preprocess" / "images.csv", dtype={"image_id": str})
     maps = artifacts.load_arrays(out / "val.npz")
     for row in images[images["split"] == "val"].to_dict("records"):
-        image = torch.from_numpy(dataset.load_image(row["image"]))[None]
+        image = torch.from_numpy(read_image(row["image"]).array)[None]
         with torch.no_grad():
             theirs = sliding_window_inference(
                 image, roi_size=(16, 16), sw_batch_size=4, overlap=0.5, mode="gaussian",
@@ -139,11 +146,11 @@ def test_each_tile_of_the_split_gets_the_models_map_of_that_tile(source, tiled):
     out = infer(tiled, "test")
     model, _ = load_model(tiled / "train" / "model.pt", torch.device("cpu"))
     items = pd.read_csv(tiled / "preprocess" / "split.csv", dtype=str)
-    manifest = dataset.read_manifest(tiled / "preprocess" / "manifest.csv").set_index("image_id")
+    manifest = read_manifest(tiled / "preprocess" / "manifest.csv").set_index("image_id")
     maps = artifacts.load_arrays(out / "test_tiles.npz")
     expected_ids = sorted(items.loc[items["split"] == "test", "image_id"])
     assert sorted(maps) == expected_ids and len(expected_ids) > 2
-    tile = dataset.load_image(manifest.loc[expected_ids[1], "image"])
+    tile = read_image(manifest.loc[expected_ids[1], "image"]).array
     with torch.no_grad():
         ours = predict_batch(model, torch.from_numpy(tile)[None], get_transforms(["identity"]), None)
     np.testing.assert_allclose(maps[expected_ids[1]].astype(np.float32), ours[0, 0].numpy(), atol=1e-3)
@@ -157,7 +164,7 @@ def test_maps_of_cropped_and_resized_images_come_back_at_the_original_size(sourc
     rows = images[images["split"] == "val"]
     assert (rows["scale"] < 1).all()
     for row in rows.to_dict("records"):
-        assert maps[row["image_id"]].shape == (row["original_height"], row["original_width"])
+        assert list(maps[row["image_id"]].shape) == json.loads(row["original_shape"])
     tiles = artifacts.load_arrays(out / "val_tiles.npz")
     assert all(prob.shape == (16, 16) for prob in tiles.values())
 

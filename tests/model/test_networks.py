@@ -1,9 +1,15 @@
-"""Tests of lesionflow.model.networks: every supported MONAI network builds by name in 2D and 3D."""
+"""Tests of lesionflow.model.networks: every MONAI network builds by name in 2D and 3D; the forward path."""
 
 import pytest
 import torch
 
-from lesionflow.model.networks import NETWORKS, build_loss, build_network, resolve_device
+from lesionflow.model.networks import (
+    NETWORKS,
+    build_loss,
+    build_network,
+    forward_logits,
+    resolve_device,
+)
 from lesionflow.pipeline.errors import LesionflowError
 
 
@@ -76,3 +82,37 @@ def test_batch_dice_gives_a_lesion_free_sample_no_dice_term_of_its_own():
     pooled = build_loss("DiceCE", batch_dice=True).dice(logits, target)
     # per image, the lesion-free sample scores a Dice loss near 1 for its faint prediction
     assert per_image > 0.55 and pooled < 0.3
+
+
+class _ShapeRecorder(torch.nn.Module):
+    """A pointwise network that records the spatial shapes it is called on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape[2:]))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("roi_size", [None, [16, 24]])
+def test_forward_logits_takes_one_direct_pass_for_whole_images_or_the_roi_shape(roi_size):
+    model = _ShapeRecorder()
+    forward_logits(model, torch.rand((2, 3, 16, 24)), roi_size)
+    assert model.shapes == [(16, 24)]
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (8, 8)])
+def test_forward_logits_slides_roi_windows_over_larger_and_smaller_images(shape):
+    # A smaller image is padded to the roi rather than passed directly, for UNet divisibility.
+    model = _ShapeRecorder()
+    batch = torch.rand((2, 3, *shape))
+    with torch.no_grad():
+        logits = forward_logits(model, batch, [16, 16])
+        direct = model.conv(batch)
+    assert logits.shape == (2, 1, *shape)
+    assert model.shapes and set(model.shapes) == {(16, 16)}
+    # A pointwise network gives the same logits whichever windows it sees.
+    torch.testing.assert_close(logits, direct, atol=1e-5, rtol=1e-5)

@@ -19,9 +19,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lesionflow.data import dataset
+from lesionflow.data.manifest import read_manifest
 from lesionflow.data.synthetic import generate_dataset
+from lesionflow.io.readers import read_mask
+from lesionflow.model import epoch as epoch_loop
 from lesionflow.model import train
+from lesionflow.model.checkpoint import CHECKPOINT_FILE, RESUME_DIR, training_fingerprint
+from lesionflow.model.interrupt import TrainingInterrupted
 from lesionflow.pipeline import artifacts
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
@@ -55,8 +59,8 @@ def data(tmp_path_factory):
     """A 32x32 synthetic dataset; val holds a lesion-positive and a lesion-free image."""
     root = tmp_path_factory.mktemp("resume_data")
     manifest = generate_dataset(root / "data", n_images=14, image_size=32, seed=3)
-    frame = dataset.read_manifest(manifest)
-    positive = [bool(dataset.load_mask(path).any()) for path in frame["mask"]]
+    frame = read_manifest(manifest)
+    positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
     split = pd.DataFrame({"image_id": frame["image_id"], "subject": frame["subject"]})
     split["split"], split["lesion_positive"] = "train", positive
     for subset in ("val", "test"):
@@ -77,7 +81,7 @@ def reference(data, tmp_path_factory):
 
 
 def checkpoint_path(out):
-    return out / train.RESUME_DIR / train.CHECKPOINT_FILE
+    return out / RESUME_DIR / CHECKPOINT_FILE
 
 
 def start_training(data, out, log):
@@ -133,7 +137,7 @@ def assert_same_training(out, reference):
 
 def interrupt_after_epoch(monkeypatch, epoch, signum=signal.SIGTERM):
     """Make the in-process training send itself ``signum`` once epoch ``epoch`` is validated."""
-    validate = train._validate
+    validate = epoch_loop.validate
     calls = []
 
     def validate_then_signal(*args, **kwargs):
@@ -143,12 +147,12 @@ def interrupt_after_epoch(monkeypatch, epoch, signum=signal.SIGTERM):
             os.kill(os.getpid(), signum)
         return result
 
-    monkeypatch.setattr(train, "_validate", validate_then_signal)
+    monkeypatch.setattr(epoch_loop, "validate", validate_then_signal)
 
 
 def test_uninterrupted_training_removes_its_resume_folder(reference):
     assert (reference / "model.pt").exists()
-    assert not (reference / train.RESUME_DIR).exists()
+    assert not (reference / RESUME_DIR).exists()
     assert artifacts.read_json(reference / "train_summary.json")["resumed_from_epoch"] is None
 
 
@@ -170,7 +174,7 @@ def test_rerun_after_sigkill_resumes_and_ends_bitwise_equal_to_an_uninterrupted_
     assert f"resuming from checkpoint at epoch {saved} of {EPOCHS}" in log
     assert_same_training(out, reference)
     assert artifacts.read_json(out / "train_summary.json")["resumed_from_epoch"] == saved
-    assert not (out / train.RESUME_DIR).exists()
+    assert not (out / RESUME_DIR).exists()
 
 
 def test_sigterm_exits_143_keeping_the_last_epoch_and_the_rerun_ends_equal(
@@ -204,16 +208,16 @@ def test_best_weights_chosen_before_an_interruption_survive_the_resumption(data,
         scores = iter(values)
         return lambda *args, **kwargs: {"loss": 1.0, "dice": next(scores), "iou": 0.1, "pearson": 0.1}
 
-    monkeypatch.setattr(train, "_validate", scripted([0.6, 0.5, 0.4, 0.3]))
+    monkeypatch.setattr(epoch_loop, "validate", scripted([0.6, 0.5, 0.4, 0.3]))
     train.run_train(*data, SETTINGS, tmp_path / "reference")
 
-    monkeypatch.setattr(train, "_validate", scripted([0.6, 0.5, 0.4, 0.3]))
+    monkeypatch.setattr(epoch_loop, "validate", scripted([0.6, 0.5, 0.4, 0.3]))
     interrupt_after_epoch(monkeypatch, 2, signal.SIGUSR1)
-    with pytest.raises(train.TrainingInterrupted) as stopped:
+    with pytest.raises(TrainingInterrupted) as stopped:
         train.run_train(*data, SETTINGS, tmp_path / "out")
     assert stopped.value.epoch == 2 and stopped.value.exit_code == 128 + signal.SIGUSR1
     # The rerun validates epochs 3 and 4 only, so the script goes on where it stopped.
-    monkeypatch.setattr(train, "_validate", scripted([0.4, 0.3]))
+    monkeypatch.setattr(epoch_loop, "validate", scripted([0.4, 0.3]))
     summary = train.run_train(*data, SETTINGS, tmp_path / "out")
     assert summary["best_epoch"] == 1 and summary["resumed_from_epoch"] == 2
     assert_same_training(tmp_path / "out", tmp_path / "reference")
@@ -224,7 +228,7 @@ def test_signal_after_the_last_epoch_leaves_a_rerun_only_the_artifacts_to_write(
 ):
     out = tmp_path / "out"
     interrupt_after_epoch(monkeypatch, EPOCHS)
-    with pytest.raises(train.TrainingInterrupted) as stopped:
+    with pytest.raises(TrainingInterrupted) as stopped:
         train.run_train(*data, SETTINGS, out)
     assert stopped.value.epoch == EPOCHS and not (out / "model.pt").exists()
     monkeypatch.undo()
@@ -242,7 +246,7 @@ def test_checkpoint_of_other_settings_is_ignored_and_training_starts_afresh(
 ):
     out = tmp_path / "out"
     interrupt_after_epoch(monkeypatch, 1)
-    with pytest.raises(train.TrainingInterrupted):
+    with pytest.raises(TrainingInterrupted):
         train.run_train(*data, settings_with(learning_rate=0.02), out)
     assert torch.load(checkpoint_path(out), weights_only=True)["epoch"] == 1
     monkeypatch.undo()
@@ -256,11 +260,11 @@ def test_checkpoint_of_other_settings_is_ignored_and_training_starts_afresh(
 
 
 def test_device_and_worker_count_do_not_change_the_fingerprint(data):
-    images = [dataset.load_mask(path) for path in dataset.read_manifest(data[0])["mask"][:2]]
-    fingerprint = train.training_fingerprint(SETTINGS, [images])
-    assert train.training_fingerprint(settings_with(device="cuda", num_workers=3), [images]) == fingerprint
-    assert train.training_fingerprint(settings_with(seed=1), [images]) != fingerprint
-    assert train.training_fingerprint(SETTINGS, [images[:1]]) != fingerprint
+    images = [read_mask(path).array for path in read_manifest(data[0])["mask"][:2]]
+    fingerprint = training_fingerprint(SETTINGS, [images])
+    assert training_fingerprint(settings_with(device="cuda", num_workers=3), [images]) == fingerprint
+    assert training_fingerprint(settings_with(seed=1), [images]) != fingerprint
+    assert training_fingerprint(SETTINGS, [images[:1]]) != fingerprint
 
 
 def test_truncated_checkpoint_is_reported_in_one_line_and_training_starts_afresh(
@@ -268,7 +272,7 @@ def test_truncated_checkpoint_is_reported_in_one_line_and_training_starts_afresh
 ):
     out = tmp_path / "out"
     interrupt_after_epoch(monkeypatch, 1)
-    with pytest.raises(train.TrainingInterrupted):
+    with pytest.raises(TrainingInterrupted):
         train.run_train(*data, SETTINGS, out)
     monkeypatch.undo()
     path = checkpoint_path(out)
@@ -280,4 +284,4 @@ def test_truncated_checkpoint_is_reported_in_one_line_and_training_starts_afresh
     assert len(reports) == 1 and "cannot be read" in reports[0] and "starting afresh" in reports[0]
     assert summary["resumed_from_epoch"] is None
     assert_same_training(out, reference)
-    assert not (out / train.RESUME_DIR).exists()
+    assert not (out / RESUME_DIR).exists()

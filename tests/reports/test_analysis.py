@@ -1,4 +1,5 @@
-"""The analyse stage: band edges, head/tail selection, rule verdicts, figures, and the notebook."""
+"""Tests of lesionflow.reports.analysis: the summary table, head/tail selection, image groups,
+lesion-free images, detection by size, the Dice scatter, and the executed analysis notebook."""
 
 import json
 import math
@@ -10,7 +11,8 @@ import pytest
 from frames import epochs_frame
 from PIL import Image
 
-from lesionflow.data.dataset import image_lesion_tables, read_manifest
+from lesionflow.data.dataset import image_lesion_tables
+from lesionflow.data.manifest import read_manifest
 from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.breakdown import run_breakdown
 from lesionflow.evaluation.evaluate import score_subset
@@ -18,9 +20,8 @@ from lesionflow.evaluation.metrics import CONVENTIONS
 from lesionflow.evaluation.summary import summarise
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports import analysis
+from lesionflow.reports.labels import format_value
 from lesionflow.reports.notebook import run_notebook
-
-RULES = {"good_val_dice": 0.7, "overfit_loss_ratio": 1.5}
 
 
 def per_image_frame() -> pd.DataFrame:
@@ -45,23 +46,13 @@ def per_image_frame() -> pd.DataFrame:
 # ---------------------------------------------------------------- pure functions
 
 
-def test_dice_band_edges_belong_to_the_upper_band_and_nan_is_undefined():
-    assert analysis.dice_band(0.3999) == "bad"
-    assert analysis.dice_band(0.4) == "mid"
-    assert analysis.dice_band(0.5999) == "mid"
-    assert analysis.dice_band(0.6) == "good"
-    assert analysis.dice_band(0.45, bands=(0.4, 0.5)) == "mid"
-    assert analysis.dice_band(0.5, bands=(0.4, 0.5)) == "good"
-    for undefined in (math.nan, np.float32("nan"), None):
-        assert analysis.dice_band(undefined) == "undefined"
-
 
 def test_head_tail_excludes_nan_dice_and_lesion_free_images():
-    best, worst = analysis.head_tail(per_image_frame(), n=2)
+    best, worst = analysis.head_tail(per_image_frame(), 2)
     assert list(best["image_id"]) == ["0001_1", "0002_1"]
     # 0005_1 has Dice 0 but no reference lesion: it is a false positive, not a worst segmentation.
     assert list(worst["image_id"]) == ["0003_1", "0001_2"]
-    everything, _ = analysis.head_tail(per_image_frame(), n=10)
+    everything, _ = analysis.head_tail(per_image_frame(), 10)
     assert set(everything["image_id"]) == {"0001_1", "0001_2", "0002_1", "0003_1"}
 
 
@@ -91,35 +82,6 @@ def test_lesion_free_report_counts_false_positives():
     assert list(listed["image_id"]) == ["0005_1"]
 
 
-def test_split_table_adds_total_and_overlap_finds_shared_subjects():
-    summary = pd.DataFrame(
-        {"split": ["test", "train", "val"], "n": [2, 6, 2], "lesion_positive": [1, 3, 2]}
-    )
-    table = analysis.split_table(summary)
-    assert list(table["split"]) == ["train", "val", "test", "all"]
-    assert table.iloc[-1][["n", "lesion_positive", "lesion_free"]].tolist() == [10, 6, 4]
-    assert table.iloc[-1]["lesion_rate"] == pytest.approx(0.6)
-    split = pd.DataFrame(
-        {
-            "image_id": ["a", "b", "c"],
-            "subject": ["s1", "s1", "s2"],
-            "split": ["train", "val", "test"],
-        }
-    )
-    overlap = analysis.subject_overlap(split).set_index("splits")
-    assert overlap.loc["train / val", "shared_subjects"] == 1
-    assert overlap.loc["train / test", "shared_subjects"] == 0
-
-
-def test_read_table_names_the_file_and_missing_column(tmp_path):
-    path = tmp_path / "per_image_test.csv"
-    pd.DataFrame({"image_id": ["0042_1"], "dice": [0.5]}).to_csv(path, index=False)
-    with pytest.raises(LesionflowError, match="per_image_test.csv.*gt_pixels, pred_pixels"):
-        analysis.read_table(path, "per_image")
-    pd.DataFrame(
-        {"image_id": ["0042"], "dice": [0.5], "gt_pixels": [1], "pred_pixels": [1]}
-    ).to_csv(path, index=False)
-    assert analysis.read_table(path, "per_image")["image_id"].tolist() == ["0042"]
 
 
 # ---------------------------------------------------------------- figures
@@ -138,17 +100,6 @@ def test_dice_scatter_colours_positive_images_by_band_and_counts_lesion_free_hit
         max(float(c.get_offsets()[:, 1].max()) for c in ax.collections if len(c.get_offsets())) < 1
     )
 
-
-def test_example_grid_has_four_panels_per_image():
-    rng = np.random.default_rng(0)
-    images = [rng.random((3, 16, 16), dtype=np.float32), rng.random((1, 16, 16), dtype=np.float32)]
-    masks = [np.zeros((16, 16), bool), np.eye(16, dtype=bool)]
-    probs = [rng.random((16, 16), dtype=np.float32) for _ in range(2)]
-    fig = analysis.plot_examples(["a", "b"], images, masks, probs, masks, titles=["A", "B"])
-    axes = fig.get_axes()
-    assert len(axes) == 8
-    assert [len(ax.get_images()) for ax in axes[:4]] == [1, 2, 1, 2]
-    assert axes[4].get_ylabel() == "B"
 
 
 # ---------------------------------------------------------------- the executed notebook
@@ -247,7 +198,7 @@ def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp
         assert section in html
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]
     assert "Tiny run" in html
-    assert analysis.format_value(summary["dice_pos"]) in html
+    assert format_value(summary["dice_pos"]) in html
     assert "gt_empty_pred_pos" in html and "lesion-wise F1" in html
     assert "def show(" not in html  # code hidden in the HTML; it stays in the .ipynb
     assert "per tile" in html and "preprocessed (scale 0.5)" in html
@@ -261,14 +212,10 @@ def test_notebook_writes_html_with_every_section_and_every_figure(repo_root, tmp
 
 def test_false_positive_examples_are_lesion_free_images_with_the_largest_prediction():
     frame = per_image_frame()
-    chosen = analysis.false_positive_images(frame, n=3)
+    chosen = analysis.false_positive_images(frame, 3)
     assert chosen["image_id"].tolist() == ["0005_1"]
     assert (chosen["gt_pixels"] == 0).all() and (chosen["pred_pixels"] > 0).all()
 
-
-def test_empty_example_group_gets_a_figure_that_says_so():
-    fig = analysis.plot_examples([], [], [], [], [])
-    assert fig.get_axes()[0].texts[0].get_text() == "no images in this group"
 
 
 def test_detection_plot_and_table_keep_undefined_bins_undefined():
@@ -298,32 +245,25 @@ def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
     assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""
 
 
-def test_data_report_counts_images_subjects_and_lesions_per_split():
-    images = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
-        "height": 8, "width": 8, "lesion_pixels": [4, 0, 10, 2],
-        "lesion_fraction": [4 / 64, 0, 10 / 64, 2 / 64], "n_lesions": [1, 0, 2, 1],
-    })  # fmt: skip
-    lesions = pd.DataFrame({"image_id": ["a", "c", "c", "d"], "subject": ["s1", "s2", "s2", "s3"],
-                            "lesion_pixels": [4, 6, 4, 2]})  # fmt: skip
-    split = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "subject": ["s1", "s1", "s2", "s3"],
-                          "split": ["train", "train", "val", "test"]})  # fmt: skip
-    table = analysis.data_report_table(images, lesions, split).set_index("split")
-    assert list(table.index) == ["train", "val", "test"]
-    assert table.loc["train", "images"] == 2 and table.loc["train", "images per subject (max)"] == 2
-    assert table.loc["train", "lesion-positive images"] == 1 and table.loc["val", "lesions"] == 2
-    assert table.loc["val", "median lesion size (pixels)"] == "5.0"
-    fig = analysis.plot_data_report(images, lesions, split)
-    assert len(fig.get_axes()) == 4 and "1 lesion-free" in fig.get_axes()[1].get_title()
+def notebook_parameters(repo_root) -> dict:
+    """The values the notebook's parameters cell assigns, run as the notebook would."""
+    notebook = nbformat.read(repo_root / "notebooks" / "analysis.ipynb", as_version=4)
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    values: dict = {}
+    exec(cell.source, values)  # noqa: S102 - the notebook's own parameters cell
+    return {name: value for name, value in values.items() if name != "__builtins__"}
 
 
-def test_large_examples_are_shown_small_and_a_one_pixel_lesion_stays_visible():
-    image = np.random.default_rng(0).random((3, 1600, 2400), dtype=np.float32)
-    mask = np.zeros((1600, 2400), dtype=bool)
-    mask[800, 1200] = True
-    prob = mask.astype(np.float32)
-    shown_image, shown_mask, shown_prob, shown_pred = analysis.for_display(image, mask, prob, mask)
-    assert max(shown_mask.shape) == analysis.DISPLAY_SIZE and shown_image.shape[1:] == shown_mask.shape
-    assert shown_mask.sum() >= 1 and shown_pred.sum() >= 1 and shown_prob.shape == shown_mask.shape
-    small = np.zeros((40, 60), dtype=bool)
-    assert analysis.for_display(image[:, :40, :60], small, small.astype(np.float32), small)[1] is small
+def test_notebook_restates_no_config_default(repo_root):
+    # Defaults live only in the config schema; papermill injects every parameter.
+    parameters = notebook_parameters(repo_root)
+    assert {"dice_bands", "n_examples"} <= set(parameters)
+    assert all(value is None for name, value in parameters.items() if name != "title")
+
+
+def test_notebook_without_its_settings_names_each_missing_one(repo_root, tmp_path):
+    parameters = write_tiny_run(tmp_path / "run")
+    del parameters["dice_bands"], parameters["n_examples"]
+    message = r"analysis notebook: parameter\(s\) not set: dice_bands, n_examples"
+    with pytest.raises(LesionflowError, match=message):
+        run_notebook(repo_root / "notebooks" / "analysis.ipynb", parameters, tmp_path / "out", cwd=tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -11,16 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from lesionflow.pipeline.stages import NOTEBOOK_STAGES, figures
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-# The figures each notebook stage saves (workflow/rules/common.smk declares the same names).
-FIGURES = {
-    "analyse": ["split", "data_report", "epoch_curves", "image_groups", "dice_per_image_test",
-                "dice_per_image_val", "zero_dice", "detection_by_size", "examples_best", "examples_worst",
-                "examples_false_positive"],
-    "training_report": ["loss_curves", "metric_curves", "lr_schedule"],
-    "compare": ["forest", "paired_deltas"],
-}  # fmt: skip
+# The figures each notebook stage saves, from the stage registry (as the rules take them).
+FIGURES = {stage: figures(stage) for stage in NOTEBOOK_STAGES}
 
 
 def tiny_run(**overrides) -> dict:
@@ -53,12 +50,26 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake on the repo's workflow with ``workdir`` as working directory."""
+def workflow_copy(destination: Path) -> Path:
+    """A copy of the workflow and the lesionflow package, for tests that edit code."""
+    for folder in ("workflow", "scripts", "notebooks", "profiles", "src/lesionflow"):
+        shutil.copytree(REPO_ROOT / folder, destination / folder, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copy(REPO_ROOT / "Snakefile", destination / "Snakefile")
+    return destination
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, repo: Path = REPO_ROOT
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on the workflow in ``repo`` with ``workdir`` as working directory.
+
+    With a copy made by :func:`workflow_copy`, every job imports the copy's lesionflow package.
+    """
     command = [
         str(SNAKEMAKE),
         "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
+        str(repo / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
@@ -68,6 +79,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         *args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if repo != REPO_ROOT:
+        env["PYTHONPATH"] = os.pathsep.join([str(repo / "src"), env.get("PYTHONPATH", "")])
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -76,9 +89,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
-def planned_jobs(workdir: Path, *targets: str) -> tuple[Counter, str]:
+def planned_jobs(workdir: Path, *targets: str, repo: Path = REPO_ROOT) -> tuple[Counter, str]:
     """Jobs a dry run would execute, as a Counter of rule names, and the raw dry-run text."""
-    result = snakemake(workdir, "--dry-run", *targets)
+    result = snakemake(workdir, "--dry-run", *targets, repo=repo)
     text = result.stdout + result.stderr
     counts: Counter = Counter()
     for rule in re.findall(r"^\s*(?:local)?rule (\w+):", text, flags=re.MULTILINE):

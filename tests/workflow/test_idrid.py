@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from lesionflow.data.axis_columns import read_axis_columns
 from lesionflow.pipeline.artifacts import load_arrays, read_json
 
 from .pipeline import REPO_ROOT, snakemake
@@ -63,10 +64,11 @@ def test_tiles_keep_their_source_images_split_and_lesion_free_tiles_exist(idrid)
     assert all(split_of[s] == t for s, t in zip(tiles["source_image_id"], tiles["split"], strict=True))
     record = read_json(folder / "preprocess.json")
     assert record["n_images"] == N_IMAGES and record["lesion_free_items"] > 0
-    images = pd.read_csv(folder / "images.csv")
-    assert (images["width"] == 256).all() and (images["scale"] < 0.1).all()
+    images = read_axis_columns(pd.read_csv(folder / "images.csv"))
+    assert all(shape[1] == 256 for shape in images["shape"]) and (images["scale"] < 0.1).all()
     # the field of view is narrower than the 4288-pixel photograph
-    assert ((images["crop_x1"] - images["crop_x0"]) < 4288).all()
+    boxes = zip(images["crop_start"], images["crop_stop"], strict=True)
+    assert all(stop[1] - start[1] < 4288 for start, stop in boxes)
 
 
 def test_whole_image_maps_are_at_the_original_size_and_tiles_at_the_tile_size(idrid):

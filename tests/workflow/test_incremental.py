@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from codebase import REPO_CODE
 from PIL import Image
 
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.config import resolve_config
-from lesionflow.pipeline.keys import PLAN_ENV, build_plan, shared_plan
+from lesionflow.pipeline.plan import PLAN_ENV, build_plan, shared_plan
 
-from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, write_config
+from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, workflow_copy, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,35 +22,53 @@ TRAIN_AND_LATER = {"train", "infer", "tune", "evaluate", "breakdown", "analyse",
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A completed pipeline with a baseline and a flip-TTA run sharing its training."""
+def code_copy(tmp_path_factory):
+    """A copy of the workflow and package that the code-edit tests may change."""
+    return workflow_copy(tmp_path_factory.mktemp("code"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, code_copy):
+    """A completed pipeline with a baseline and a flip-TTA run sharing its training, run from
+    a copy of the code (so that tests may edit it)."""
     workdir = tmp_path_factory.mktemp("incremental")
     config = tiny_config(
         {"base": tiny_run(), "tta": tiny_run(infer={"tta": ["identity", "hflip"]})}
     )
     write_config(workdir, config)
-    snakemake(workdir)
+    snakemake(workdir, repo=code_copy)
     return workdir, config
 
 
+def planned_after_edit(workdir, code_copy, relative):
+    """Jobs a dry run plans once ``relative`` (in the package copy) computes something new."""
+    path = code_copy / "src" / "lesionflow" / relative
+    original = path.read_text()
+    path.write_text(original + "\nedited_by_test = 1\n")
+    try:
+        return planned_jobs(workdir, repo=code_copy)
+    finally:
+        path.write_text(original)
+
+
 def keys_of(workdir, config):
-    return build_plan(resolve_config(config), workdir).runs
+    return build_plan(resolve_config(config), workdir, REPO_CODE).runs
 
 
-def test_complete_run_leaves_nothing_to_do(finished):
+def test_complete_run_leaves_nothing_to_do(finished, code_copy):
     workdir, _ = finished
-    jobs, text = planned_jobs(workdir)
+    jobs, text = planned_jobs(workdir, repo=code_copy)
     assert sum(jobs.values()) == 0, text
     assert "Nothing to be done" in text
 
 
-def test_tta_change_reruns_inference_onwards_and_no_training(finished, tmp_path):
+def test_tta_change_reruns_inference_onwards_and_no_training(finished, code_copy):
     workdir, config = finished
     changed = yaml.safe_load(yaml.safe_dump(config))
     changed["runs"]["tta"]["infer"]["tta"] = ["identity", "vflip"]
     write_config(workdir, changed)
     try:
-        jobs, text = planned_jobs(workdir)
+        jobs, text = planned_jobs(workdir, repo=code_copy)
     finally:
         write_config(workdir, config)
     assert jobs["train"] == 0 and jobs["training_report"] == 0, text
@@ -59,17 +78,45 @@ def test_tta_change_reruns_inference_onwards_and_no_training(finished, tmp_path)
     assert jobs["run_view"] == 1, text
 
 
-def test_renaming_a_run_reruns_no_training_inference_tuning_or_evaluation(finished):
+def test_renaming_a_run_reruns_no_training_inference_tuning_or_evaluation(finished, code_copy):
     workdir, config = finished
     renamed = yaml.safe_load(yaml.safe_dump(config))
     renamed["runs"] = {"renamed": renamed["runs"]["base"], "tta": renamed["runs"]["tta"]}
     write_config(workdir, renamed)
     try:
-        jobs, text = planned_jobs(workdir)
+        jobs, text = planned_jobs(workdir, repo=code_copy)
     finally:
         write_config(workdir, config)
     assert not (TRAIN_AND_LATER & {rule for rule, n in jobs.items() if n}), text
     assert jobs["run_view"] == 1 and jobs["compare"] == 1, text
+
+
+def test_editing_tta_code_reruns_inference_onwards_and_never_training(finished, code_copy):
+    workdir, _ = finished
+    jobs, text = planned_after_edit(workdir, code_copy, "model/tta.py")
+    assert jobs["train"] == 0 and jobs["training_report"] == 0 and jobs["preprocess"] == 0, text
+    assert jobs["infer"] == 4 and jobs["evaluate"] == 2 and jobs["analyse"] == 2, text
+
+
+def test_editing_a_metric_reruns_evaluation_onwards_and_never_inference(finished, code_copy):
+    workdir, _ = finished
+    jobs, text = planned_after_edit(workdir, code_copy, "evaluation/metrics.py")
+    assert jobs["infer"] == 0 and jobs["train"] == 0, text
+    assert jobs["evaluate"] == 2 and jobs["compare"] == 1, text
+
+
+def test_editing_the_leaderboard_code_reruns_the_leaderboard_and_its_notebook_only(finished, code_copy):
+    workdir, _ = finished
+    jobs, text = planned_after_edit(workdir, code_copy, "evaluation/leaderboard.py")
+    assert jobs["compare"] == 1 and jobs["compare_report"] == 1, text
+    assert not {rule for rule, n in jobs.items() if n} - {"compare", "compare_report", "all"}, text
+
+
+def test_editing_the_run_view_code_rebuilds_the_views_only(finished, code_copy):
+    workdir, _ = finished
+    jobs, text = planned_after_edit(workdir, code_copy, "reports/views.py")
+    assert jobs["run_view"] == 2, text
+    assert not {rule for rule, n in jobs.items() if n} - {"run_view", "all"}, text
 
 
 def test_identical_runs_share_one_training_job(tmp_path):
@@ -116,9 +163,9 @@ def test_manifest_data_one_pixel_reruns_downstream_and_touch_reruns_nothing(tmp_
     assert jobs["evaluate"] == 1 and jobs["compare"] == 1, text
 
 
-def test_no_tune_job_reads_a_test_split_file(finished):
+def test_no_tune_job_reads_a_test_split_file(finished, code_copy):
     workdir, _ = finished
-    _, text = planned_jobs(workdir, "--forceall")
+    _, text = planned_jobs(workdir, "--forceall", repo=code_copy)
     blocks = re.split(r"\n(?=\S*rule \w+:)", text)
     tune_blocks = [b for b in blocks if re.match(r"\S*rule tune:", b.strip())]
     assert tune_blocks, text
@@ -134,7 +181,7 @@ def test_jobs_take_their_keys_from_the_plan_their_snakemake_wrote(tmp_path, monk
     config = tiny_config({"r": tiny_run()})
     write_config(tmp_path, config)
     environ: dict[str, str] = {}
-    plan = shared_plan(resolve_config(config), tmp_path, environ)
+    plan = shared_plan(resolve_config(config), tmp_path, environ, REPO_CODE)
     path = Path(environ[PLAN_ENV])
     path.write_text(path.read_text().replace(plan.runs["r"]["train"], "0123456789ab"))
     monkeypatch.setenv(PLAN_ENV, str(path))

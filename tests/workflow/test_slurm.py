@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import pytest
+from codebase import REPO_CODE
 
 from lesionflow.pipeline.config import resolve_config
-from lesionflow.pipeline.keys import build_plan
+from lesionflow.pipeline.plan import build_plan
 
 from .pipeline import REPO_ROOT, SNAKEMAKE, snakemake, tiny_config, tiny_run, write_config
 
@@ -241,7 +242,7 @@ def test_slurm_runs_every_job_as_a_slurm_job_and_train_with_the_gpu_it_asks_for(
         pytest.fail("the local cluster advertises no GPU: start it with SLURM_LOCAL_FAKE_GPUS=1")
     config = tiny_config({"gpu_run": tiny_run(resources={"gpu": 1, "threads": 2})})
     write_config(tmp_path, config)
-    keys = build_plan(resolve_config(config), tmp_path).runs["gpu_run"]
+    keys = build_plan(resolve_config(config), tmp_path, REPO_CODE).runs["gpu_run"]
     env = slurm_env(
         LESIONFLOW_SLURM_PARTITION=local_slurm["other"], LESIONFLOW_SLURM_ACCOUNT="lesionflow-test"
     )
@@ -286,7 +287,7 @@ def test_training_signalled_by_slurm_is_retried_and_resumes_from_its_checkpoint(
     config = tiny_config({"long": tiny_run(train={"epochs": epochs, "batch_size": 2})})
     config["data"]["synthetic"].update(n_images=72, image_size=128)
     write_config(tmp_path, config)
-    keys = build_plan(resolve_config(config), tmp_path).runs["long"]
+    keys = build_plan(resolve_config(config), tmp_path, REPO_CODE).runs["long"]
     # Data and split locally (profiles/default): only the training matters here.
     snakemake(tmp_path, f"results/split/{keys['split']}/split.csv")
     train_log = tmp_path / f"logs/train/{keys['train']}.log"

@@ -3,7 +3,8 @@
 import json
 import os
 
-from lesionflow.pipeline.keys import settings_json
+from lesionflow.pipeline.plan import settings_json
+from lesionflow.pipeline.stages import NOTEBOOK_STAGES, STAGES, figures
 
 envvars:
     "PATH",
@@ -11,29 +12,8 @@ envvars:
 
 
 REPO = Path(workflow.basedir)
-NOTEBOOKS = {
-    "analyse": str(REPO / "notebooks" / "analysis.ipynb"),
-    "training_report": str(REPO / "notebooks" / "training_report.ipynb"),
-    "compare": str(REPO / "notebooks" / "compare.ipynb"),
-}
-# Figures each notebook saves as <name>.png and <name>.svg in its figures/ folder.
-FIGURES = {
-    "analyse": [
-        "split",
-        "data_report",
-        "epoch_curves",
-        "image_groups",
-        "dice_per_image_test",
-        "dice_per_image_val",
-        "zero_dice",
-        "detection_by_size",
-        "examples_best",
-        "examples_worst",
-        "examples_false_positive",
-    ],
-    "training_report": ["loss_curves", "metric_curves", "lr_schedule"],
-    "compare": ["forest", "paired_deltas"],
-}
+# Notebooks and their figures come from the stage registry (lesionflow.pipeline.stages).
+NOTEBOOKS = {name: str(REPO / STAGES[name].notebook_path) for name in NOTEBOOK_STAGES}
 # Stage entry points in scripts/ are called by name, run by this interpreter.
 os.environ["PATH"] = os.pathsep.join(
     [str(REPO / "scripts"), str(Path(sys.executable).parent), os.environ["PATH"]]
@@ -68,7 +48,7 @@ def get_run_resource(stage, what, grows=False):
     """
 
     def resource(wildcards, attempt):
-        name = next(n for n, keys in PLAN.runs.items() if keys[stage] == wildcards.key)
+        name = PLAN.runs_with(stage, wildcards.key)[0]
         value = CONFIG.runs[name]["resources"][what]
         if value is None:
             return ""  # e.g. no GPU model asked for: an empty resource is left out of sbatch
@@ -79,7 +59,7 @@ def get_run_resource(stage, what, grows=False):
 
 def get_figures(stage, folder, ext="png"):
     """The figure files (PNG or SVG) a notebook stage writes into `folder` (which may hold {key})."""
-    return [f"{folder}/figures/{name}.{ext}" for name in FIGURES[stage]]
+    return [f"{folder}/figures/{name}.{ext}" for name in figures(stage)]
 
 
 def get_notebook_parameters(stage, title):
@@ -88,10 +68,10 @@ def get_notebook_parameters(stage, title):
     def parameters(wildcards, input, output):
         files = {name: os.path.abspath(path) for name, path in input.items() if name != "notebook"}
         figures_dir = os.path.join(os.path.abspath(os.path.dirname(output.html)), "figures")
-        if stage == "compare":
+        if stage == "compare_report":
             return json.dumps({"title": title, **files, "figures_dir": figures_dir, "baseline": PLAN.baseline})
         settings = PLAN.job(stage, wildcards.key).settings["analyse"]
-        runs = ", ".join(n for n, keys in PLAN.runs.items() if keys[stage] == wildcards.key)
+        runs = ", ".join(PLAN.runs_with(stage, wildcards.key))
         heading = f"{title}: {runs} ({wildcards.key})"
         return json.dumps({"title": heading, **files, "figures_dir": figures_dir, **settings})
 
@@ -104,7 +84,6 @@ def get_run_artifacts(wildcards):
     return {
         "split_summary": f"{folders['split']}/split_summary.csv",
         "split_figure": f"{folders['split']}/split_summary.png",
-        "training_curves": f"{folders['train']}/training_curves.png",
         "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
         "train_summary": f"{folders['train']}/train_summary.json",
         "locked": f"{folders['tune']}/locked.json",
@@ -120,7 +99,7 @@ def get_run_artifacts(wildcards):
         **{
             f"figure_{name}_{ext}": f"{folders[stage]}/figures/{name}.{ext}"
             for stage in ("analyse", "training_report")
-            for name in FIGURES[stage]
+            for name in figures(stage)
             for ext in ("png", "svg")
         },
     }
@@ -181,6 +160,12 @@ def get_compare_settings(wildcards):
     """The compare section (baseline, excluded tags, paired bootstrap) and every run's tags, as JSON."""
     tags = {name: run["tags"] for name, run in CONFIG.runs.items()}
     return json.dumps({**CONFIG.compare, "tags": tags}, sort_keys=True)
+
+
+def get_code(stage):
+    """Params function: the fingerprint of the code `stage` runs, for the rules without a content
+    key (leaderboard, comparison notebook, run views), so that a code change reruns them."""
+    return lambda wildcards: PLAN.code[stage]
 
 
 def get_all_targets(wildcards):

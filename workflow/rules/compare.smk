@@ -20,6 +20,7 @@ rule compare:
         per_image=get_labelled(RANKED_FILES["per_image"]),
         baseline=PLAN.baseline,
         settings=get_compare_settings,
+        code=get_code("compare"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
@@ -30,7 +31,7 @@ rule compare:
 
 rule compare_report:
     input:
-        notebook=NOTEBOOKS["compare"],
+        notebook=NOTEBOOKS["compare_report"],
         leaderboard="results/compare/leaderboard.csv",
     output:
         notebook="results/compare/compare.ipynb",
@@ -49,11 +50,12 @@ rule compare_report:
             caption="../report/compare_figures.rst",
             category="Leaderboard",
         ),
-        vector_figures=get_figures("compare", "results/compare", "svg"),
+        vector_figures=get_figures("compare_report", "results/compare", "svg"),
     log:
         "logs/compare/compare_report.log",
     params:
-        parameters=get_notebook_parameters("compare", "Comparison of runs"),
+        parameters=get_notebook_parameters("compare_report", "Comparison of runs"),
+        code=get_code("compare_report"),
     conda:
         "../envs/lesionflow.yaml"
     shell:

@@ -48,6 +48,7 @@ rule run_view:
         artifacts=get_labelled_inputs,
         run_keys=get_run_keys,
         dataset=PLAN.dataset_fingerprint,
+        code=get_code("run_view"),
     conda:
         "../envs/lesionflow.yaml"
     shell:

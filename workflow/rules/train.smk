@@ -7,7 +7,6 @@ rule train:
         curves="results/train/{key}/metrics_by_epoch.csv",
         lr="results/train/{key}/lr_by_step.csv",
         summary="results/train/{key}/train_summary.json",
-        figure="results/train/{key}/training_curves.png",
     log:
         "logs/train/{key}.log",
     params:

@@ -23,31 +23,32 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lesionflow.data.dataset import (
-    DEFAULT_MASK_THRESHOLD,
-    GREY_CHANNEL_SPREAD,
+from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_THRESHOLD_COLUMN,
     REQUIRED_COLUMNS,
-    colour_spread,
-    distinct_values,
-    is_binary,
-    is_label_mask,
-    lesion_values,
     manifest_file,
-    mask_channels,
     mask_setting,
     parse_mask_option,
     read_manifest_table,
 )
+from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
+from lesionflow.io.pictures import (
+    GREY_CHANNEL_SPREAD,
+    PICTURE_ERRORS,
+    PICTURE_SUFFIXES,
+    colour_spread,
+    lesion_values,
+    mask_channels,
+)
+from lesionflow.io.readers import file_suffix
 from lesionflow.pipeline.errors import LesionflowError
 
-# Errors PIL raises for a file it cannot identify or decode (truncated, garbage, too large).
-_PICTURE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-# Formats that exist but have no reader yet. A 3D reader (NIfTI via nibabel) plugs in here: give
-# it a header function (the size, without pixels) and a pixel function, and dispatch on suffix in
+# Formats io reads that the data stage's checks and tables do not handle yet (they read 2D
+# pictures through PIL). A 3D check plugs in here: a header function (the size, without
+# voxels, as io.readers.read_geometry gives it) and a pixel function, dispatched on suffix in
 # _picture_problems and _mask_problems as PIL's 2D pictures are now.
-_NOT_YET_READ = {".nii": "NIfTI", ".nii.gz": "NIfTI"}
+_NOT_YET_CHECKED = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".npy": "NumPy"}
 # PIL's own message for a file it does not recognise repeats the path, which the line already names.
 _UNIDENTIFIED = "cannot be opened as an image: not a PNG, JPEG, TIFF or GIF picture"
 
@@ -191,9 +192,11 @@ def _unreadable(file: Path) -> str | None:
         return "does not exist (paths are relative to the manifest's folder)"
     if not file.is_file():
         return "is not a file"
-    for suffix, name in _NOT_YET_READ.items():
-        if file.name.lower().endswith(suffix):
-            return f"{name} files are not supported yet; use 2D PNG, JPEG, TIFF or GIF"
+    suffix = file_suffix(file)
+    if suffix in _NOT_YET_CHECKED:
+        return f"{_NOT_YET_CHECKED[suffix]} files are not supported yet; use 2D PNG, JPEG, TIFF or GIF"
+    if suffix not in PICTURE_SUFFIXES:
+        return f"unsupported file suffix {suffix or '(none)'!r}; supported: {', '.join(PICTURE_SUFFIXES)}"
     return None
 
 
@@ -211,13 +214,13 @@ def _picture_problems(file: Path) -> tuple[tuple[int, int] | None, list[str]]:
         picture = Image.open(file)
     except Image.UnidentifiedImageError:
         return None, [_UNIDENTIFIED]
-    except _PICTURE_ERRORS as err:
+    except PICTURE_ERRORS as err:
         return None, [f"cannot be opened as an image ({_reason(err)})"]
     with picture:
         size = picture.size
         try:
             picture.load()
-        except _PICTURE_ERRORS as err:
+        except PICTURE_ERRORS as err:
             return size, [f"cannot be decoded ({_reason(err)}); is it truncated?"]
         return size, _pixel_problems(picture)
 
@@ -240,7 +243,8 @@ def _pixel_problems(picture: Image.Image) -> list[str]:
         return []
     extrema = picture.getextrema()
     per_band = extrema if isinstance(extrema[0], tuple) else (extrema,)
-    # Alpha is dropped by load_image, so a constant picture with varying alpha is still constant.
+    # Alpha is dropped by io.pictures.read_picture, so a constant picture with varying alpha is
+    # still constant.
     seen = [pair for pair, band in zip(per_band, picture.getbands(), strict=True) if band != "A"]
     if any(low != high for low, high in seen):
         return []
@@ -263,7 +267,7 @@ def _mask_problems(
         picture = Image.open(file)
     except Image.UnidentifiedImageError:
         return [_UNIDENTIFIED]
-    except _PICTURE_ERRORS as err:
+    except PICTURE_ERRORS as err:
         return [f"cannot be opened as an image ({_reason(err)})"]
     problems: list[str] = []
     with picture:
@@ -272,7 +276,7 @@ def _mask_problems(
             problems.append(f"size {width}x{height} differs from the image's {image_size[0]}x{image_size[1]}")
         try:
             picture.load()
-        except _PICTURE_ERRORS as err:
+        except PICTURE_ERRORS as err:
             return [*problems, f"cannot be decoded ({_reason(err)}); is it truncated?"]
         if picture.mode == "F":
             return [*problems, "32-bit float masks are not supported; save it as an 8-bit PNG"]
@@ -286,9 +290,10 @@ def _mask_value_problem(
 ) -> str | None:
     """Why the mask's values cannot be read without guessing, or None.
 
-    Reuses load_mask's rules: a colour mask whose channels differ needs a channel; a label mask
-    (0/1) needs nothing; any other mask must be binary unless a threshold is set; and a binary
-    mask whose lesion value is not above the threshold would silently read as lesion-free.
+    Reuses the rules of io.pictures.read_picture_mask: a colour mask whose channels differ needs a
+    channel; a label mask (0/1) needs nothing; any other mask must be binary unless a threshold is
+    set; and a binary mask whose lesion value is not above the threshold would silently read as
+    lesion-free.
     """
     colour = channels.shape[2] == 3
     if colour and channel is None:

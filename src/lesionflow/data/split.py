@@ -16,7 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedGroupKFold
 
-from lesionflow.data.dataset import SUBSETS, lesion_presence, read_manifest
+from lesionflow.data.manifest import SUBSETS, read_manifest
+from lesionflow.data.subsets import lesion_presence
+from lesionflow.io.figures import save_figure
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -162,21 +164,4 @@ def run_split(
     summary_df = split_summary(split_df)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")
-    artifacts.save_figure(plot_split_summary(summary_df), out / "split_summary.png")
-
-
-SPLIT_COLUMNS = ("image_id", "subject", "split")
-
-
-def read_split(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``split.csv`` with string ids; raise LesionflowError naming the file if malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise LesionflowError(f"split file {path} does not exist")
-    frame = pd.read_csv(
-        path, dtype={"image_id": str, "subject": str, "split": str, "source_image_id": str}
-    )
-    missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise LesionflowError(f"split file {path} lacks the columns {missing}")
-    return frame
+    save_figure(plot_split_summary(summary_df), out / "split_summary.png")

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionflow.data.split import read_split
+from lesionflow.data.geometry import ORIGINAL_RESOLUTION
+from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.lesions import size_bin_labels
-from lesionflow.evaluation.metrics import CONVENTIONS, ORIGINAL_RESOLUTION, LesionMatching, score_images
+from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, score_images
 from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale
 from lesionflow.evaluation.summary import resampler_record, summarise
 from lesionflow.evaluation.tune import check_probs_in_split, load_reference_masks
 from lesionflow.pipeline.artifacts import load_arrays, read_json, write_csv, write_json
-from lesionflow.pipeline.config import fill_defaults, run_section_schema
 from lesionflow.pipeline.errors import LesionflowError
 
 LOCKED_KEYS = (
@@ -49,24 +49,37 @@ def read_locked(path: str | os.PathLike) -> dict:
     return locked
 
 
-def evaluation_settings(settings: Mapping) -> dict:
-    """The evaluate section with the schema's defaults filled; an unknown key is an error naming it.
+# The keys evaluate reads; their defaults live only in the config schema.
+SETTING_KEYS: dict[str, tuple[str, ...] | None] = {
+    "lesion_matching": ("connectivity", "criterion", "min_overlap"),
+    "size_bins": None,
+    "bootstrap": ("n_resamples", "seed", "confidence"),
+}
 
-    Callers that pass ``{}`` (tests, direct use) get the same defaults as a config would.
+
+def evaluation_settings(settings: Mapping) -> dict:
+    """The evaluate section, checked complete; a missing or unknown key is an error naming it.
+
+    Jobs receive complete settings from the plan; code that builds them by hand fills the schema's
+    defaults with :func:`lesionflow.pipeline.config.complete_run_section`.
     """
     if "evaluate" in settings and isinstance(settings["evaluate"], Mapping):
         settings = settings["evaluate"]
-    section, schema = run_section_schema("evaluate")
-    known = section["properties"]
-    unknown = [f"evaluate.{key}" for key in settings if key not in known]
-    for name in ("lesion_matching", "bootstrap"):
-        value = settings.get(name, {})
+    unknown = [f"evaluate.{key}" for key in settings if key not in SETTING_KEYS]
+    missing = [f"evaluate.{key}" for key in SETTING_KEYS if key not in settings]
+    for name, keys in SETTING_KEYS.items():
+        value = settings.get(name)
+        if keys is None or value is None:
+            continue
         if not isinstance(value, Mapping):
             raise LesionflowError(f"evaluate.{name} must be a mapping, got {value!r}")
-        unknown += [f"evaluate.{name}.{key}" for key in value if key not in known[name]["properties"]]
+        unknown += [f"evaluate.{name}.{key}" for key in value if key not in keys]
+        missing += [f"evaluate.{name}.{key}" for key in keys if key not in value]
     if unknown:
         raise LesionflowError(f"evaluate settings: unknown keys {unknown}")
-    resolved = fill_defaults(dict(settings), section, schema)
+    if missing:
+        raise LesionflowError(f"evaluate settings: missing keys {missing}")
+    resolved = dict(settings)
     resolved["size_bins"] = list(resolved["size_bins"])
     size_bin_labels(resolved["size_bins"])  # validates the edges, naming evaluate.size_bins
     return resolved

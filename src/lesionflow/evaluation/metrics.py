@@ -89,11 +89,6 @@ CONVENTIONS = {
     "intervals": "percentile bootstrap over subjects, not images, so a subject's images stay together",
 }
 
-# Where whole-image metrics are computed; every summary that reports them says so.
-ORIGINAL_RESOLUTION = (
-    "original: whole-image probability maps are mapped back to the size of the reference masks"
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Batch functions: a stack (N, ...) of masks, any number of spatial dimensions.

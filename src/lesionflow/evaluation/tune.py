@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from lesionflow.data.dataset import load_manifest_mask, read_manifest
-from lesionflow.data.split import read_split
+from lesionflow.data.manifest import load_manifest_mask, read_manifest
+from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.metrics import dice_from_counts, iou_from_counts, segmentation_summary
 from lesionflow.evaluation.postprocess import PRESENCE_SOURCES, component_sizes
 from lesionflow.pipeline.artifacts import load_arrays, write_csv, write_json

@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from lesionflow.data import dataset
-from lesionflow.data.preprocess import Stitcher, restore_map, tile_id, tile_origins
-from lesionflow.evaluation.metrics import ORIGINAL_RESOLUTION
+from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
+from lesionflow.data.tiles import Stitcher, tile_id, tile_origins
+from lesionflow.io.readers import read_image
 from lesionflow.model.networks import build_network, resolve_device
 from lesionflow.model.tta import get_transforms, window_probabilities
 from lesionflow.pipeline import artifacts
@@ -124,7 +124,7 @@ def run_infer(
         tqdm(total=len(rows), desc=f"infer {subset}", unit="image", file=sys.stderr) as bar,
     ):
         for row in rows.to_dict("records"):
-            image = dataset.load_image(row["image"])
+            image = read_image(row["image"]).array
             if image.shape[0] != channels or image.ndim != spatial_dims + 1:
                 raise LesionflowError(
                     f"{row['image']}: image {row['image_id']} has shape {image.shape}; the model "

@@ -1,14 +1,15 @@
-"""MONAI segmentation networks and losses, built by name from the `model` / `train` settings.
+"""MONAI segmentation networks and losses, built by name, and the one forward path for train and infer.
 
 Never hard-codes 2D: defaults derive from `spatial_dims`; in/out channels come from the data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceFocalLoss
 from monai.networks import nets
 
@@ -109,3 +110,24 @@ def resolve_device(name: str, setting: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise LesionflowError(f"{setting}: expected auto, cpu or cuda, got {name!r}")
     return torch.device(name)
+
+
+def forward_logits(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    roi_size: Sequence[int] | None,
+    sw_batch_size: int = 4,
+    sw_overlap: float = 0.25,
+) -> torch.Tensor:
+    """Logits of a (B, C, *spatial) batch: one pass if it has the roi's shape, else sliding window.
+
+    ``roi_size=None`` means the network sees every image whole. An image smaller than the roi
+    also goes through the sliding window, which pads it to the roi: a direct pass could break
+    the network's divisibility (e.g. by 8 for the default UNet).
+    """
+    if roi_size is None or tuple(batch.shape[2:]) == tuple(roi_size):
+        return model(batch)
+    return sliding_window_inference(
+        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=model,
+        overlap=sw_overlap, mode="gaussian",
+    )

@@ -1,4 +1,4 @@
-"""Test-time augmentation, and the one forward path (direct or sliding window) for train and infer.
+"""Test-time augmentation: probabilities averaged over flips and quarter turns, each inverted.
 
 Never thresholds or post-processes: it returns probabilities; tuning decides what they mean.
 """
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
-from lesionflow.data.preprocess import crop_or_pad
+from lesionflow.data.tiles import crop_or_pad
+from lesionflow.model.networks import forward_logits
 from lesionflow.pipeline.errors import LesionflowError
 
 # Spatial tensors are (B, C, *spatial); the transforms act on the first two spatial axes, so the
@@ -57,27 +57,6 @@ def get_transforms(names: Sequence[str]) -> list[TTATransform]:
             f"{', '.join(TRANSFORMS)}"
         )
     return [TRANSFORMS[name] for name in names]
-
-
-def forward_logits(
-    model: torch.nn.Module,
-    batch: torch.Tensor,
-    roi_size: Sequence[int] | None,
-    sw_batch_size: int = 4,
-    sw_overlap: float = 0.25,
-) -> torch.Tensor:
-    """Logits of a (B, C, *spatial) batch: one pass if it has the roi's shape, else sliding window.
-
-    ``roi_size=None`` means the network sees every image whole. An image smaller than the roi
-    also goes through the sliding window, which pads it to the roi: a direct pass could break
-    the network's divisibility (e.g. by 8 for the default UNet).
-    """
-    if roi_size is None or tuple(batch.shape[2:]) == tuple(roi_size):
-        return model(batch)
-    return sliding_window_inference(
-        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=model,
-        overlap=sw_overlap, mode="gaussian",
-    )
 
 
 def _roi_for(transform: TTATransform, roi_size: Sequence[int] | None) -> list[int] | None:

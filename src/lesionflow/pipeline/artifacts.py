@@ -80,33 +80,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png"
-        )
-    plt.close(fig)
-
-
-def save_figure_files(
-    fig, folder: str | os.PathLike, name: str, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 120
-) -> list[Path]:
-    """Save a figure as ``<folder>/<name>.<format>`` for each format, atomically, and keep it open.
-
-    Notebooks display the figure after saving it, so unlike :func:`save_figure` it is not closed.
-    """
-    paths = []
-    for fmt in formats:
-        path = Path(folder) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
-        paths.append(path)
-    return paths
-
-
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Save named arrays as a compressed .npz (one entry per image id) atomically."""
     with atomic_path(path) as tmp:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -17,7 +17,9 @@ import yaml
 
 from lesionflow.pipeline.errors import LesionflowError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so an installed lesionflow (not only an editable one) finds it; workflow/schemas/
+# holds a link to it where Snakemake workflows keep their schemas.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 RUN_SECTIONS = ("model", "preprocess", "train", "infer", "tune", "evaluate", "analyse", "resources")
 
 

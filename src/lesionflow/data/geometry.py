@@ -1,0 +1,147 @@
+"""Where a preprocessed image sits in its original: field-of-view box, resize, and the way back.
+
+Pure array functions on ``(C, *spatial)`` images and ``(*spatial)`` masks, one code path for 2D
+and 3D. It must never read or write a file, and never turn a binary mask into anything but a
+binary mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from lesionflow.data.axis_columns import axis_values
+from lesionflow.pipeline.errors import LesionflowError
+
+# A fundus disc is far brighter than this (about 0.3-0.9 at its darkest rim), while the black
+# surround of a JPEG fundus photograph stays below about 0.05 (about 12 / 255).
+FOV_THRESHOLD = 0.06
+# Openings of this many iterations of the cross-shaped element cut the thin bridges that join
+# specks and burnt-in text to the disc; the largest connected component then drops them.
+FOV_OPENING_ITERATIONS = 2
+# Interpolation used when a resize enlarges an image, by number of spatial dimensions.
+UPSAMPLING_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+# Where whole-image metrics are computed; every summary that reports them says so. Here, beside
+# restore_map that makes it true, so that inference need not import the metrics to say it.
+ORIGINAL_RESOLUTION = (
+    "original: whole-image probability maps are mapped back to the size of the reference masks"
+)
+
+
+def foreground(image: np.ndarray, threshold: float = FOV_THRESHOLD) -> np.ndarray:
+    """Pixels whose brightest channel exceeds ``threshold``, as bool ``(*spatial)``."""
+    return image.max(axis=0) > threshold
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a bool mask; an all-False mask when it has none."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
+
+
+def field_of_view_box(image: np.ndarray, threshold: float = FOV_THRESHOLD) -> tuple[slice, ...]:
+    """The bounding box of the bright field of view (a fundus disc on black), one slice per axis.
+
+    ``image`` is ``(C, *spatial)`` in [0, 1]. Foreground is where the brightest channel exceeds
+    ``threshold``; a binary opening and the largest connected component remove noise specks and
+    burnt-in labels, so they cannot widen the box. Returns slices of the spatial axes only (index
+    an image with ``image[(slice(None), *box)]``, a mask with ``mask[box]``); the whole image
+    when no field of view is found.
+    """
+    spatial = image.shape[1:]
+    opened = ndimage.binary_opening(foreground(image, threshold), iterations=FOV_OPENING_ITERATIONS)
+    disc = largest_component(opened)
+    box = ndimage.find_objects(disc.astype(np.uint8))
+    if not box or box[0] is None:
+        return tuple(slice(0, size) for size in spatial)
+    return tuple(box[0])
+
+
+def resize_scale(shape: Sequence[int], max_size: int) -> float:
+    """The scale that brings the longest spatial side of ``shape`` down to ``max_size``.
+
+    Never above 1: small images are not enlarged. ``shape`` is the spatial shape.
+    """
+    if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:
+        raise LesionflowError(f"preprocess.max_size: expected a positive integer, got {max_size!r}")
+    return min(1.0, max_size / max(shape))
+
+
+def resized_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
+    """The spatial shape after resizing by ``scale``: each side rounded, at least 1 pixel."""
+    return tuple(max(1, round(size * scale)) for size in shape)
+
+
+def _interpolate(array: np.ndarray, scale: float, mode_down: str = "area") -> np.ndarray:
+    """``(C, *spatial)`` float32 resized by ``scale`` (area average down, linear up)."""
+    size = resized_shape(array.shape[1:], scale)
+    mode = mode_down if scale < 1 else UPSAMPLING_MODES[len(size)]
+    options: dict[str, Any] = {} if mode == "area" else {"align_corners": False}
+    # from_numpy shares the caller's memory: only the (smaller) result is allocated.
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    return F.interpolate(tensor, size=size, mode=mode, **options)[0].numpy()
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """A ``(C, *spatial)`` image resized by ``scale``, keeping its aspect; scale 1 returns it as is.
+
+    Downscaling averages the source pixels under each output pixel (area interpolation, free of
+    aliasing); upscaling is (bi/tri)linear.
+    """
+    if scale == 1:
+        return image
+    return _interpolate(image, scale)
+
+
+def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A bool ``(*spatial)`` mask resized by ``scale``, still bool; scale 1 returns it as is.
+
+    The mask is area-averaged and cut at 0.5 (a majority vote of the source pixels under each
+    output pixel) rather than sampled with nearest neighbour: nearest keeps or drops a small lesion
+    by where one sample happens to fall, and shifts outlines by up to a source pixel, while the
+    vote is deterministic and keeps the lesion area on average. Ties count as lesion, so a lesion
+    covering half an output pixel is kept. Upscaling interpolates linearly and cuts at 0.5 too.
+    """
+    if scale == 1:
+        return mask
+    return _interpolate(mask[None].astype(np.float32), scale)[0] >= 0.5
+
+
+def resize_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A ``(*spatial)`` float map resized to ``shape`` (bi/trilinear), as float32."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    mode = UPSAMPLING_MODES[len(shape)]
+    return F.interpolate(tensor, size=tuple(shape), mode=mode, align_corners=False)[0, 0].numpy()
+
+
+def crop_box(row: Mapping[str, Any]) -> tuple[slice, ...]:
+    """The field-of-view box of an ``images.csv`` row (``crop_start``, ``crop_stop``), one slice per axis."""
+    start = axis_values(row["crop_start"], "crop_start")
+    stop = axis_values(row["crop_stop"], "crop_stop")
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+
+
+def restore_map(prob: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
+    """A preprocessed-resolution probability map placed back on its original image, float32.
+
+    ``row`` is the image's row of the preprocess stage's ``images.csv`` (its per-axis cells as
+    written, or parsed by ``axis_columns.read_axis_columns``). The map is resized (bi/trilinear)
+    to the field-of-view box and pasted into an original-sized map that is 0 outside the box,
+    so metrics are computed at the resolution of the reference mask.
+    """
+    box = crop_box(row)
+    size = tuple(part.stop - part.start for part in box)
+    inside = prob if tuple(prob.shape) == size else resize_to(prob, size)
+    original = axis_values(row["original_shape"], "original_shape")
+    full = np.zeros(tuple(int(n) for n in original), dtype=np.float32)
+    full[box] = inside
+    return full

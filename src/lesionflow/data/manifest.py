@@ -1,0 +1,169 @@
+"""Read and validate a manifest table: one row per image with its mask and subject.
+
+It must never guess what a cell means: an empty, unknown or duplicate cell is a LesionflowError
+naming the manifest, the row and the column. Pixels are checked by ``manifest_check``, not here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lesionflow.io.readers import read_mask
+from lesionflow.pipeline.errors import LesionflowError
+
+REQUIRED_COLUMNS = ("image", "mask", "subject")
+# The subsets of split.csv, in the order reports show them.
+SUBSETS = ("train", "val", "test")
+# Optional manifest columns that say how to read a colour or unusual mask, row by row.
+MASK_CHANNEL_COLUMN = "mask_channel"
+MASK_THRESHOLD_COLUMN = "mask_threshold"
+
+
+def _row_error(path: Path, row: int, column: str, problem: str) -> LesionflowError:
+    # Row numbers count the header as row 1, as a spreadsheet shows them.
+    return LesionflowError(f"manifest {path}, row {row}, column '{column}': {problem}")
+
+
+def parse_mask_option(value: str, column: str) -> int | None:
+    """The integer in a ``mask_channel`` / ``mask_threshold`` cell, or None for an empty cell.
+
+    Raises ValueError saying what was expected; callers add the manifest, the row and the column.
+    """
+    if value.strip() == "":
+        return None
+    low, high = (0, 2) if column == MASK_CHANNEL_COLUMN else (0, 254)
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ValueError(f"expected an integer from {low} to {high} or empty, got {value!r}")
+    return number
+
+
+def manifest_file(folder: Path, cell: str) -> Path:
+    """The absolute path that a manifest cell names; cells are relative to the manifest's folder."""
+    return Path(os.path.normpath(folder / cell))
+
+
+def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The manifest CSV as text cells, once the file as a whole is sound (readable, columns, rows).
+
+    Raises LesionflowError for a problem of the whole file; problems of single rows are left to
+    the caller (:func:`read_manifest` stops at the first, ``manifest_check`` collects them all).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LesionflowError(f"manifest {path}: file not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LesionflowError(f"manifest {path}: not a readable CSV file ({reason})") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise LesionflowError(
+            f"manifest {path}: missing column {', '.join(repr(c) for c in missing)}; expected "
+            f"columns image, mask, subject (optional image_id), found {', '.join(frame.columns)}"
+        )
+    if frame.empty:
+        raise LesionflowError(f"manifest {path}: has a header but no rows")
+    return frame
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
+
+    Required columns are ``image``, ``mask`` and ``subject``; ``image_id`` defaults to the image
+    file stem. Paths are relative to the manifest's folder. Every cell is read as text, so
+    subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1, 2) and
+    ``mask_threshold`` (0-254) columns say how to read colour masks (see ``io.readers.read_mask``).
+    Errors name the manifest, the row (header = row 1) and the column. Only the table and the
+    files' existence are checked, so later stages can re-read the data stage's manifest cheaply;
+    the pixel-level checks of a user's manifest are ``manifest_check.validate_manifest``.
+    """
+    path = Path(path)
+    frame = read_manifest_table(path)
+
+    folder = path.parent.absolute()
+    has_ids = "image_id" in frame.columns
+    ids: list[str] = []
+    first_row_of_id: dict[str, int] = {}
+    columns: dict[str, list[Any]] = {"image": [], "mask": []}
+    mask_options: dict[str, list[int | None]] = {
+        c: [] for c in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN) if c in frame.columns
+    }
+    for index, record in enumerate(frame.to_dict("records")):
+        row = index + 2
+        for column in REQUIRED_COLUMNS + (("image_id",) if has_ids else ()):
+            if record[column].strip() == "":
+                raise _row_error(path, row, column, "expected a value, found an empty cell")
+        for column in ("image", "mask"):
+            file = manifest_file(folder, record[column])
+            if not file.is_file():
+                raise _row_error(
+                    path,
+                    row,
+                    column,
+                    f"file {file} does not exist (paths are relative to the manifest's folder)",
+                )
+            columns[column].append(str(file))
+        image_id = record["image_id"] if has_ids else Path(record["image"]).stem
+        if image_id in first_row_of_id:
+            where = "image_id" if has_ids else "image"
+            why = "" if has_ids else " (the image file stem, as there is no image_id column)"
+            raise _row_error(
+                path,
+                row,
+                where,
+                f"image id {image_id!r}{why} is already used in row {first_row_of_id[image_id]};"
+                " image ids must be unique",
+            )
+        first_row_of_id[image_id] = row
+        ids.append(image_id)
+        for column, values in mask_options.items():
+            try:
+                values.append(parse_mask_option(record[column], column))
+            except ValueError as err:
+                raise _row_error(path, row, column, str(err)) from None
+
+    result = frame.copy()
+    result["image_id"] = ids
+    result["image"] = columns["image"]
+    result["mask"] = columns["mask"]
+    for column, values in mask_options.items():
+        result[column] = pd.array(values, dtype="Int64")
+    extras = [c for c in frame.columns if c not in ("image_id", "subject", "image", "mask")]
+    return result[["image_id", "subject", "image", "mask", *extras]].reset_index(drop=True)
+
+
+def mask_setting(settings: Mapping[str, Any], key: str) -> int | None:
+    """The ``data.mask_channel`` / ``data.mask_threshold`` setting, checked; None when unset."""
+    high = 2 if key == MASK_CHANNEL_COLUMN else 254
+    value = settings.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
+        raise LesionflowError(f"data.{key}: expected an integer from 0 to {high} or null, got {value!r}")
+    return value
+
+
+def _mask_reading(row: Mapping[str, Any]) -> dict[str, int]:
+    """The ``read_mask`` keyword arguments a manifest row asks for."""
+    options: dict[str, int] = {}
+    for column, key in ((MASK_CHANNEL_COLUMN, "channel"), (MASK_THRESHOLD_COLUMN, "threshold")):
+        value = row.get(column)
+        if value is not None and not pd.isna(value):
+            options[key] = int(value)
+    return options
+
+
+def load_manifest_mask(row: Mapping[str, Any]) -> np.ndarray:
+    """Load the mask of one manifest row, honouring its ``mask_channel`` / ``mask_threshold``."""
+    return read_mask(row["mask"], **_mask_reading(row)).array

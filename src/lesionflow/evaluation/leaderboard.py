@@ -1,0 +1,308 @@
+"""The compare stage: ranks, run status and paired comparisons to the baseline, as leaderboard.csv/.png.
+
+Must never pick or drop runs by their test numbers: a run is left unranked only for a reason stated beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from lesionflow.evaluation.bootstrap import Resampler, describe
+from lesionflow.evaluation.leaderboard_columns import (
+    COUNTS,
+    EXCLUDED,
+    FAILED,
+    PAIRED_METRICS,
+    RANK_COLUMNS,
+    RANKED,
+    STATUS_ORDER,
+)
+from lesionflow.evaluation.summary import paired_estimates
+from lesionflow.io.figures import save_figure
+from lesionflow.pipeline.artifacts import read_json, write_csv
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.reports.leaderboard_plot import plot_leaderboard
+
+# Keys of the compare settings run_compare reads: the config's compare section, schema defaults
+# filled, plus every run's tags.
+SETTINGS_KEYS = ("exclude_tags", "bootstrap", "tags")
+BOOTSTRAP_KEYS = ("n_resamples", "seed", "confidence")
+
+
+def _number(value: object) -> float:
+    # summary.json stores undefined metrics as null.
+    if value is None:
+        return float("nan")
+    number = float(value)
+    return number if math.isfinite(number) else float("nan")
+
+
+# ---------------------------------------------------------------- run status
+
+
+def _tag_list(value: object, what: str) -> list[str]:
+    """A list of tags from settings; a bare string would otherwise be read letter by letter."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise LesionflowError(f"{what} must be a list of tags, got {value!r}")
+    return [str(tag) for tag in value]
+
+
+def failure_reason(test: Mapping) -> str:
+    """Why a run's test section is unusable for ranking, or '' when it is usable.
+
+    Unusable: no lesion predicted on the whole test split, or an undefined test dice_pos.
+    """
+    n_pred = _number(test.get("n_pred_lesions"))
+    dice = _number(test.get("dice_pos"))
+    n_images = _number(test.get("n_images"))
+    n_ref = _number(test.get("n_ref_lesions"))
+    reasons = []
+    if n_pred == 0:
+        where = f"any of {int(n_images)} test images" if not math.isnan(n_images) else "any test image"
+        reference = f" (the reference has {int(n_ref)} lesions)" if not math.isnan(n_ref) else ""
+        reasons.append(f"no lesion predicted on {where}{reference}")
+    if math.isnan(dice):
+        n = _number(test.get("dice_pos_n"))
+        count = f" (dice_pos_n={int(n)})" if not math.isnan(n) else ""
+        reasons.append(f"test dice_pos is undefined{count}")
+        if math.isnan(n_pred):
+            reasons.append("the predicted lesion count (n_pred_lesions) is missing")
+    return "; ".join(reasons)
+
+
+def run_status(test: Mapping, tags: Sequence[str], exclude_tags: Sequence[str]) -> tuple[str, str]:
+    """(status, reason) of one run: excluded by a tag, failed on the test split, or ranked (reason '')."""
+    excluded = list(dict.fromkeys(tag for tag in tags if tag in exclude_tags))
+    failure = failure_reason(test)
+    if excluded:
+        names = ", ".join(repr(tag) for tag in excluded)
+        reason = f"tag {names} is" if len(excluded) == 1 else f"tags {names} are"
+        reason += " in compare.exclude_tags"
+        # A smoke run that also failed says so: that is what its tag was meant to catch.
+        return EXCLUDED, reason + (f"; it also failed: {failure}" if failure else "")
+    if failure:
+        return FAILED, failure
+    return RANKED, ""
+
+
+# ---------------------------------------------------------------- leaderboard
+
+
+def leaderboard(
+    summaries: Mapping[str, Mapping],
+    baseline: str,
+    sources: Mapping[str, str | os.PathLike] | None = None,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    exclude_tags: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Rank runs on their test metrics (1 = best, NaN ranks last) and compare with ``baseline``.
+
+    Every run gets a ``status`` and ``status_reason``: ``excluded`` (a tag of ``tags[run]`` is in
+    ``exclude_tags``), ``failed`` (no lesion predicted on the test split, or undefined test
+    dice_pos) or ``ranked``. Ranks and mean_rank are among ranked runs only (NaN for the others).
+
+    Columns: run, status, status_reason, is_baseline, tags, level, resolution, the metrics with
+    _ci_low, _ci_high, _n,
+    the test counts, the ranks, mean_rank, for each ranked metric the absolute and percent
+    difference to the baseline, and source. Ranked runs first by mean_rank, then the others by
+    status and name.
+    """
+    if baseline not in summaries:
+        raise LesionflowError(
+            f"compare.baseline {baseline!r} is not a run; valid run names: {sorted(summaries)}"
+        )
+    tags = tags or {}
+    exclude_tags = _tag_list(exclude_tags, "compare.exclude_tags")
+    rows = []
+    for run, summary in summaries.items():
+        if "test" not in summary:
+            where = f" ({sources[run]})" if sources and run in sources else ""
+            raise LesionflowError(f"summary of run {run!r}{where} has no 'test' section")
+        test = summary["test"]
+        run_tags = _tag_list(tags.get(run), f"tags of run {run!r}")
+        status, reason = run_status(test, run_tags, exclude_tags)
+        row: dict = {
+            "run": run,
+            "status": status,
+            "status_reason": reason,
+            "is_baseline": run == baseline,
+            "tags": ", ".join(run_tags),
+            # Which evaluation the ranks are of (compare.level), and at what resolution.
+            "level": summary.get("level", "image"),
+            "resolution": summary.get("resolution", ""),
+        }
+        for metric in PAIRED_METRICS:
+            for suffix in ("", "_ci_low", "_ci_high", "_n"):
+                row[metric + suffix] = _number(test.get(metric + suffix))
+        row.update({count: _number(test.get(count)) for count in COUNTS})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    base = df.set_index("run").loc[baseline]
+    if base["status"] == EXCLUDED:
+        raise LesionflowError(
+            f"compare.baseline {baseline!r} is excluded from the ranking ({base['status_reason']}); "
+            "choose another baseline or remove the tag from the run or from compare.exclude_tags"
+        )
+    ranked = df["status"] == RANKED
+    for metric, rank_col in RANK_COLUMNS.items():
+        # method="min": tied runs share the better rank; NaN (undefined) ranks last. Only ranked runs
+        # compete, so an excluded or failed run never pushes a ranked one down.
+        df[rank_col] = df.loc[ranked, metric].rank(ascending=False, method="min", na_option="bottom")
+    df["mean_rank"] = df[list(RANK_COLUMNS.values())].mean(axis=1)
+    for metric in RANK_COLUMNS:
+        delta = df[metric] - base[metric]
+        df[f"delta_{metric}_vs_baseline"] = delta
+        ref = base[metric]
+        # Percent of a zero or undefined baseline is undefined, not infinite.
+        df[f"delta_{metric}_pct_vs_baseline"] = (
+            100.0 * delta / ref if np.isfinite(ref) and ref != 0 else np.nan
+        )
+    df["source"] = [str(sources[r]) if sources and r in sources else "" for r in df["run"]]
+    order = df["status"].map(STATUS_ORDER)
+    return (
+        df.assign(_order=order)
+        .sort_values(["_order", "mean_rank", "run"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
+# ---------------------------------------------------------------- paired comparison
+
+
+def _shared(per_image: pd.DataFrame, baseline: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables restricted to the images they share, in the same order."""
+    shared = sorted(set(per_image["image_id"]) & set(baseline["image_id"]))
+    ours = per_image.set_index("image_id").loc[shared].reset_index()
+    theirs = baseline.set_index("image_id").loc[shared].reset_index()
+    return ours, theirs
+
+
+def wilcoxon_dice(per_image: pd.DataFrame, baseline: pd.DataFrame) -> dict:
+    """Wilcoxon signed-rank test of per-image Dice on shared reference-positive images.
+
+    The p-value is NaN (with n given) when there are no pairs or every difference is zero.
+    """
+    ours, theirs = _shared(per_image, baseline)
+    positive = (ours["gt_pixels"].to_numpy() > 0) & (theirs["gt_pixels"].to_numpy() > 0)
+    a = ours["dice"].to_numpy(dtype=float)[positive]
+    b = theirs["dice"].to_numpy(dtype=float)[positive]
+    defined = ~(np.isnan(a) | np.isnan(b))
+    diff = a[defined] - b[defined]
+    out = {
+        "wilcoxon_dice_n": int(diff.size),
+        "median_dice_difference": float(np.median(diff)) if diff.size else float("nan"),
+        "wilcoxon_dice_p": float("nan"),
+    }
+    if np.count_nonzero(diff):
+        with warnings.catch_warnings():
+            # scipy warns about small samples and switches to the exact distribution; both fine.
+            warnings.simplefilter("ignore")
+            out["wilcoxon_dice_p"] = float(wilcoxon(a[defined], b[defined]).pvalue)
+    return out
+
+
+def paired_comparison(per_image: pd.DataFrame, baseline: pd.DataFrame, bootstrap: Mapping) -> dict:
+    """Run minus baseline on the test images both scored: paired bootstrap interval per metric
+    (same subject resamples for both) and the Wilcoxon test on per-image Dice.
+
+    ``bootstrap`` is the config's compare.bootstrap section: n_resamples, seed and confidence.
+    """
+    ours, theirs = _shared(per_image, baseline)
+    out: dict = {"n_shared_images": int(len(ours))}
+    if len(ours):
+        resampler = Resampler.from_subjects(
+            ours["subject"].astype(str).tolist(),
+            bootstrap["n_resamples"],
+            bootstrap["seed"],
+            bootstrap["confidence"],
+        )
+        for metric, estimate in paired_estimates(ours, theirs, resampler, PAIRED_METRICS).items():
+            described = describe(estimate, "d")
+            out[f"paired_delta_{metric}"] = described["d"]
+            out[f"paired_delta_{metric}_ci_low"] = described["d_ci_low"]
+            out[f"paired_delta_{metric}_ci_high"] = described["d_ci_high"]
+    out.update(wilcoxon_dice(ours, theirs))
+    return out
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def check_settings(settings: Mapping, baseline: str) -> None:
+    """Raise unless ``settings`` holds every key run_compare reads and agrees on the baseline.
+
+    Defaults are filled from the config schema before the stage runs; a missing key here means a
+    caller skipped that, and guessing a default would hide it.
+    """
+    missing = [key for key in SETTINGS_KEYS if key not in settings]
+    if "bootstrap" in settings:
+        missing += [f"bootstrap.{key}" for key in BOOTSTRAP_KEYS if key not in settings["bootstrap"]]
+    if missing:
+        raise LesionflowError(
+            f"compare settings lack {', '.join(missing)}: pass the config's compare section with the "
+            "schema's defaults filled, and every run's tags"
+        )
+    if "baseline" in settings and settings["baseline"] != baseline:
+        raise LesionflowError(
+            f"compare: baseline {baseline!r} differs from compare.baseline {settings['baseline']!r} "
+            "in the settings"
+        )
+
+
+def _read_per_image(name: str, path: str | os.PathLike) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise LesionflowError(f"per-image test table of run {name!r} not found: {path}")
+    return pd.read_csv(path, dtype={"image_id": str, "subject": str})
+
+
+def run_compare(
+    summary_paths: Mapping[str, str | os.PathLike],
+    baseline: str,
+    out_dir: str | os.PathLike,
+    per_image_paths: Mapping[str, str | os.PathLike] | None,
+    settings: Mapping,
+) -> pd.DataFrame:
+    """Write ``leaderboard.csv`` and ``leaderboard.png`` from the runs' summaries.
+
+    With ``per_image_paths`` (each run's per_image_test.csv) every run is also compared with the
+    baseline on their shared test images: paired bootstrap intervals and a Wilcoxon p-value.
+    ``settings`` is the config's compare section with the schema's defaults filled, plus every
+    run's tags (``tags``: run -> list); its ``exclude_tags`` and ``bootstrap`` are used.
+    """
+    if not summary_paths:
+        raise LesionflowError("compare needs at least one run summary")
+    check_settings(settings, baseline)
+    summaries = {}
+    for name, path in summary_paths.items():
+        if not Path(path).is_file():
+            raise LesionflowError(f"summary of run {name!r} not found: {path}")
+        summaries[name] = read_json(path)
+    df = leaderboard(
+        summaries, baseline, summary_paths, tags=settings["tags"], exclude_tags=settings["exclude_tags"]
+    )
+    if per_image_paths is not None:
+        missing = sorted(set(summary_paths) - set(per_image_paths))
+        if missing:
+            raise LesionflowError(f"compare: no per-image test table given for runs {missing}")
+        tables = {name: _read_per_image(name, path) for name, path in per_image_paths.items()}
+        boot = settings["bootstrap"]
+        paired = pd.DataFrame(
+            [{"run": run, **paired_comparison(tables[run], tables[baseline], boot)} for run in df["run"]]
+        )
+        df = df.merge(paired, on="run", how="left")
+        df = df[[c for c in df.columns if c != "source"] + ["source"]]
+    out = Path(out_dir)
+    write_csv(df, out / "leaderboard.csv")
+    save_figure(plot_leaderboard(df), out / "leaderboard.png")
+    return df

@@ -1,0 +1,116 @@
+"""What the network sees at each training step: lesion-oversampled batches, augmentations, loader workers.
+
+Never touches split 'val' or 'test': it draws from the training images it is given, and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data.utils import worker_init_fn as monai_worker_init_fn
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+from torch.utils.data import Sampler
+
+from lesionflow.model.interrupt import ignore_stop_signals
+
+
+class LesionBatchSampler(Sampler[list[int]]):
+    """Batches of indices; with ``positive_fraction`` > 0 each batch holds that share of positives.
+
+    Both pools are walked in fresh random orders, so every image is seen before any repeats.
+    ``positive_fraction`` 0 is plain shuffling. One epoch is ``ceil(n / batch_size)`` batches.
+    """
+
+    def __init__(
+        self, positive: Sequence[bool], batch_size: int, positive_fraction: float, seed: int
+    ) -> None:
+        self.positive = np.flatnonzero(np.asarray(positive, dtype=bool))
+        self.negative = np.flatnonzero(~np.asarray(positive, dtype=bool))
+        self.n = len(positive)
+        self.batch_size = min(batch_size, self.n)
+        self.positive_fraction = positive_fraction
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the generator, so the next epoch's batches depend on ``seed`` alone."""
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def _stream(self, pool: np.ndarray) -> Iterator[int]:
+        while True:
+            yield from self.rng.permutation(pool).tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.positive_fraction <= 0 or len(self.positive) == 0 or len(self.negative) == 0:
+            order = self.rng.permutation(self.n).tolist()
+            for start in range(0, self.n, self.batch_size):
+                yield order[start : start + self.batch_size]
+            return
+        n_pos = min(self.batch_size, max(1, round(self.positive_fraction * self.batch_size)))
+        positives, negatives = self._stream(self.positive), self._stream(self.negative)
+        for _ in range(len(self)):
+            batch = [next(positives) for _ in range(n_pos)]
+            batch += [next(negatives) for _ in range(self.batch_size - n_pos)]
+            yield [batch[i] for i in self.rng.permutation(len(batch))]
+
+
+def training_transforms(
+    augment: dict[str, bool], patch_size: Sequence[int] | None, spatial_shape: Sequence[int]
+) -> Compose:
+    """MONAI dictionary transforms applied jointly to ``image`` and ``label``."""
+    keys = ["image", "label"]
+    steps: list[Any] = []
+    if patch_size is not None:
+        # Half of the crops are centred on a lesion pixel, so small lesions are not drowned out.
+        steps.append(RandCropByPosNegLabeld(
+            keys, label_key="label", spatial_size=list(patch_size), pos=1.0, neg=1.0,
+            num_samples=1,
+        ))
+    if augment.get("flip", False):
+        steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in (0, 1)]
+    shape = list(patch_size) if patch_size is not None else list(spatial_shape)
+    # A quarter turn of a non-square crop would give batches of mixed shapes; flips cover 180.
+    if augment.get("rotate90", False) and shape[0] == shape[1]:
+        steps.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)))
+    if augment.get("intensity", False):
+        steps += [
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.05, prob=0.5),
+        ]
+    steps.append(EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False))
+    return Compose(steps)
+
+
+def resolve_num_workers(setting: int | None) -> int:
+    """``train.num_workers``; null means the CPUs this job may use, less one for the main process.
+
+    The affinity mask, not ``os.cpu_count()``: SLURM pins a job to its CPUs on a bigger node.
+    """
+    if setting is not None:
+        return int(setting)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity masks
+        cpus = os.cpu_count() or 1
+    return max(0, cpus - 1)
+
+
+def worker_init(worker_id: int) -> None:
+    """Start a loader worker: stop signals left to the main process, transforms seeded as MONAI does."""
+    ignore_stop_signals()
+    monai_worker_init_fn(worker_id)

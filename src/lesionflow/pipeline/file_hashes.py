@@ -1,0 +1,76 @@
+"""Dataset fingerprints: a user manifest's rows with every file replaced by its content hash.
+
+Never reads more than a file's bytes; a file whose size, time and inode are unchanged is not read again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+from lesionflow.pipeline.artifacts import write_json
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.keys import digest
+
+
+class FileHashCache:
+    """Content hashes keyed on (path, size, mtime_ns, inode), so unchanged files are only stat'ed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, str] = {}
+        self.dirty = False
+        if path.exists():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self.entries = {}
+
+    def content_hash(self, file: Path) -> str:
+        """blake2b of the file's bytes, from the cache when its stat is unchanged."""
+        stat = file.stat()
+        token = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        if token not in self.entries:
+            hasher = hashlib.blake2b(digest_size=16)
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    hasher.update(block)
+            self.entries[token] = hasher.hexdigest()
+            self.dirty = True
+        return self.entries[token]
+
+    def save(self) -> None:
+        """Write the cache back if anything was hashed."""
+        if self.dirty:
+            write_json(self.path, self.entries)
+            self.dirty = False
+
+
+def manifest_fingerprint(manifest: Path, cache: FileHashCache) -> str:
+    """Hash of a user manifest's rows with every listed file replaced by its content hash.
+
+    Paths themselves are left out, so moving or renaming the dataset keeps its key.
+    """
+    if not manifest.exists():
+        raise LesionflowError(f"manifest {manifest} (config key 'data.manifest') does not exist")
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"image", "mask", "subject"} - set(rows[0] if rows else {})
+    if missing:
+        raise LesionflowError(
+            f"manifest {manifest} lacks the column(s) {', '.join(sorted(missing))}"
+        )
+    fingerprinted = []
+    for row in rows:
+        entry = {k: v for k, v in row.items() if k not in ("image", "mask")}
+        entry.setdefault("image_id", Path(row["image"]).stem)
+        for column in ("image", "mask"):
+            file = manifest.parent / (row[column] or "")
+            # A missing file is part of the fingerprint, not an error here: the data stage's
+            # manifest check then reports every missing file at once, with its row.
+            entry[column] = cache.content_hash(file) if file.is_file() else f"missing:{row[column]}"
+        fingerprinted.append(entry)
+    cache.save()
+    return digest(fingerprinted, length=32)

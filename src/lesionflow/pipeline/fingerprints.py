@@ -1,0 +1,156 @@
+"""Code fingerprints: the hash of exactly the code a stage executes, and nothing else.
+
+A stage executes its entry point in scripts/, its notebook's code cells, and every lesionflow
+module these import, transitively, with the packages around them. Comments, docstrings and
+layout never count. Never hashes an absolute path, so a moved checkout keeps its keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import lesionflow
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.keys import digest
+from lesionflow.pipeline.stages import STAGES
+
+PACKAGE = "lesionflow"
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@cache
+def normalised_code(source: str) -> str:
+    """The syntax tree of Python ``source`` without docstrings, comments or layout."""
+    return ast.dump(_strip_docstrings(ast.parse(source)), include_attributes=False)
+
+
+@cache
+def imported_names(source: str) -> frozenset[str]:
+    """Every dotted lesionflow name that an import statement of ``source`` names.
+
+    ``from lesionflow.evaluation import metrics`` names both the package and, possibly, the module
+    ``lesionflow.evaluation.metrics``; which names are modules is decided against the files.
+    """
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return frozenset(found)
+
+
+def _notebook_cells(path: Path) -> list[str]:
+    # Only code cells decide what a notebook computes; outputs and markdown do not.
+    cells = json.loads(path.read_text()).get("cells", [])
+    return ["".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code"]
+
+
+def _python_lines(cell: str) -> str:
+    # IPython magics and shell escapes are not Python; they import nothing of ours.
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.splitlines())
+
+
+@dataclass(frozen=True)
+class CodeBase:
+    """Where a stage's code is read from: the lesionflow package jobs import, and the workflow
+    folder holding scripts/ and notebooks/."""
+
+    package_root: Path
+    workflow_root: Path
+
+    @classmethod
+    def installed(cls, workflow_root: str | Path) -> CodeBase:
+        """The lesionflow package this interpreter imports (installed or editable) and a workflow."""
+        return cls(Path(lesionflow.__file__).resolve().parent, Path(workflow_root).resolve())
+
+    def module_file(self, name: str) -> Path | None:
+        """The file of module ``name`` (a package's ``__init__.py``), or None if it is no module."""
+        parts = name.split(".")
+        if parts[0] != PACKAGE:
+            return None
+        base = self.package_root.joinpath(*parts[1:])
+        for candidate in (base.with_suffix(".py") if parts[1:] else None, base / "__init__.py"):
+            if candidate is not None and candidate.is_file():
+                return candidate
+        return None
+
+    def _modules_named(self, source: str) -> set[str]:
+        modules = set()
+        for name in imported_names(source):
+            if self.module_file(name) is None:
+                continue  # an attribute, such as a function or a class
+            parts = name.split(".")
+            # Importing a.b.c runs the packages a and a.b first.
+            modules.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+        return modules
+
+    def module_closure(self, sources: list[str]) -> list[str]:
+        """Every lesionflow module that ``sources`` import, transitively, sorted."""
+        seen: set[str] = set()
+        todo = [m for source in sources for m in self._modules_named(source)]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            todo.extend(self._modules_named(self.module_file(name).read_text()))
+        return sorted(seen)
+
+    def _relative(self, name: str) -> str:
+        return self.module_file(name).relative_to(self.package_root.parent).as_posix()
+
+    def _entry_code(self, stage: str) -> dict[str, str]:
+        # The files a stage's job starts from: its script and, for notebook stages, the notebook.
+        entry = STAGES[stage]
+        script = self.workflow_root / entry.script_path
+        if not script.is_file():
+            raise LesionflowError(f"stage {stage}: entry point {script} is missing")
+        code = {entry.script_path: script.read_text()}
+        if entry.notebook_path:
+            cells = _notebook_cells(self.workflow_root / entry.notebook_path)
+            code[entry.notebook_path] = json.dumps(cells)
+            code.update({f"{entry.notebook_path}#{i}": _python_lines(c) for i, c in enumerate(cells)})
+        return code
+
+    def stage_modules(self, stage: str) -> list[str]:
+        """The lesionflow modules a stage executes, as dotted names."""
+        code = self._entry_code(stage)
+        return self.module_closure([text for path, text in code.items() if not path.endswith(".ipynb")])
+
+    def stage_sources(self, stage: str) -> dict[str, str]:
+        """The normalised code a stage executes, by file (paths relative to their roots)."""
+        entry = STAGES[stage]
+        code = self._entry_code(stage)
+        sources = {entry.script_path: normalised_code(code[entry.script_path])}
+        if entry.notebook_path:
+            sources[entry.notebook_path] = code[entry.notebook_path]
+        for name in self.stage_modules(stage):
+            sources[self._relative(name)] = normalised_code(self.module_file(name).read_text())
+        return sources
+
+    def fingerprint(self, stage: str) -> str:
+        """Hash of the code ``stage`` executes, blind to comments, docstrings and formatting."""
+        return digest(self.stage_sources(stage), length=32)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Every stage's code fingerprint, by stage."""
+        return {stage: self.fingerprint(stage) for stage in STAGES}

@@ -1,0 +1,190 @@
+"""The plan: every run's content key per stage, and what each keyed job receives.
+
+A key is the digest of a stage's settings (as the registry selects them), the keys of the
+artifacts it reads and the fingerprint of the code it executes; never of a run's name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lesionflow.pipeline.artifacts import write_json
+from lesionflow.pipeline.config import ResolvedConfig
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.file_hashes import FileHashCache, manifest_fingerprint
+from lesionflow.pipeline.fingerprints import CodeBase
+from lesionflow.pipeline.keys import digest
+from lesionflow.pipeline.stages import KEYED_STAGES, STAGES
+
+
+@dataclass(frozen=True)
+class Job:
+    """One keyed artifact folder: what the stage receives, and the keys of its inputs."""
+
+    stage: str
+    key: str
+    settings: dict[str, Any]
+    inputs: dict[str, str]
+
+    @property
+    def folder(self) -> str:
+        """The folder, relative to the working directory, holding this job's artifacts."""
+        return f"results/{self.stage}/{self.key}"
+
+
+@dataclass
+class Plan:
+    """Every job of every run, each run's key per stage, and every stage's code fingerprint."""
+
+    runs: dict[str, dict[str, str]] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Job]] = field(default_factory=lambda: {s: {} for s in KEYED_STAGES})
+    baseline: str = ""
+    dataset_fingerprint: str = ""
+    code: dict[str, str] = field(default_factory=dict)
+
+    def job(self, stage: str, key: str) -> Job:
+        """The job of ``stage`` with content key ``key``."""
+        try:
+            return self.jobs[stage][key]
+        except KeyError:
+            raise LesionflowError(f"no {stage} artifact with key {key} in this config") from None
+
+    def upstream(self, stage: str, key: str, wanted: str) -> str:
+        """The key of the ``wanted`` stage that the job ``stage``/``key`` reads."""
+        return self.job(stage, key).inputs[wanted]
+
+    def run_folders(self, name: str) -> dict[str, str]:
+        """Folder of each stage's artifacts for the run ``name``."""
+        return {stage: f"results/{stage}/{key}" for stage, key in self.runs[name].items()}
+
+    def runs_with(self, stage: str, key: str) -> list[str]:
+        """Names of the runs whose ``stage`` job has this key, in config order."""
+        return [name for name, keys in self.runs.items() if keys[stage] == key]
+
+
+def run_settings(stage: str, run: dict[str, Any]) -> dict[str, Any]:
+    """What the job of ``stage`` receives from a resolved run: the sections the registry names."""
+    return {
+        section: dict(run[section]) if keys is None else {k: run[section][k] for k in keys}
+        for section, keys in STAGES[stage].sections.items()
+    }
+
+
+def _key_settings(stage: str, settings: dict[str, Any]) -> dict[str, Any]:
+    drop = STAGES[stage].not_in_key
+    return {
+        section: {k: v for k, v in values.items() if k not in drop} for section, values in settings.items()
+    }
+
+
+def _data_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
+    data = config.data
+    if data["source"] == "synthetic":
+        settings = {"source": "synthetic", "synthetic": data["synthetic"]}
+        return settings, settings
+    manifest = (workdir / data["manifest"]).resolve()
+    cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
+    fingerprint = manifest_fingerprint(manifest, cache)
+    masks = {"mask_channel": data["mask_channel"], "mask_threshold": data["mask_threshold"]}
+    return {"source": "manifest", "manifest": str(manifest), **masks}, {
+        "source": "manifest",
+        "fingerprint": fingerprint,
+        **masks,
+    }
+
+
+def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
+    """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
+    workdir = Path(workdir)
+    plan = Plan(baseline=config.baseline, code=code.fingerprints())
+    data_settings, data_key_params = _data_settings(config, workdir)
+    # What identifies the dataset in reports: its generator settings or its files' content.
+    plan.dataset_fingerprint = digest(data_key_params, length=16)
+    shared = {"data": (data_settings, data_key_params), "split": (config.split, config.split)}
+    for name, run in config.runs.items():
+        keys: dict[str, str] = {}
+        for stage in KEYED_STAGES:
+            if stage in shared:
+                settings, key_params = shared[stage]
+            else:
+                settings = run_settings(stage, run)
+                key_params = _key_settings(stage, settings)
+            inputs = {upstream: keys[upstream] for upstream in STAGES[stage].reads}
+            key = digest({"stage": stage, "params": key_params, "inputs": inputs, "code": plan.code[stage]})
+            keys[stage] = key
+            plan.jobs[stage].setdefault(key, Job(stage, key, settings, inputs))
+        plan.runs[name] = keys
+    return plan
+
+
+def settings_json(plan: Plan, stage: str, key: str) -> str:
+    """The settings a stage's job receives, as compact JSON for its command line."""
+    return json.dumps(plan.job(stage, key).settings, sort_keys=True, separators=(",", ":"))
+
+
+# The environment variable through which cluster jobs find the plan their Snakemake made.
+PLAN_ENV = "LESIONFLOW_PLAN"
+
+
+def _config_digest(config: ResolvedConfig) -> str:
+    return digest(
+        {"data": config.data, "split": config.split, "runs": config.runs, "compare": config.compare},
+        length=32,
+    )
+
+
+def plan_record(plan: Plan, config: ResolvedConfig) -> dict[str, Any]:
+    """The plan as JSON-ready data, with a digest of the config it was made from."""
+    return {
+        "config_digest": _config_digest(config),
+        "baseline": plan.baseline,
+        "dataset_fingerprint": plan.dataset_fingerprint,
+        "code": plan.code,
+        "runs": plan.runs,
+        "jobs": {
+            stage: {key: {"settings": job.settings, "inputs": job.inputs} for key, job in jobs.items()}
+            for stage, jobs in plan.jobs.items()
+        },
+    }
+
+
+def plan_from_record(record: dict[str, Any]) -> Plan:
+    """The :class:`Plan` that :func:`plan_record` wrote."""
+    plan = Plan(
+        runs=record["runs"],
+        baseline=record["baseline"],
+        dataset_fingerprint=record["dataset_fingerprint"],
+        code=record["code"],
+    )
+    for stage, jobs in record["jobs"].items():
+        plan.jobs[stage] = {
+            key: Job(stage, key, job["settings"], job["inputs"]) for key, job in jobs.items()
+        }
+    return plan
+
+
+def shared_plan(
+    config: ResolvedConfig, workdir: str | Path, environ: dict[str, str], code: CodeBase
+) -> Plan:
+    """The plan of this Snakemake run: the one its main process wrote, or a new one.
+
+    A cluster job parses the Snakefile again; recomputing the keys there would pick up any code
+    edited since the run started and ask for artifacts that the run never planned. So the main
+    process writes its plan to ``.lesionflow/plans/`` and names it in ``environ[PLAN_ENV]``, and
+    a job reuses it when it was made from the same config.
+    """
+    path = environ.get(PLAN_ENV)
+    if path and Path(path).is_file():
+        record = json.loads(Path(path).read_text())
+        if record.get("config_digest") == _config_digest(config) and "code" in record:
+            return plan_from_record(record)
+    plan = build_plan(config, workdir, code)
+    record = plan_record(plan, config)
+    target = Path(workdir) / ".lesionflow" / "plans" / f"{digest(record, length=16)}.json"
+    if not target.is_file():
+        write_json(target, record)
+    environ[PLAN_ENV] = str(target.resolve())
+    return plan

@@ -1,0 +1,158 @@
+"""The compare notebook's text and tables: leaderboard.csv read back, rankings, baseline differences.
+
+Must never recompute a metric, a rank or a difference: every number is read from leaderboard.csv.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lesionflow.evaluation.leaderboard_columns import (
+    RANK_COLUMNS,
+    RANKED,
+    STATUS_ORDER,
+    TEXT_COLUMNS,
+    is_baseline,
+)
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.reports.labels import (
+    COMPARISON_NAMES,
+    SHORT_NAMES,
+    count_text,
+    interval_text,
+    p_value_text,
+    signed_text,
+)
+
+# Ranking tables the notebook shows: the metric (or mean_rank) -> the leaderboard column of its rank.
+RANKINGS = {
+    "dice_pos": "rank_dice_pos",
+    "presence_roc_auc": "rank_roc_auc",
+    "presence_ap": "rank_ap",
+    "mean_rank": "mean_rank",
+}
+# Metrics whose paired difference to the baseline the notebook shows, in table and figure order.
+DELTA_METRICS = ("dice_pos", "presence_roc_auc", "presence_ap", "lesion_f1")
+
+
+def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd.DataFrame:
+    """The leaderboard.csv the compare stage wrote, checked against the expected baseline.
+
+    Text cells stay text (a run named 'NA' is not a missing value); empty numeric cells are NaN.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LesionflowError(f"leaderboard {path} not found")
+    text = {column: "string" for column in TEXT_COLUMNS}
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+    missing = [c for c in ("run", "status", "status_reason", "is_baseline", "mean_rank") if c not in df]
+    if missing:
+        raise LesionflowError(
+            f"{path}: not a leaderboard of this version, missing column(s) {', '.join(missing)}"
+        )
+    for column in TEXT_COLUMNS:
+        if column in df:
+            df[column] = df[column].fillna("").astype(str)
+    df["is_baseline"] = df["is_baseline"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    written = df.loc[df["is_baseline"], "run"].tolist()
+    if baseline is not None and written != [baseline]:
+        raise LesionflowError(
+            f"compare notebook: parameter baseline={baseline!r} but {path} was built with baseline {written}"
+        )
+    return df
+
+
+def level_text(df: pd.DataFrame) -> str:
+    """One sentence saying which evaluation the leaderboard ranks (compare.level) and at what resolution."""
+    if "level" not in df.columns or df.empty:
+        return "Ranked on whole images."
+    level = ", ".join(sorted(set(df["level"].astype(str))))
+    resolution = ", ".join(sorted(set(df["resolution"].fillna("").astype(str)) - {""}))
+    what = "whole images" if level == "image" else "tiles" if level == "tile" else level
+    return f"Ranked on {what} (`compare.level: {level}`); resolution: {resolution or 'not stated'}."
+
+
+def baseline_name(df: pd.DataFrame) -> str:
+    """The run the leaderboard's deltas are taken against."""
+    names = df.loc[is_baseline(df), "run"].tolist()
+    if len(names) != 1:
+        raise LesionflowError(f"leaderboard must mark exactly one baseline run, found {names}")
+    return str(names[0])
+
+
+def column_values(df: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as floats; all NaN when the leaderboard has no such column."""
+    # A leaderboard built without per-image tables has no paired columns: show them as undefined.
+    return df[name].to_numpy(dtype=float) if name in df else np.full(len(df), np.nan)
+
+
+def ranking_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Ranked runs ordered by ``by`` (a key of RANKINGS): rank, run, value with interval, n.
+
+    For ``mean_rank`` the value lists the four ranks averaged and n is how many there are.
+    """
+    if by not in RANKINGS:
+        raise LesionflowError(f"ranking by {by!r} is not available; choose one of {list(RANKINGS)}")
+    ranked = df[df["status"] == RANKED]
+    rank = ranked[RANKINGS[by]] if by != "mean_rank" else ranked["mean_rank"].rank(method="min")
+    rows = []
+    for (_, row), position in zip(ranked.iterrows(), rank, strict=True):
+        if by == "mean_rank":
+            parts = ", ".join(
+                f"{SHORT_NAMES[metric]} {count_text(row[column])}" for metric, column in RANK_COLUMNS.items()
+            )
+            value, n = f"{row['mean_rank']:.2f} ({parts})", str(len(RANK_COLUMNS))
+        else:
+            value = interval_text(row[by], row[f"{by}_ci_low"], row[f"{by}_ci_high"])
+            n = count_text(row[f"{by}_n"])
+        rows.append({"rank": int(position), "run": row["run"], "value": value, "n": n})
+    table = pd.DataFrame(rows, columns=["rank", "run", "value", "n"])
+    return table.sort_values(["rank", "run"], kind="stable").reset_index(drop=True)
+
+
+def rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The four ranking tables (Dice, ROC-AUC, AP, mean rank), keyed by their heading."""
+    return {COMPARISON_NAMES[by]: ranking_table(df, by) for by in RANKINGS}
+
+
+def baseline_differences(df: pd.DataFrame) -> pd.DataFrame:
+    """Every run but the baseline: paired difference (run - baseline) with interval per metric,
+    median per-image Dice difference, Wilcoxon p and n, and the number of shared test images."""
+    others = df[~is_baseline(df)]
+    rows = []
+    for index in range(len(others)):
+        row = others.iloc[[index]]
+        out = {"run": row["run"].iloc[0], "status": row["status"].iloc[0]}
+        for metric in DELTA_METRICS:
+            key = f"paired_delta_{metric}"
+            values = [column_values(row, key + suffix)[0] for suffix in ("", "_ci_low", "_ci_high")]
+            out[f"Δ {metric}"] = interval_text(*values, signed=True)
+        out["median Δ Dice per image"] = signed_text(column_values(row, "median_dice_difference")[0])
+        out["Wilcoxon p"] = p_value_text(column_values(row, "wilcoxon_dice_p")[0])
+        out["Wilcoxon n"] = count_text(column_values(row, "wilcoxon_dice_n")[0])
+        out["shared images"] = count_text(column_values(row, "n_shared_images")[0])
+        rows.append(out)
+    columns = ["run", "status", *(f"Δ {m}" for m in DELTA_METRICS)]
+    columns += ["median Δ Dice per image", "Wilcoxon p", "Wilcoxon n", "shared images"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def not_ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """Excluded and failed runs with the reason each is not ranked, and its tags."""
+    rows = df[df["status"] != RANKED]
+    columns = ["run", "status", "reason", "tags"]
+    table = rows.rename(columns={"status_reason": "reason"})
+    if "tags" not in table:
+        table = table.assign(tags="")
+    return table[columns].reset_index(drop=True)
+
+
+def status_counts(df: pd.DataFrame) -> str:
+    """One line: how many runs, how many of each status, and the baseline."""
+    counts = df["status"].value_counts()
+    parts = [f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER]
+    return f"{len(df)} runs: {', '.join(parts)}; baseline: {baseline_name(df)!r}."

@@ -1,0 +1,179 @@
+"""Training curves: metrics per epoch, the loss gap with its fitted trend, the learning rate per step.
+
+Must never smooth, fill or rescale a series: every point drawn is a value of the train stage's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from lesionflow.reports import trends
+from lesionflow.reports.bands import BAND_COLOURS, BAND_NAMES, band_labels, check_bands, shade_bands
+from lesionflow.reports.labels import EPOCH_TITLES, QUALITY_PANELS
+
+
+def _line_style(n_points: int) -> dict[str, Any]:
+    # Markers keep a 1-epoch run visible (a line needs two points) without cluttering long runs.
+    return {"marker": "o", "markersize": 3} if n_points <= 60 else {}
+
+
+def _best_epoch_line(ax: Axes, best_epoch: int | None) -> None:
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+
+
+def _integer_x_axis(ax: Axes, values: pd.Series, label: str) -> None:
+    # Half a unit of margin at least: matplotlib's default span around a single epoch or step is
+    # 0.1 wide, where the integer tick locator falls back to fractional ticks.
+    if len(values):
+        first, last = float(values.min()), float(values.max())
+        margin = max(0.5, 0.03 * (last - first))
+        ax.set_xlim(first - margin, last + margin)
+    # min_n_ticks=1: otherwise the locator gives up on integers when only one fits (1-epoch runs).
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+
+
+def _epoch_axis(ax: Axes, epochs: pd.Series, best_epoch: int | None) -> None:
+    _best_epoch_line(ax, best_epoch)
+    _integer_x_axis(ax, epochs, "epoch")
+
+
+def plot_epoch_curves(
+    metrics_by_epoch: pd.DataFrame, bands: Sequence[float], best_epoch: int | None = None
+) -> Figure:
+    """One panel per metric (loss, dice, iou, pearson), train vs val over epochs.
+
+    Dice and IoU panels are shaded by quality band; the best epoch (by val Dice unless given, e.g.
+    from train_summary.json) is a dotted vertical line on every panel.
+    """
+    if best_epoch is None:
+        best_epoch = trends.best_epoch(metrics_by_epoch)
+    fig = Figure(figsize=(12, 7), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (metric, title) in zip(axes, EPOCH_TITLES.items(), strict=True):
+        for subset, style in (("train", "-"), ("val", "--")):
+            column = f"{subset}_{metric}"
+            if column in metrics_by_epoch.columns:
+                ax.plot(metrics_by_epoch["epoch"], metrics_by_epoch[column], style, label=subset)
+        if metric in ("dice", "iou"):
+            shade_bands(ax, bands)
+            ax.set_ylim(0, 1)
+        _best_epoch_line(ax, best_epoch)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_loss_curves(
+    metrics_by_epoch: pd.DataFrame, window: int | None = None, best_epoch: int | None = None
+) -> Figure:
+    """Train vs val loss per epoch, and beside it the gap val - train with its fitted trend.
+
+    With ``window`` the least-squares line the overfitting rule judges is drawn over the last
+    ``window`` epochs, its slope in the legend.
+    """
+    if best_epoch is None:
+        best_epoch = trends.best_epoch(metrics_by_epoch)
+    epochs = metrics_by_epoch["epoch"]
+    style = _line_style(len(metrics_by_epoch))
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    loss_ax, gap_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, metrics_by_epoch["train_loss"], "-", label="train", **style)
+    loss_ax.plot(epochs, metrics_by_epoch["val_loss"], "--", label="validation", **style)
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("Training and validation loss")
+    _epoch_axis(loss_ax, epochs, best_epoch)
+
+    gap = trends.loss_gap(metrics_by_epoch)
+    gap_ax.plot(epochs, gap, "-", color="tab:purple", label="val - train", **style)
+    gap_ax.axhline(0, color="black", linewidth=0.8)
+    if window is not None:
+        trend = trends.gap_trend(metrics_by_epoch, window)
+        if trend is None:
+            gap_ax.plot([], [], " ", label="trend undefined (< 2 epochs)")
+        else:
+            # Draw the fitted line itself so the reader sees exactly what the rule judged.
+            span = np.array([trend.first_epoch, trend.last_epoch], dtype=float)
+            gap_ax.plot(
+                span, trend.intercept + trend.slope * span, color="black", linewidth=2, alpha=0.7,
+                label=f"fit, epochs {trend.first_epoch}-{trend.last_epoch}: {trend.slope:+.4g}/epoch",
+            )
+    gap_ax.set_ylabel("val loss - train loss")
+    gap_ax.set_title("Generalisation gap (validation minus training loss)")
+    _epoch_axis(gap_ax, epochs, best_epoch)
+    for ax in (loss_ax, gap_ax):
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_metric_curves(
+    metrics_by_epoch: pd.DataFrame, bands: Sequence[float], best_epoch: int | None = None
+) -> Figure:
+    """Dice, IoU and Pearson r per epoch, train vs val, one panel each; Dice shaded by ``bands``.
+
+    Only the Dice panel is shaded: the bands are Dice cut points, and the same numbers would
+    mean something else on IoU or Pearson r. One legend below the panels keeps curves uncovered.
+    """
+    low, high = check_bands(bands)
+    if best_epoch is None:
+        best_epoch = trends.best_epoch(metrics_by_epoch)
+    style = _line_style(len(metrics_by_epoch))
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(QUALITY_PANELS))
+    for ax, (metric, title, ylabel) in zip(axes, QUALITY_PANELS, strict=True):
+        ax.plot(metrics_by_epoch["epoch"], metrics_by_epoch[f"train_{metric}"], "-", color="tab:blue",
+                label="train", **style)
+        ax.plot(metrics_by_epoch["epoch"], metrics_by_epoch[f"val_{metric}"], "--", color="tab:orange",
+                label="validation", **style)
+        if metric == "dice":
+            shade_bands(ax, (low, high))
+        # Pearson r can be negative; Dice and IoU cannot.
+        ax.set_ylim(-1.02 if metric == "pearson" and _any_below(metrics_by_epoch, metric, 0) else 0, 1.02)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _epoch_axis(ax, metrics_by_epoch["epoch"], best_epoch)
+    handles, labels = axes[0].get_legend_handles_labels()
+    labels_by_band = band_labels((low, high))
+    handles += [Patch(color=BAND_COLOURS[name], alpha=0.25) for name in BAND_NAMES]
+    labels += [f"Dice band {labels_by_band[name]}" for name in BAND_NAMES]
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    return fig
+
+
+def _any_below(metrics_by_epoch: pd.DataFrame, metric: str, limit: float) -> bool:
+    values = metrics_by_epoch[[f"train_{metric}", f"val_{metric}"]].to_numpy(dtype=float)
+    return bool(np.nanmin(values, initial=limit) < limit)
+
+
+def plot_lr(lr_by_step: pd.DataFrame) -> Figure:
+    """Learning rate over optimiser steps, and the training loss per step beside it when logged."""
+    panels = ["lr"] + (["loss"] if "loss" in lr_by_step.columns else [])
+    n_epochs = lr_by_step["epoch"].nunique() if "epoch" in lr_by_step.columns else None
+    fig = Figure(figsize=(6 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    titles = {"lr": "Learning rate per optimiser step", "loss": "Training loss per step (one batch)"}
+    ylabels = {"lr": "learning rate", "loss": "loss"}
+    for ax, column in zip(axes, panels, strict=True):
+        ax.plot(lr_by_step["step"], lr_by_step[column], linewidth=1, **_line_style(len(lr_by_step)))
+        _integer_x_axis(ax, lr_by_step["step"], "optimiser step")
+        ax.set_ylabel(ylabels[column])
+        ax.set_title(titles[column])
+    # Learning rates span decades; '1.00e-04' on each tick reads better than a shared offset
+    # label, and three digits keep the ticks of a constant rate (scheduler none) distinct.
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.2e}"))
+    if n_epochs is not None:
+        fig.suptitle(f"{len(lr_by_step)} optimiser step(s) over {n_epochs} epoch(s)")
+    return fig

@@ -1,0 +1,88 @@
+"""What the epoch table says over time: best and last epoch, least-squares trends over the last epochs.
+
+Must never fill a gap: an undefined value is left out of a fit, and too few points give no trend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# A least-squares line through fewer than two points has no slope.
+MIN_WINDOW = 2
+# Decimals a fitted slope is rounded to before it is judged and shown.
+SLOPE_DECIMALS = 12
+
+
+def best_epoch(metrics_by_epoch: pd.DataFrame) -> int | None:
+    """The epoch of the highest val Dice (the one whose weights are kept); None without any."""
+    val = metrics_by_epoch["val_dice"]
+    if val.notna().sum() == 0:
+        return None
+    return int(metrics_by_epoch.loc[val.idxmax(), "epoch"])
+
+
+def final_value(metrics_by_epoch: pd.DataFrame, column: str) -> Any:
+    """``column`` at the last epoch; None for an empty table or a column it does not have."""
+    if len(metrics_by_epoch) == 0 or column not in metrics_by_epoch.columns:
+        return None
+    return metrics_by_epoch[column].iloc[-1]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Least-squares line (slope per epoch, intercept at epoch 0) of a series over a span of epochs."""
+
+    slope: float
+    intercept: float
+    first_epoch: int
+    last_epoch: int
+    n_epochs: int
+
+    def describe(self) -> str:
+        """The slope and its epochs, e.g. 'slope +0.0123 per epoch over epochs 26-30 (5 epochs)'."""
+        return (
+            f"slope {self.slope:+.4g} per epoch over epochs {self.first_epoch}-{self.last_epoch} "
+            f"({self.n_epochs} epochs)"
+        )
+
+
+def loss_gap(metrics_by_epoch: pd.DataFrame) -> pd.Series:
+    """Validation minus training loss per epoch (positive: the model fits training data better)."""
+    return metrics_by_epoch["val_loss"] - metrics_by_epoch["train_loss"]
+
+
+def last_epochs_trend(epochs: pd.Series, values: pd.Series, window: int) -> Trend | None:
+    """Least-squares slope of ``values`` against ``epochs`` over the last ``window`` epochs.
+
+    Epochs whose value is not finite (an undefined val Dice) are left out of the fit; None when
+    fewer than two finite epochs remain, as a line through one point has no slope. A run shorter
+    than ``window`` is fitted over all its epochs.
+    """
+    frame = pd.DataFrame({"epoch": np.asarray(epochs, dtype=float), "value": np.asarray(values, dtype=float)})
+    frame = frame.sort_values("epoch").tail(window)
+    frame = frame[np.isfinite(frame["value"])]
+    if len(frame) < MIN_WINDOW:
+        return None
+    slope, intercept = np.polyfit(frame["epoch"], frame["value"], 1)
+    # Rounding drops the fit's floating-point noise, so a level series reads +0, not +8.55e-17.
+    return Trend(
+        slope=round(float(slope), SLOPE_DECIMALS),
+        intercept=float(intercept),
+        first_epoch=int(frame["epoch"].iloc[0]),
+        last_epoch=int(frame["epoch"].iloc[-1]),
+        n_epochs=len(frame),
+    )
+
+
+def gap_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None:
+    """Slope of (val loss - train loss) over the last ``window`` epochs; None with < 2 epochs."""
+    return last_epochs_trend(metrics_by_epoch["epoch"], loss_gap(metrics_by_epoch), window)
+
+
+def val_dice_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None:
+    """Slope of val Dice over the last ``window`` epochs; None with < 2 epochs of finite val Dice."""
+    return last_epochs_trend(metrics_by_epoch["epoch"], metrics_by_epoch["val_dice"], window)

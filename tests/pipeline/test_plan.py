@@ -1,0 +1,107 @@
+"""The plan: what changes a key, and what must not."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from codebase import REPO_CODE
+from PIL import Image
+from tiny_data import write_tiny_manifest
+
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.plan import PLAN_ENV, build_plan, plan_from_record, plan_record, shared_plan
+
+
+def plan_for(runs, tmp_path, **extra):
+    return build_plan(resolve_config({"runs": runs, **extra}), tmp_path, REPO_CODE)
+
+
+def test_tta_change_keeps_train_key_and_changes_infer_key(tmp_path):
+    plan = plan_for({"a": {}, "b": {"infer": {"tta": ["identity", "hflip"]}}}, tmp_path)
+    a, b = plan.runs["a"], plan.runs["b"]
+    assert a["train"] == b["train"]
+    for stage in ("infer", "tune", "evaluate", "breakdown", "analyse"):
+        assert a[stage] != b[stage], stage
+
+
+def test_identical_runs_share_every_key_and_one_train_job(tmp_path):
+    plan = plan_for({"a": {}, "b": {}}, tmp_path)
+    assert plan.runs["a"] == plan.runs["b"]
+    assert len(plan.jobs["train"]) == 1
+
+
+def test_run_name_is_not_part_of_any_key(tmp_path):
+    first = plan_for({"old_name": {"train": {"epochs": 3}}}, tmp_path)
+    second = plan_for({"new_name": {"train": {"epochs": 3}}}, tmp_path)
+    assert first.runs["old_name"] == second.runs["new_name"]
+
+
+def test_device_workers_and_inference_batch_do_not_change_keys(tmp_path):
+    plan = plan_for(
+        {
+            "a": {},
+            "b": {
+                "train": {"device": "cpu", "num_workers": 4},
+                "infer": {"batch_size": 2, "device": "cpu"},
+                "resources": {"threads": 8},
+            },
+        },
+        tmp_path,
+    )
+    assert plan.runs["a"] == plan.runs["b"]
+
+
+def test_training_change_changes_every_downstream_key(tmp_path):
+    plan = plan_for({"a": {}, "b": {"train": {"epochs": 3}}}, tmp_path)
+    a, b = plan.runs["a"], plan.runs["b"]
+    assert a["data"] == b["data"] and a["split"] == b["split"]
+    assert all(a[s] != b[s] for s in ("train", "infer", "tune", "evaluate", "analyse"))
+
+
+def test_split_seed_changes_split_and_later_keys_only(tmp_path):
+    one = plan_for({"a": {}}, tmp_path)
+    two = plan_for({"a": {}}, tmp_path, split={"seed": 1})
+    assert one.runs["a"]["data"] == two.runs["a"]["data"]
+    assert one.runs["a"]["split"] != two.runs["a"]["split"]
+    assert one.runs["a"]["train"] != two.runs["a"]["train"]
+
+
+def test_manifest_source_key_changes_with_one_pixel(tmp_path):
+    manifest = write_tiny_manifest(tmp_path / "data")
+    config = {"runs": {"a": {}}, "data": {"source": "manifest", "manifest": "data/manifest.csv"}}
+    before = build_plan(resolve_config(config), tmp_path, REPO_CODE).runs["a"]
+    pixels = np.array(Image.open(manifest.parent / "img0.png"))
+    pixels[3, 3, 1] += 1
+    Image.fromarray(pixels).save(manifest.parent / "img0.png")
+    after = build_plan(resolve_config(config), tmp_path, REPO_CODE).runs["a"]
+    assert all(before[stage] != after[stage] for stage in before)
+
+
+def test_plan_survives_its_json_record():
+    config = resolve_config({"runs": {"a": {}, "b": {"infer": {"tta": ["identity", "hflip"]}}}})
+    plan = build_plan(config, ".", REPO_CODE)
+    again = plan_from_record(json.loads(json.dumps(plan_record(plan, config))))
+    assert again.runs == plan.runs and again.baseline == plan.baseline
+    key = plan.runs["b"]["infer"]
+    assert again.job("infer", key) == plan.job("infer", key)
+
+
+def test_a_job_reuses_the_plan_its_snakemake_wrote_even_after_a_code_change(tmp_path):
+    config = resolve_config({"runs": {"a": {}}})
+    environ: dict[str, str] = {}
+    first = shared_plan(config, tmp_path, environ, REPO_CODE)
+    assert Path(environ[PLAN_ENV]).is_file()
+    # Doctor the stored plan as if the code had changed since: a job must still see the run's keys.
+    record = json.loads(Path(environ[PLAN_ENV]).read_text())
+    record["runs"]["a"]["train"] = "0123456789ab"
+    Path(environ[PLAN_ENV]).write_text(json.dumps(record))
+    assert shared_plan(config, tmp_path, environ, REPO_CODE).runs["a"]["train"] == "0123456789ab"
+    assert first.runs["a"]["train"] != "0123456789ab"
+
+
+def test_a_plan_made_from_another_config_is_not_reused(tmp_path):
+    environ: dict[str, str] = {}
+    shared_plan(resolve_config({"runs": {"a": {}}}), tmp_path, environ, REPO_CODE)
+    other = resolve_config({"runs": {"a": {"train": {"epochs": 3}}}})
+    reused = shared_plan(other, tmp_path, environ, REPO_CODE)
+    assert reused.runs == build_plan(other, tmp_path, REPO_CODE).runs
