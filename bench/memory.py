@@ -42,7 +42,7 @@ MASK_CHANNEL, MASK_THRESHOLD = 0, 127
 PREPROCESS = {
     "crop_field_of_view": True, "max_size": 1024, "normalise": "image", "tile_size": 256, "tile_stride": 256,
 }
-INFER = {"infer": {"tta": ["identity", "hflip"], "batch_size": 8, "device": "cpu"}}
+INFER = {"tta": ["identity", "hflip"], "batch_size": 8, "device": "cpu"}
 MODEL_SETTINGS = {"network": "UNet", "spatial_dims": 2}
 ROI_SIZE = [256, 256]
 # Subset sizes of the infer comparison; the remaining images go to train and are not inferred.
@@ -116,9 +116,11 @@ def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:
 def child_infer(job: dict[str, Any]) -> dict[str, Any]:
     """The infer stage on one subset; its summary carries its own peak RSS."""
     from lesionflow.model.infer import run_infer
+    from lesionflow.pipeline.config import complete_run_section
 
+    settings = {"infer": complete_run_section("infer", INFER)}
     return stage_result(
-        run_infer(job["images"], job["preprocess"], job["model"], INFER, job["subset"], job["out"])
+        run_infer(job["images"], job["preprocess"], job["model"], settings, job["subset"], job["out"])
     )
 
 

@@ -30,7 +30,7 @@ SETTINGS = {
         "scheduler": "none", "loss": "DiceCE", "positive_oversampling": 0.0,
         "augment": {"flip": False, "rotate90": False, "intensity": False},
         "early_stopping_patience": None, "seed": 0, "patch_size": None, "device": "cpu",
-        "num_workers": 0,
+        "num_workers": 0, "batch_dice": False,
     },
 }
 TILED = {"tile_size": 16, "tile_stride": 8}

@@ -45,7 +45,7 @@ SETTINGS = {
         "scheduler": "onecycle", "loss": "DiceCE", "positive_oversampling": 0.5,
         "augment": {"flip": True, "rotate90": True, "intensity": True},
         "early_stopping_patience": None, "seed": 0, "patch_size": None, "device": "cpu",
-        "num_workers": 0,
+        "num_workers": 0, "batch_dice": False,
     },
 }
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from frames import epochs_frame
+from parameter_cells import notebook_parameters
 from PIL import Image
 
 from lesionflow.data.dataset import image_lesion_tables
@@ -245,18 +246,9 @@ def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
     assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""
 
 
-def notebook_parameters(repo_root) -> dict:
-    """The values the notebook's parameters cell assigns, run as the notebook would."""
-    notebook = nbformat.read(repo_root / "notebooks" / "analysis.ipynb", as_version=4)
-    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-    values: dict = {}
-    exec(cell.source, values)  # noqa: S102 - the notebook's own parameters cell
-    return {name: value for name, value in values.items() if name != "__builtins__"}
-
-
 def test_notebook_restates_no_config_default(repo_root):
     # Defaults live only in the config schema; papermill injects every parameter.
-    parameters = notebook_parameters(repo_root)
+    parameters = notebook_parameters(repo_root / "notebooks" / "analysis.ipynb")
     assert {"dice_bands", "n_examples"} <= set(parameters)
     assert all(value is None for name, value in parameters.items() if name != "title")
 

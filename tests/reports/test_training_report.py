@@ -3,11 +3,11 @@ the epoch log, and the executed training-report notebook."""
 
 import json
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 from frames import epochs_frame
+from parameter_cells import notebook_parameters
 from PIL import Image
 
 from lesionflow.pipeline.config import complete_run_section
@@ -161,18 +161,9 @@ def test_notebook_writes_html_with_verdicts_and_non_blank_figures(repo_root, tmp
         assert colours is not None and len(colours) > 1, f"{name}.png is blank"
 
 
-def notebook_parameters(repo_root) -> dict:
-    """The values the notebook's parameters cell assigns, run as the notebook would."""
-    notebook = nbformat.read(repo_root / "notebooks" / NOTEBOOK_NAME, as_version=4)
-    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-    values: dict = {}
-    exec(cell.source, values)  # noqa: S102 - the notebook's own parameters cell
-    return {name: value for name, value in values.items() if name != "__builtins__"}
-
-
 def test_notebook_restates_no_config_default(repo_root):
     # Defaults live only in the config schema; papermill injects every parameter.
-    parameters = notebook_parameters(repo_root)
+    parameters = notebook_parameters(repo_root / "notebooks" / NOTEBOOK_NAME)
     assert {"dice_bands", "verdict_rules"} <= set(parameters)
     assert all(value is None for name, value in parameters.items() if name != "title")
 

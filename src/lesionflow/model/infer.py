@@ -30,6 +30,7 @@ from lesionflow.model.tta import get_transforms, window_probabilities
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
+from lesionflow.pipeline.settings import complete_section
 
 SUBSETS = ("val", "test")
 CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims")
@@ -100,21 +101,19 @@ def run_infer(
     """
     if subset not in SUBSETS:
         raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
-    infer = settings.get("infer")
-    if not isinstance(infer, dict):
-        raise LesionflowError("settings: expected a section 'infer'")
-    transforms = list(infer.get("tta", ["identity"]))
+    infer = complete_section(settings, "infer", ("tta", "batch_size", "sw_overlap", "device"))
+    transforms = list(infer["tta"])
     get_transforms(transforms)  # fail on a bad name before loading anything
     started = time.perf_counter()
-    device = resolve_device(infer.get("device", "auto"), "infer.device")
+    device = resolve_device(infer["device"], "infer.device")
     model, checkpoint = load_model(model_path, device)
     preprocess = artifacts.read_json(preprocess_path)["settings"]
     rows = read_image_table(images_path, subset)
     channels, spatial_dims = checkpoint["in_channels"], checkpoint["spatial_dims"]
     roi_size = checkpoint.get("roi_size") or checkpoint.get("patch_size")
-    overlap = float(infer.get("sw_overlap", 0.25))
+    overlap = float(infer["sw_overlap"])
     window, stride, weights = windows_of(preprocess, roi_size, spatial_dims, overlap)
-    batch_size = int(infer.get("batch_size", 16))
+    batch_size = int(infer["batch_size"])
     tiled = preprocess["tile_size"] is not None
     out = Path(out_dir)
     n_items = 0

@@ -66,7 +66,7 @@ def build_network(
         raise LesionflowError(
             f"model.network: unknown network {name!r}; expected one of {', '.join(NETWORKS)}"
         )
-    spatial_dims = model_settings.get("spatial_dims", 2)
+    spatial_dims = model_settings.get("spatial_dims")
     if spatial_dims not in (2, 3):
         raise LesionflowError(f"model.spatial_dims: expected 2 or 3, got {spatial_dims!r}")
     user_kwargs = dict(model_settings.get("kwargs") or {})

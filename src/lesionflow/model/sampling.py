@@ -81,13 +81,13 @@ def training_transforms(
             keys, label_key="label", spatial_size=list(patch_size), pos=1.0, neg=1.0,
             num_samples=1,
         ))
-    if augment.get("flip", False):
+    if augment["flip"]:
         steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in (0, 1)]
     shape = list(patch_size) if patch_size is not None else list(spatial_shape)
     # A quarter turn of a non-square crop would give batches of mixed shapes; flips cover 180.
-    if augment.get("rotate90", False) and shape[0] == shape[1]:
+    if augment["rotate90"] and shape[0] == shape[1]:
         steps.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)))
-    if augment.get("intensity", False):
+    if augment["intensity"]:
         steps += [
             RandScaleIntensityd("image", factors=0.1, prob=0.5),
             RandShiftIntensityd("image", offsets=0.05, prob=0.5),

@@ -59,6 +59,7 @@ from lesionflow.model.sampling import resolve_num_workers
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
+from lesionflow.pipeline.settings import complete_section
 
 EPOCH_COLUMNS = [
     "epoch", "train_loss", "val_loss", "train_dice", "val_dice", "train_iou", "val_iou",
@@ -68,22 +69,19 @@ STEP_COLUMNS = ["step", "epoch", "lr", "loss"]
 _TRAIN_KEYS = (
     "epochs", "batch_size", "learning_rate", "weight_decay", "scheduler", "loss",
     "positive_oversampling", "augment", "early_stopping_patience", "seed", "patch_size", "device",
-    "num_workers",
+    "num_workers", "batch_dice",
 )
 
 
 def _check_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    model, train = settings.get("model"), settings.get("train")
-    if not isinstance(model, dict) or not isinstance(train, dict):
-        raise LesionflowError("settings: expected sections 'model' and 'train'")
-    missing = [key for key in _TRAIN_KEYS if key not in train]
-    if missing:
-        raise LesionflowError(f"train: missing setting(s) {', '.join(missing)}")
+    model = complete_section(settings, "model", ("network", "spatial_dims", "kwargs"))
+    train = complete_section(settings, "train", _TRAIN_KEYS)
+    complete_section(train, "augment", ("flip", "rotate90", "intensity"))
     if train["scheduler"] not in ("onecycle", "cosine", "none"):
         raise LesionflowError(
             f"train.scheduler: expected onecycle, cosine or none, got {train['scheduler']!r}"
         )
-    spatial_dims = model.get("spatial_dims", 2)
+    spatial_dims = model["spatial_dims"]
     patch = train["patch_size"]
     if patch is not None and (len(patch) != spatial_dims or min(patch) < 1):
         raise LesionflowError(
@@ -223,7 +221,7 @@ def run_train(
     data. Raises TrainingInterrupted after SIGTERM / SIGUSR1. Returns ``train_summary.json``.
     """
     model_settings, train = _check_settings(settings)
-    spatial_dims = model_settings.get("spatial_dims", 2)
+    spatial_dims = model_settings["spatial_dims"]
     out = Path(out_dir)
     checkpoint_path = out / RESUME_DIR / CHECKPOINT_FILE
     started = time.perf_counter()
@@ -243,7 +241,7 @@ def run_train(
     roi_size = _roi_size(train_images, patch_size)
 
     setup = EpochSetup(
-        build_loss(train["loss"], batch_dice=bool(train.get("batch_dice", False))),
+        build_loss(train["loss"], batch_dice=bool(train["batch_dice"])),
         device, amp_dtype, val_images, val_masks, roi_size,
         int(train["batch_size"]),
     )
