@@ -1,5 +1,6 @@
-# lesionflow: data -> split -> train -> infer (TTA) -> tune on validation, locked -> evaluate
-# -> zero-Dice breakdown -> analysis notebook -> leaderboard -> report.
+# lesionflow: data -> split -> preprocess -> train -> infer (TTA) -> tune on validation, locked
+# -> evaluate -> zero-Dice breakdown -> analysis and training-report notebooks -> leaderboard
+# -> comparison notebook -> run views -> report.
 # Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
 # lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 

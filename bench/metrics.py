@@ -32,6 +32,16 @@ from monai.metrics import (
 from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.metrics import LesionMatching, score_images
 from lesionflow.evaluation.summary import summarise
+from lesionflow.pipeline.config import complete_run_section
+
+# The schema's evaluate settings; a null lesion_matching.connectivity is the one tuning locks,
+# tune.connectivity by default.
+EVALUATE = complete_run_section("evaluate", {})
+MATCHING = LesionMatching(
+    connectivity=complete_run_section("tune", {})["connectivity"],
+    criterion=EVALUATE["lesion_matching"]["criterion"],
+    min_overlap=EVALUATE["lesion_matching"]["min_overlap"],
+)
 
 
 def _disc(mask: np.ndarray, centre: np.ndarray, radius: float) -> None:
@@ -71,7 +81,7 @@ def lesionflow_time(preds, gts) -> tuple[float, pd.DataFrame]:
     subjects = [f"s{i // 2}" for i in range(len(preds))]
     start = time.perf_counter()
     per_image, lesions = score_images(
-        ids, subjects, preds, gts, matching=LesionMatching(connectivity=2), size_bins=[50, 500]
+        ids, subjects, preds, gts, matching=MATCHING, size_bins=EVALUATE["size_bins"]
     )
     return time.perf_counter() - start, (per_image, lesions)
 
@@ -102,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--resamples", type=int, default=EVALUATE["bootstrap"]["n_resamples"])
     parser.add_argument("--chunk", type=int, default=100, help="images held in memory at once")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -129,8 +139,11 @@ def main() -> None:
     lesions["subject"] = [f"s{int(i) // 2}" for i in lesions["image_id"]]
 
     start = time.perf_counter()
-    resampler = Resampler.from_subjects(per_image["subject"].tolist(), args.resamples, 0, 0.95)
-    summary = summarise(per_image, lesions, resampler, [50, 500])
+    boot = EVALUATE["bootstrap"]
+    resampler = Resampler.from_subjects(
+        per_image["subject"].tolist(), args.resamples, boot["seed"], boot["confidence"], "evaluate.bootstrap"
+    )
+    summary = summarise(per_image, lesions, resampler, EVALUATE["size_bins"])
     bootstrap_seconds = time.perf_counter() - start
 
     result = {

@@ -17,8 +17,9 @@ def compare_settings(**partial) -> dict:
 
 
 def ranked_summary(dice, iou, auc, ap) -> dict:
-    """A summary.json with the four ranked test metrics only."""
+    """A summary.json of whole images with the four ranked test metrics only."""
     return {
+        "level": "image",
         "val": {},
         "test": {"dice_pos": dice, "iou_pos": iou, "presence_roc_auc": auc, "presence_ap": ap},
     }
@@ -45,7 +46,7 @@ def counted_summary(dice, auc=0.8, n_pred=10, n_images=12, **extra) -> dict:
     }
     if n_pred is not None:
         section["n_pred_lesions"] = n_pred
-    return {"val": {}, "test": section}
+    return {"level": "image", "val": {}, "test": section}
 
 
 STATUS_SUMMARIES = {
@@ -57,10 +58,15 @@ STATUS_SUMMARIES = {
 STATUS_TAGS = {"unet": [], "segresnet": ["ablation"], "quick": ["smoke"]}
 
 
+def board(summaries, baseline, **options):
+    """leaderboard() with the schema's compare.exclude_tags unless ``options`` give them."""
+    return leaderboard(summaries, baseline, **{"exclude_tags": compare_settings()["exclude_tags"], **options})
+
+
 def status_board(**kwargs):
-    """Leaderboard of STATUS_SUMMARIES against 'unet': two ranked runs, one excluded, one failed."""
-    options = {"tags": STATUS_TAGS, "exclude_tags": ["dev", "smoke"], **kwargs}
-    return leaderboard(STATUS_SUMMARIES, "unet", **options)
+    """Leaderboard of STATUS_SUMMARIES against 'unet': two ranked runs, one excluded (tagged smoke,
+    which the schema's compare.exclude_tags holds), one failed."""
+    return board(STATUS_SUMMARIES, "unet", **{"tags": STATUS_TAGS, **kwargs})
 
 
 def board_with_intervals():

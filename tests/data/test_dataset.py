@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from manifests import small_manifest, write_manifest, write_pair
 from PIL import Image
+from schema_settings import synthetic_settings
 
 from lesionflow.data.axis_columns import read_axis_columns
 from lesionflow.data.dataset import (
@@ -18,8 +19,7 @@ from lesionflow.data.dataset import (
     run_data,
     summarise_dataset,
 )
-from lesionflow.data.manifest import read_manifest
-from lesionflow.data.subsets import lesion_presence
+from lesionflow.data.manifest import lesion_presence, read_manifest
 from lesionflow.io.readers import read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -97,7 +97,12 @@ def test_run_data_mask_channel_setting_reaches_every_later_reader(tmp_path):
     [
         ({"source": "dicom"}, r"data\.source"),
         ({"source": "manifest"}, r"data\.manifest"),
-        ({"source": "synthetic", "synthetic": {"n_image": 3}}, r"data\.synthetic\.n_image"),
+        (
+            {"source": "synthetic", "synthetic": {**synthetic_settings(), "n_image": 3}},
+            r"data\.synthetic\.n_image:",
+        ),
+        ({"source": "synthetic", "synthetic": {"n_images": 12}}, r"missing data\.synthetic\.image_size, "),
+        ({"source": "synthetic"}, r"'data\.synthetic', got None"),
         ({"source": "manifest", "manifest": "x.csv", "mask_channel": 3}, r"data\.mask_channel"),
     ],
 )

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from schema_settings import split_settings, synthetic_settings
 
 from lesionflow.data.axis_columns import read_axis_columns
 from lesionflow.data.geometry import (
@@ -77,8 +78,8 @@ def test_idrid_fov_box_and_tiles_of_a_downscaled_image(shared_dir):
 def source_data(tmp_path_factory):
     """A synthetic dataset (subjects with 1-3 images) and its real subject-grouped split."""
     root = tmp_path_factory.mktemp("preprocess")
-    manifest = generate_dataset(root / "data", n_images=24, image_size=40, seed=3)
-    split = make_split(read_manifest(manifest), seed=1)
+    manifest = generate_dataset(root / "data", **synthetic_settings(n_images=24, image_size=40, seed=3))
+    split = make_split(read_manifest(manifest), **split_settings(seed=1))
     split.to_csv(root / "split.csv", index=False)
     return root, manifest, root / "split.csv", split
 

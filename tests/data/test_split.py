@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from schema_settings import split_settings, synthetic_settings
 
 from lesionflow.data.dataset import read_manifest
-from lesionflow.data.split import make_split, plot_split_summary, run_split, split_summary
+from lesionflow.data.split import make_split, run_split, split_summary
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -21,7 +22,8 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 @pytest.fixture(scope="module")
 def manifest_path(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("data"), n_images=150, image_size=32, seed=5)
+    settings = synthetic_settings(n_images=150, image_size=32, seed=5)
+    return generate_dataset(tmp_path_factory.mktemp("data"), **settings)
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,12 @@ def manifest(manifest_path) -> pd.DataFrame:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_no_subject_in_two_splits(manifest, seed):
-    split = make_split(manifest, seed=seed)
+    split = make_split(manifest, **split_settings(seed=seed))
     assert (split.groupby("subject")["split"].nunique() == 1).all()
 
 
 def test_every_image_is_assigned_exactly_once_in_manifest_order(manifest):
-    split = make_split(manifest)
+    split = make_split(manifest, **split_settings())
     assert list(split.columns) == ["image_id", "subject", "split", "lesion_positive"]
     assert split["image_id"].tolist() == manifest["image_id"].tolist()
     assert set(split["split"]) == {"train", "val", "test"}
@@ -44,28 +46,30 @@ def test_every_image_is_assigned_exactly_once_in_manifest_order(manifest):
 
 
 def test_split_is_deterministic_from_seed(manifest):
-    pd.testing.assert_frame_equal(make_split(manifest, seed=4), make_split(manifest, seed=4))
-    assert not make_split(manifest, seed=4)["split"].equals(make_split(manifest, seed=5)["split"])
+    four, five = split_settings(seed=4), split_settings(seed=5)
+    pd.testing.assert_frame_equal(make_split(manifest, **four), make_split(manifest, **four))
+    assert not make_split(manifest, **four)["split"].equals(make_split(manifest, **five)["split"])
 
 
 @pytest.mark.parametrize("fractions", [(0.6, 0.2, 0.2), (0.7, 0.15, 0.15), (0.5, 0.25, 0.25)])
 def test_fractions_are_met_approximately(manifest, fractions):
-    split = make_split(manifest, *fractions)
+    train, val, test = fractions
+    split = make_split(manifest, **split_settings(train=train, val=val, test=test))
     shares = split["split"].value_counts(normalize=True)
     for name, wanted in zip(("train", "val", "test"), fractions, strict=True):
         assert shares[name] == pytest.approx(wanted, abs=0.06)
 
 
 def test_lesion_rate_is_stratified_across_splits(manifest):
-    split = make_split(manifest)
+    split = make_split(manifest, **split_settings())
     overall = split["lesion_positive"].mean()
     rates = split.groupby("split")["lesion_positive"].mean()
     assert (rates - overall).abs().max() < 0.1
 
 
 def test_dataset_without_lesions_still_splits(manifest_path, tmp_path):
-    lesion_free = generate_dataset(tmp_path, n_images=30, image_size=32, lesion_free_fraction=1.0)
-    split = make_split(read_manifest(lesion_free))
+    settings = synthetic_settings(n_images=30, image_size=32, lesion_free_fraction=1.0)
+    split = make_split(read_manifest(generate_dataset(tmp_path, **settings)), **split_settings())
     assert not split["lesion_positive"].any()
     assert set(split["split"]) == {"train", "val", "test"}
 
@@ -81,13 +85,13 @@ def test_dataset_without_lesions_still_splits(manifest_path, tmp_path):
 )
 def test_bad_fraction_error_names_the_key(manifest, fractions, key):
     with pytest.raises(LesionflowError, match=key):
-        make_split(manifest, **fractions)
+        make_split(manifest, **split_settings(**fractions))
 
 
 def test_too_few_subjects_is_a_user_error(manifest):
     two_subjects = manifest[manifest["subject"].isin(manifest["subject"].unique()[:2])]
     with pytest.raises(LesionflowError, match="2 subject"):
-        make_split(two_subjects)
+        make_split(two_subjects, **split_settings())
 
 
 def test_split_summary_counts_rows_in_train_val_test_order():
@@ -106,22 +110,20 @@ def test_split_summary_counts_rows_in_train_val_test_order():
     np.testing.assert_allclose(summary["lesion_rate"], [1 / 3, 0.0, 1.0])
 
 
-def test_split_figure_has_three_labelled_panels(manifest):
-    figure = plot_split_summary(split_summary(make_split(manifest)))
-    axes = figure.get_axes()
-    assert len(axes) == 3
-    labels = [text.get_text() for text in axes[0].texts]
-    assert labels == [str(n) for n in split_summary(make_split(manifest))["n"]]
-    assert "grouped by subject" in figure.texts[0].get_text()
-
-
-def test_run_split_writes_split_summary_and_figure(manifest_path, tmp_path):
+def test_run_split_writes_split_and_summary_and_draws_nothing(manifest_path, tmp_path):
     run_split(manifest_path, {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}, tmp_path)
     split = pd.read_csv(tmp_path / "split.csv", dtype={"subject": str})
     assert split["subject"].str.len().eq(4).all()  # leading zeros survive the round trip
     summary = pd.read_csv(tmp_path / "split_summary.csv")
     assert summary["n"].sum() == len(split) == 150
-    assert (tmp_path / "split_summary.png").read_bytes()[:4] == b"\x89PNG"
+    # The analysis notebook draws the split; a figure here would put plotting into training's key.
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_run_split_refuses_incomplete_settings_naming_the_missing_keys(manifest_path, tmp_path):
+    with pytest.raises(LesionflowError, match=r"missing split\.val, split\.seed"):
+        run_split(manifest_path, {"train": 0.6, "test": 0.4}, tmp_path)
+    assert not (tmp_path / "split.csv").exists()
 
 
 def test_split_entry_point_reports_a_bad_setting_in_one_line(

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from manifests import small_manifest, write_pair
 
-from lesionflow.data.manifest import read_manifest
-from lesionflow.data.subsets import lesion_presence, load_subset
+from lesionflow.data.manifest import lesion_presence, read_manifest
+from lesionflow.data.subsets import load_subset
 from lesionflow.pipeline.errors import LesionflowError
 
 

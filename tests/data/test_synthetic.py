@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from schema_settings import synthetic_settings
 from scipy import ndimage
 
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.errors import LesionflowError
+
+# The dataset the demo config generates: the schema's data.synthetic.
+DEMO = synthetic_settings()
 
 
 def _read(folder: Path, relative: str) -> np.ndarray:
@@ -20,9 +24,9 @@ def _read(folder: Path, relative: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def default_dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """The dataset the demo config generates (240 images of 128 x 128, seed 0)."""
+    """The dataset the demo config generates (DEMO)."""
     folder = tmp_path_factory.mktemp("synthetic")
-    manifest = generate_dataset(folder)
+    manifest = generate_dataset(folder, **DEMO)
     return folder, pd.read_csv(manifest, dtype=str)
 
 
@@ -38,22 +42,23 @@ def lesion_components(default_dataset) -> list[np.ndarray]:
 
 
 def test_generator_is_deterministic(tmp_path):
-    first = generate_dataset(tmp_path / "a", n_images=6, image_size=48, seed=3)
-    second = generate_dataset(tmp_path / "b", n_images=6, image_size=48, seed=3)
+    settings = synthetic_settings(n_images=6, image_size=48, seed=3)
+    first = generate_dataset(tmp_path / "a", **settings)
+    second = generate_dataset(tmp_path / "b", **settings)
     assert first.read_text() == second.read_text()
     for relative in [*pd.read_csv(first)["image"], *pd.read_csv(first)["mask"]]:
         assert (first.parent / relative).read_bytes() == (second.parent / relative).read_bytes()
 
 
 def test_different_seeds_give_different_images(tmp_path):
-    first = generate_dataset(tmp_path / "a", n_images=2, image_size=48, seed=1)
-    second = generate_dataset(tmp_path / "b", n_images=2, image_size=48, seed=2)
+    first = generate_dataset(tmp_path / "a", **synthetic_settings(n_images=2, image_size=48, seed=1))
+    second = generate_dataset(tmp_path / "b", **synthetic_settings(n_images=2, image_size=48, seed=2))
     relative = pd.read_csv(first)["image"].iloc[0]
     assert not np.array_equal(_read(first.parent, relative), _read(second.parent, relative))
 
 
 def test_writes_exactly_n_images_with_matching_files_and_relative_paths(tmp_path):
-    manifest_path = generate_dataset(tmp_path, n_images=7, image_size=40, seed=0)
+    manifest_path = generate_dataset(tmp_path, **synthetic_settings(n_images=7, image_size=40))
     manifest = pd.read_csv(manifest_path, dtype=str)
     assert manifest_path == tmp_path / "manifest.csv"
     assert list(manifest.columns) == ["image_id", "subject", "image", "mask"]
@@ -67,7 +72,7 @@ def test_writes_exactly_n_images_with_matching_files_and_relative_paths(tmp_path
 
 def test_subjects_have_one_to_three_images_and_ids_name_their_subject(default_dataset):
     _, manifest = default_dataset
-    assert len(manifest) == 240
+    assert len(manifest) == DEMO["n_images"]
     assert manifest["subject"].str.fullmatch(r"\d{4}").all()
     assert (manifest["image_id"].str.split("_").str[0] == manifest["subject"]).all()
     per_subject = manifest.groupby("subject").size()
@@ -78,11 +83,13 @@ def test_subjects_have_one_to_three_images_and_ids_name_their_subject(default_da
 def test_lesion_free_fraction_between_30_and_50_percent(lesion_components):
     free = np.mean([areas.size == 0 for areas in lesion_components])
     assert 0.3 <= free <= 0.5
-    assert free == pytest.approx(0.4)
+    assert free == pytest.approx(DEMO["lesion_free_fraction"])
 
 
 def test_lesion_free_fraction_setting_is_met_exactly(tmp_path):
-    manifest = generate_dataset(tmp_path, n_images=20, image_size=32, lesion_free_fraction=0.25)
+    manifest = generate_dataset(
+        tmp_path, **synthetic_settings(n_images=20, image_size=32, lesion_free_fraction=0.25)
+    )
     masks = [_read(tmp_path, m) for m in pd.read_csv(manifest)["mask"]]
     assert sum(not mask.any() for mask in masks) == 5
 
@@ -109,7 +116,7 @@ def test_field_of_view_is_black_outside_and_lesions_lie_inside(default_dataset):
         image, mask = _read(folder, row.image), _read(folder, row.mask) > 127
         assert image[0, 0].max() == 0 and image[-1, -1].max() == 0
         assert (image[mask].max(axis=1) > 0).all()
-        assert image[64, 64].max() > 0
+        assert image[DEMO["image_size"] // 2, DEMO["image_size"] // 2].max() > 0
 
 
 def test_lesions_are_distinctly_but_not_trivially_brighter_and_yellower(default_dataset):
@@ -152,5 +159,5 @@ def test_images_of_one_subject_share_their_background(default_dataset):
 )
 def test_invalid_parameter_error_names_the_setting(tmp_path, name, value):
     with pytest.raises(LesionflowError, match=rf"data\.synthetic\.{name}"):
-        generate_dataset(tmp_path, **{name: value})
+        generate_dataset(tmp_path, **synthetic_settings(**{name: value}))
     assert not (tmp_path / "manifest.csv").exists()

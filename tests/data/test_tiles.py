@@ -7,6 +7,7 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from lesionflow.data.tiles import cut_tiles, stitch, tile_id, tile_origins, tile_rows
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 
@@ -117,7 +118,8 @@ def test_stitching_drops_the_padding_of_a_tile_larger_than_the_image():
     full = np.linspace(0, 1, 35, dtype=np.float32).reshape(5, 7)
     origins = tile_origins(full.shape, 8, 8)
     tiles = [image_tile[0] for _, image_tile, _ in cut_tiles(full[None], full > 0, origins, 8)]
-    np.testing.assert_allclose(stitch(tiles, origins, full.shape), full, atol=1e-7)
+    weights = complete_run_section("preprocess", {})["stitch_weights"]
+    np.testing.assert_allclose(stitch(tiles, origins, full.shape, weights), full, atol=1e-7)
 
 
 @pytest.mark.parametrize("mode, weights", [("gaussian", "gaussian"), ("constant", "uniform")])

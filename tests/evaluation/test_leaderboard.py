@@ -8,11 +8,13 @@ from leaderboards import (
     STATUS_SUMMARIES,
     STATUS_TAGS,
     SUMMARIES,
+    board,
     compare_settings,
     counted_summary,
     ranked_summary,
     status_board,
 )
+from schema_settings import lesion_matching, size_bins
 from scipy.stats import wilcoxon
 
 from lesionflow.evaluation.leaderboard import (
@@ -29,7 +31,7 @@ from lesionflow.reports.comparison import read_leaderboard
 
 
 def test_ranks_put_best_first_and_undefined_last():
-    df = leaderboard(SUMMARIES, "nnunet").set_index("run")
+    df = board(SUMMARIES, "nnunet").set_index("run")
     assert df.loc["ours", "rank_dice_pos"] == 1 and df.loc["nnunet", "rank_dice_pos"] == 3
     assert df.loc["one_class", "rank_roc_auc"] == 3 and df.loc["one_class", "rank_ap"] == 3
     assert df.loc["ours", "mean_rank"] == 1
@@ -37,7 +39,7 @@ def test_ranks_put_best_first_and_undefined_last():
 
 
 def test_leaderboard_is_sorted_by_mean_rank_with_contract_columns():
-    df = leaderboard(SUMMARIES, "nnunet")
+    df = board(SUMMARIES, "nnunet")
     assert df["run"].tolist() == ["ours", "nnunet", "one_class"]
     for column in (
         "run",
@@ -59,7 +61,7 @@ def test_leaderboard_is_sorted_by_mean_rank_with_contract_columns():
 
 
 def test_deltas_to_baseline_are_absolute_and_percent():
-    df = leaderboard(SUMMARIES, "nnunet").set_index("run")
+    df = board(SUMMARIES, "nnunet").set_index("run")
     assert df.loc["ours", "delta_dice_pos_vs_baseline"] == pytest.approx(0.3)
     assert df.loc["ours", "delta_dice_pos_pct_vs_baseline"] == pytest.approx(300.0)
     assert df.loc["nnunet", "delta_iou_pos_vs_baseline"] == 0
@@ -68,14 +70,14 @@ def test_deltas_to_baseline_are_absolute_and_percent():
 
 def test_percent_delta_to_a_zero_baseline_is_nan_not_infinite():
     summaries = {"a": ranked_summary(0.0, 0.0, 0.5, 0.5), "b": ranked_summary(0.2, 0.1, 0.6, 0.6)}
-    df = leaderboard(summaries, "a").set_index("run")
+    df = board(summaries, "a").set_index("run")
     assert np.isnan(df.loc["b", "delta_dice_pos_pct_vs_baseline"])
     assert df.loc["b", "delta_dice_pos_vs_baseline"] == pytest.approx(0.2)
 
 
 def test_unknown_baseline_names_the_key_and_the_valid_runs():
     with pytest.raises(LesionflowError, match=r"compare\.baseline.*'nnunet', 'one_class', 'ours'"):
-        leaderboard(SUMMARIES, "nnU-Net")
+        board(SUMMARIES, "nnU-Net")
 
 
 def test_run_compare_writes_the_leaderboard_with_each_source(tmp_path):
@@ -118,7 +120,10 @@ def _per_image(seed, n=24, flip=0.0):
     ids = [f"img{k:02d}" for k in range(n)]
     subjects = [f"s{k // 2:02d}" for k in range(n)]
     scores = [float(p.mean()) for p in preds]
-    return score_images(ids, subjects, preds, gts, None, scores, [s > 0 for s in scores])[0]
+    return score_images(
+        ids, subjects, preds, gts, None, scores, [s > 0 for s in scores],
+        matching=lesion_matching(), size_bins=size_bins(),
+    )[0]
 
 
 def _bootstrap(n_resamples):
@@ -197,7 +202,7 @@ def test_every_run_is_kept_whatever_its_status():
 
 def test_undefined_dice_with_a_missing_lesion_count_fails_with_both_reasons():
     summaries = {"a": counted_summary(0.5), "b": counted_summary(None, n_pred=None)}
-    row = leaderboard(summaries, "a").set_index("run").loc["b"]
+    row = board(summaries, "a").set_index("run").loc["b"]
     assert row["status"] == "failed"
     assert "test dice_pos is undefined (dice_pos_n=8)" in row["status_reason"]
     assert "n_pred_lesions" in row["status_reason"] and np.isnan(row["mean_rank"])
@@ -217,7 +222,7 @@ def test_excluded_baseline_is_an_error_naming_compare_baseline_and_the_tag():
 
 def test_failed_baseline_is_allowed_and_its_undefined_dice_gives_nan_deltas():
     summaries = {"base": counted_summary(None, n_pred=0), "b": counted_summary(0.5)}
-    df = leaderboard(summaries, "base").set_index("run")
+    df = board(summaries, "base").set_index("run")
     assert df.loc["base", "status"] == "failed" and df.loc["b", "rank_dice_pos"] == 1
     assert np.isnan(df.loc["b", "delta_dice_pos_vs_baseline"])
 
@@ -256,7 +261,14 @@ def test_leaderboard_says_which_level_and_resolution_it_ranks():
         name: {**summary, "level": "tile", "resolution": "preprocessed (scale 0.29)"}
         for name, summary in SUMMARIES.items()
     }
-    df = leaderboard(summaries, "nnunet")
+    df = board(summaries, "nnunet")
     assert set(df["level"]) == {"tile"} and set(df["resolution"]) == {"preprocessed (scale 0.29)"}
-    # summaries written before levels existed are whole-image summaries
-    assert set(leaderboard(SUMMARIES, "nnunet")["level"]) == {"image"}
+    assert set(board(SUMMARIES, "nnunet")["level"]) == {"image"}
+
+
+def test_a_summary_without_a_level_is_an_error_naming_its_file(tmp_path):
+    # No guessed level: the evaluate stage always writes one.
+    paths = {"ours": tmp_path / "ours" / "summary.json"}
+    write_json(paths["ours"], {key: value for key, value in SUMMARIES["ours"].items() if key != "level"})
+    with pytest.raises(LesionflowError, match=r"run 'ours' \(.*ours.summary\.json\) has no 'level'"):
+        run_compare(paths, "ours", tmp_path / "compare", None, compare_settings(baseline="ours"))

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from schema_settings import lesion_matching
 from scipy import ndimage
 
 from lesionflow.evaluation.lesions import (
@@ -23,13 +24,19 @@ def _mask(shape, *boxes):
     return mask
 
 
+def _match(pred, gt, **rules) -> LesionMatch:
+    """match_lesions with the schema's lesion matching, any rule given in ``rules``."""
+    matching = lesion_matching(**rules)
+    return match_lesions(pred, gt, matching.connectivity, matching.criterion, matching.min_overlap)
+
+
 def _counts(match: LesionMatch) -> tuple[int, int, int, int]:
     return match.tp, match.fn, match.tp_pred, match.fp
 
 
 def test_identical_masks_detect_every_lesion_with_no_false_positives():
     gt = _mask((10, 10), np.s_[1:3, 1:3], np.s_[6:9, 5:8])
-    match = match_lesions(gt, gt)
+    match = _match(gt, gt)
     assert (match.n_ref, match.n_pred) == (2, 2)
     assert _counts(match) == (2, 0, 2, 0)
     assert match.fp_area == 0
@@ -39,7 +46,7 @@ def test_identical_masks_detect_every_lesion_with_no_false_positives():
 def test_disjoint_lesions_are_one_miss_and_one_false_positive_with_its_area():
     gt = _mask((10, 10), np.s_[1:3, 1:3])
     pred = _mask((10, 10), np.s_[6:9, 5:8])
-    match = match_lesions(pred, gt)
+    match = _match(pred, gt)
     assert _counts(match) == (0, 1, 0, 1)
     assert match.fp_area == 9
     assert match.ref_detected.tolist() == [False] and match.pred_matched.tolist() == [False]
@@ -48,7 +55,7 @@ def test_disjoint_lesions_are_one_miss_and_one_false_positive_with_its_area():
 def test_reference_lesion_split_into_two_predictions_is_detected_once_and_both_predictions_match():
     gt = _mask((5, 10), np.s_[2, 1:9])
     pred = _mask((5, 10), np.s_[2, 1:3], np.s_[2, 6:9])
-    match = match_lesions(pred, gt)
+    match = _match(pred, gt)
     assert (match.n_ref, match.n_pred) == (1, 2)
     assert _counts(match) == (1, 0, 2, 0)
 
@@ -56,7 +63,7 @@ def test_reference_lesion_split_into_two_predictions_is_detected_once_and_both_p
 def test_two_reference_lesions_merged_by_one_prediction_are_both_detected_by_it():
     gt = _mask((5, 10), np.s_[2, 1:3], np.s_[2, 6:9])
     pred = _mask((5, 10), np.s_[1:4, 0:10])
-    match = match_lesions(pred, gt)
+    match = _match(pred, gt)
     assert (match.n_ref, match.n_pred) == (2, 1)
     assert _counts(match) == (2, 0, 1, 0)
 
@@ -66,15 +73,15 @@ def test_diagonal_neighbours_are_two_lesions_with_connectivity_1_and_one_with_2(
     pred = _mask((5, 5), np.s_[1, 1])
     assert label_lesions(gt, connectivity=1)[1] == 2
     assert label_lesions(gt, connectivity=2)[1] == 1
-    assert _counts(match_lesions(pred, gt, connectivity=1)) == (1, 1, 1, 0)
-    assert _counts(match_lesions(pred, gt, connectivity=2)) == (1, 0, 1, 0)
+    assert _counts(_match(pred, gt, connectivity=1)) == (1, 1, 1, 0)
+    assert _counts(_match(pred, gt, connectivity=2)) == (1, 0, 1, 0)
 
 
 def test_3d_corner_neighbours_are_two_lesions_with_connectivity_1_and_one_with_3():
     gt = _mask((4, 4, 4), np.s_[0, 0, 0], np.s_[1, 1, 1])
     pred = _mask((4, 4, 4), np.s_[1, 1, 1], np.s_[3, 3, 3])
-    one = match_lesions(pred, gt, connectivity=1)
-    full = match_lesions(pred, gt, connectivity=3)
+    one = _match(pred, gt, connectivity=1)
+    full = _match(pred, gt, connectivity=3)
     assert (one.n_ref, full.n_ref) == (2, 1)
     assert _counts(one) == (1, 1, 1, 1)
     assert _counts(full) == (1, 0, 1, 1)
@@ -85,37 +92,37 @@ def test_iou_criterion_matches_at_or_below_the_pairs_iou_and_not_above():
     # Reference 2x5 and prediction 2x5 shifted one column: intersection 8, union 12, IoU 2/3.
     gt = _mask((4, 8), np.s_[0:2, 0:5])
     pred = _mask((4, 8), np.s_[0:2, 1:6])
-    assert _counts(match_lesions(pred, gt, criterion="iou", min_overlap=0.66)) == (1, 0, 1, 0)
-    assert _counts(match_lesions(pred, gt, criterion="iou", min_overlap=2 / 3)) == (1, 0, 1, 0)
-    assert _counts(match_lesions(pred, gt, criterion="iou", min_overlap=0.67)) == (0, 1, 0, 1)
+    assert _counts(_match(pred, gt, criterion="iou", min_overlap=0.66)) == (1, 0, 1, 0)
+    assert _counts(_match(pred, gt, criterion="iou", min_overlap=2 / 3)) == (1, 0, 1, 0)
+    assert _counts(_match(pred, gt, criterion="iou", min_overlap=0.67)) == (0, 1, 0, 1)
 
 
 def test_fraction_criterion_is_the_covered_share_of_the_reference_lesion_inclusive():
     # The prediction covers 8 of the reference's 10 pixels (0.8) and adds 12 of its own: IoU 8/22.
     gt = _mask((6, 8), np.s_[0:2, 0:5])
     pred = _mask((6, 8), np.s_[0:4, 1:6])
-    assert _counts(match_lesions(pred, gt, criterion="fraction", min_overlap=0.8)) == (1, 0, 1, 0)
-    assert _counts(match_lesions(pred, gt, criterion="fraction", min_overlap=0.81)) == (0, 1, 0, 1)
-    assert _counts(match_lesions(pred, gt, criterion="iou", min_overlap=0.5)) == (0, 1, 0, 1)
+    assert _counts(_match(pred, gt, criterion="fraction", min_overlap=0.8)) == (1, 0, 1, 0)
+    assert _counts(_match(pred, gt, criterion="fraction", min_overlap=0.81)) == (0, 1, 0, 1)
+    assert _counts(_match(pred, gt, criterion="iou", min_overlap=0.5)) == (0, 1, 0, 1)
 
 
-def test_default_matching_is_any_shared_pixel():
+def test_the_schemas_matching_is_any_shared_pixel():
     gt = _mask((6, 6), np.s_[0:5, 0:5])
     pred = _mask((6, 6), np.s_[4:6, 4:6])  # shares one pixel of 25
-    assert _counts(match_lesions(pred, gt)) == (1, 0, 1, 0)
+    assert _counts(_match(pred, gt)) == (1, 0, 1, 0)
 
 
 def test_min_overlap_1_with_iou_matches_only_identical_lesions():
     gt = _mask((6, 6), np.s_[0:2, 0:2], np.s_[4:6, 4:6])
     pred = _mask((6, 6), np.s_[0:2, 0:2], np.s_[4:6, 3:6])
-    match = match_lesions(pred, gt, criterion="iou", min_overlap=1.0)
+    match = _match(pred, gt, criterion="iou", min_overlap=1.0)
     assert match.ref_detected.tolist() == [True, False]
     assert match.pred_matched.tolist() == [True, False]
 
 
 def test_empty_masks_give_zero_length_arrays_and_zero_counts():
     empty = np.zeros((5, 5, 5), dtype=bool)
-    match = match_lesions(empty, empty)
+    match = _match(empty, empty)
     for field, dtype in [
         ("ref_sizes", np.int64),
         ("ref_detected", bool),
@@ -125,14 +132,14 @@ def test_empty_masks_give_zero_length_arrays_and_zero_counts():
         array = getattr(match, field)
         assert array.shape == (0,) and array.dtype == dtype
     assert (match.n_ref, match.n_pred, match.tp, match.fn, match.fp, match.fp_area) == (0, 0, 0, 0, 0, 0)
-    only_pred = match_lesions(_mask((5, 5, 5), np.s_[1:3, 1:3, 1:3]), empty)
+    only_pred = _match(_mask((5, 5, 5), np.s_[1:3, 1:3, 1:3]), empty)
     assert (only_pred.n_ref, only_pred.fp, only_pred.fp_area) == (0, 1, 8)
-    only_gt = match_lesions(empty, _mask((5, 5, 5), np.s_[1:3, 1:3, 1:3]))
+    only_gt = _match(empty, _mask((5, 5, 5), np.s_[1:3, 1:3, 1:3]))
     assert (only_gt.n_pred, only_gt.fn) == (0, 1)
 
 
 def test_lesion_match_is_frozen():
-    match = match_lesions(np.ones((2, 2)), np.ones((2, 2)))
+    match = _match(np.ones((2, 2)), np.ones((2, 2)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         match.ref_sizes = np.zeros(0, dtype=np.int64)
 
@@ -211,21 +218,21 @@ def test_size_edges_not_strictly_increasing_positive_integers_are_an_error_namin
 def test_unknown_criterion_is_an_error_naming_evaluate_lesion_matching_criterion():
     mask = np.ones((2, 2), dtype=bool)
     with pytest.raises(LesionflowError, match=r"evaluate\.lesion_matching\.criterion"):
-        match_lesions(mask, mask, criterion="dice")
+        _match(mask, mask, criterion="dice")
 
 
 @pytest.mark.parametrize("min_overlap", [-0.1, 1.5, float("nan"), "0.5", None])
 def test_min_overlap_outside_0_to_1_is_an_error_naming_evaluate_lesion_matching_min_overlap(min_overlap):
     mask = np.ones((2, 2), dtype=bool)
     with pytest.raises(LesionflowError, match=r"evaluate\.lesion_matching\.min_overlap"):
-        match_lesions(mask, mask, min_overlap=min_overlap)
+        _match(mask, mask, min_overlap=min_overlap)
 
 
 def test_masks_of_different_shapes_are_a_user_error():
     with pytest.raises(LesionflowError, match="shapes differ"):
-        match_lesions(np.ones((3, 3)), np.ones((3, 4)))
+        _match(np.ones((3, 3)), np.ones((3, 4)))
 
 
 def test_connectivity_beyond_the_dimensions_is_a_user_error():
     with pytest.raises(LesionflowError, match="connectivity"):
-        match_lesions(np.ones((3, 3)), np.ones((3, 3)), connectivity=3)
+        _match(np.ones((3, 3)), np.ones((3, 3)), connectivity=3)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from monai.metrics import compute_dice, compute_iou
+from schema_settings import lesion_matching, size_bins
 from scipy.stats import pearsonr
 
 from lesionflow.evaluation.metrics import (
@@ -14,7 +15,6 @@ from lesionflow.evaluation.metrics import (
     GROUPS,
     LESION_COLUMNS,
     PER_IMAGE_COLUMNS,
-    LesionMatching,
     dice_per_image,
     image_metrics,
     iou_per_image,
@@ -22,8 +22,10 @@ from lesionflow.evaluation.metrics import (
     precision_per_image,
     recall_per_image,
     score_images,
-    segmentation_summary,
 )
+
+# The schema's lesion matching, where a test's outcome does not depend on it.
+MATCHING = lesion_matching()
 
 
 def _mask(shape, *points):
@@ -48,14 +50,14 @@ def _random_stack(n=12, shape=(16, 16), seed=0):
 
 def test_dice_is_nan_when_reference_and_prediction_are_empty():
     empty = _mask((8, 8))
-    result = image_metrics(empty, empty)
+    result = image_metrics(empty, empty, matching=MATCHING)
     assert math.isnan(result["dice"]) and math.isnan(result["iou"])
     assert math.isnan(result["precision"]) and math.isnan(result["recall"])
     assert math.isnan(result["pearson"])
 
 
 def test_dice_is_zero_when_reference_is_empty_and_prediction_has_one_pixel():
-    result = image_metrics(_mask((8, 8), (3, 3)), _mask((8, 8)))
+    result = image_metrics(_mask((8, 8), (3, 3)), _mask((8, 8)), matching=MATCHING)
     assert result["dice"] == 0 and result["iou"] == 0
     assert result["precision"] == 0
     assert math.isnan(result["recall"])  # nothing to find
@@ -63,7 +65,7 @@ def test_dice_is_zero_when_reference_is_empty_and_prediction_has_one_pixel():
 
 
 def test_dice_is_zero_when_prediction_is_empty_and_reference_has_one_pixel():
-    result = image_metrics(_mask((8, 8)), _mask((8, 8), (3, 3)))
+    result = image_metrics(_mask((8, 8)), _mask((8, 8), (3, 3)), matching=MATCHING)
     assert result["dice"] == 0 and result["iou"] == 0
     assert math.isnan(result["precision"])  # nothing claimed
     assert result["recall"] == 0
@@ -71,13 +73,13 @@ def test_dice_is_zero_when_prediction_is_empty_and_reference_has_one_pixel():
 
 def test_dice_is_one_when_masks_are_identical():
     mask = _mask((8, 8), (1, 1), (1, 2), (5, 5))
-    result = image_metrics(mask, mask)
+    result = image_metrics(mask, mask, matching=MATCHING)
     assert result["dice"] == result["iou"] == result["precision"] == result["recall"] == 1
     assert result["pearson"] == pytest.approx(1.0)
 
 
 def test_dice_is_zero_when_masks_are_disjoint():
-    result = image_metrics(_mask((8, 8), (0, 0)), _mask((8, 8), (7, 7)))
+    result = image_metrics(_mask((8, 8), (0, 0)), _mask((8, 8), (7, 7)), matching=MATCHING)
     assert result["dice"] == 0 and result["iou"] == 0
     assert result["precision"] == 0 and result["recall"] == 0
 
@@ -85,7 +87,7 @@ def test_dice_is_zero_when_masks_are_disjoint():
 def test_dice_and_iou_hand_computed_on_partial_overlap():
     pred = _mask((6, 6), (0, 0), (0, 1), (0, 2))
     gt = _mask((6, 6), (0, 1), (0, 2), (0, 3), (0, 4))
-    result = image_metrics(pred, gt)
+    result = image_metrics(pred, gt, matching=MATCHING)
     assert result["dice"] == pytest.approx(2 * 2 / (3 + 4))
     assert result["iou"] == pytest.approx(2 / 5)
     assert result["precision"] == pytest.approx(2 / 3)
@@ -97,7 +99,7 @@ def test_metrics_are_the_same_code_for_a_3d_volume():
     gt = np.zeros_like(pred)
     pred[1:3, 1:3, 1:3] = True  # 8 voxels
     gt[2:4, 1:3, 1:3] = True  # 8 voxels, 4 shared
-    result = image_metrics(pred, gt)
+    result = image_metrics(pred, gt, matching=MATCHING)
     assert result["dice"] == pytest.approx(0.5)
     assert result["iou"] == pytest.approx(4 / 12)
     assert (result["gt_pixels"], result["pred_pixels"]) == (8, 8)
@@ -105,7 +107,8 @@ def test_metrics_are_the_same_code_for_a_3d_volume():
 
 def test_pearson_is_nan_when_probability_map_is_constant():
     gt = _mask((8, 8), (2, 2))
-    assert math.isnan(image_metrics(gt, gt, np.full((8, 8), 0.3, dtype=np.float32))["pearson"])
+    constant = np.full((8, 8), 0.3, dtype=np.float32)
+    assert math.isnan(image_metrics(gt, gt, constant, matching=MATCHING)["pearson"])
 
 
 # --- independent implementations ------------------------------------------------------------
@@ -229,7 +232,7 @@ def _monai(pred, gt):
 @pytest.mark.parametrize("case", list(_edge_cases()))
 def test_every_pixel_metric_equals_monai_or_scipy_where_defined_and_is_nan_where_undefined(case):
     pred, gt = _edge_cases()[case]
-    ours = image_metrics(pred, gt)
+    ours = image_metrics(pred, gt, matching=MATCHING)
     theirs = _monai(pred, gt)
     gt_empty, pred_empty = not gt.any(), not pred.any()
     expected_nan = {
@@ -254,8 +257,8 @@ def test_every_pixel_metric_equals_monai_or_scipy_where_defined_and_is_nan_where
 
 def test_lesion_counts_of_the_touching_case_depend_on_connectivity():
     pred, gt = _edge_cases()["touching_lesions"]
-    four = image_metrics(pred, gt, matching=LesionMatching(connectivity=1))
-    eight = image_metrics(pred, gt, matching=LesionMatching(connectivity=2))
+    four = image_metrics(pred, gt, matching=lesion_matching(connectivity=1))
+    eight = image_metrics(pred, gt, matching=lesion_matching(connectivity=2))
     # Diagonal neighbours: two reference lesions with 4-connectivity, one with 8-connectivity.
     assert (four["n_ref_lesions"], eight["n_ref_lesions"]) == (2, 1)
     assert eight["lesion_tp"] == 1 and eight["lesion_fp"] == 0
@@ -277,7 +280,8 @@ def _table():
     scores = [0.9, 0.2, 0.8, 0.1]
     calls = [True, False, True, False]
     return score_images(
-        ["a_1", "b_1", "c_1", "d_1"], list("abcd"), preds, gts, probs, scores, calls, size_bins=[2]
+        ["a_1", "b_1", "c_1", "d_1"], list("abcd"), preds, gts, probs, scores, calls,
+        matching=MATCHING, size_bins=[2],
     )
 
 
@@ -303,28 +307,12 @@ def test_lesion_table_has_one_row_per_reference_lesion_with_its_size_bin():
 
 def test_per_image_scores_leave_missing_presence_values_undefined():
     shape = (4, 4)
-    table, _ = score_images(["x"], ["s"], [_mask(shape, (1, 1))], [_mask(shape, (1, 1))])
+    table, _ = score_images(
+        ["x"], ["s"], [_mask(shape, (1, 1))], [_mask(shape, (1, 1))], matching=MATCHING,
+        size_bins=size_bins(),
+    )
     assert math.isnan(table.loc[0, "presence_score"]) and math.isnan(table.loc[0, "presence_pred"])
 
 
-def test_segmentation_summary_for_tuning_excludes_empty_references_from_dice_pos():
-    table, _ = _table()
-    summary = segmentation_summary(table)
-    assert summary["dice_pos"] == pytest.approx(0.5) and summary["dice_pos_n"] == 2
-    # dice values 1, 0, 0, NaN -> with the dice_all convention 1, 0, 0, 1.
-    assert summary["dice_all"] == pytest.approx(0.5) and summary["dice_all_n"] == 4
-    assert summary["false_positive_rate_empty"] == pytest.approx(0.5)
+def test_dice_all_convention_says_empty_against_empty_counts_as_one():
     assert DICE_ALL_CONVENTION.startswith("empty reference and empty prediction count as 1")
-
-
-def test_dice_all_equals_monai_mean_with_ignore_empty_false():
-    preds, gts = _random_stack(seed=5)
-    table, _ = score_images(
-        [str(i) for i in range(len(preds))], ["s"] * len(preds), list(preds), list(gts)
-    )
-    theirs = compute_dice(
-        torch.from_numpy(preds[:, None].astype(np.float32)),
-        torch.from_numpy(gts[:, None].astype(np.float32)),
-        ignore_empty=False,
-    ).mean()
-    assert segmentation_summary(table)["dice_all"] == pytest.approx(float(theirs), rel=1e-6)

@@ -2,9 +2,13 @@
 
 import numpy as np
 import pytest
+from schema_settings import tune_settings
 
 from lesionflow.evaluation.postprocess import apply_locked, binarize, locked_at_scale, presence_score
 from lesionflow.pipeline.errors import LesionflowError
+
+# The schema's connectivity, where a test's outcome does not depend on it.
+CONNECTIVITY = tune_settings()["connectivity"]
 
 
 def _two_diagonal_blobs():
@@ -16,14 +20,14 @@ def _two_diagonal_blobs():
 
 def test_binarize_keeps_pixels_at_or_above_threshold():
     prob = np.array([[0.49, 0.5, 0.51]], dtype=np.float32)
-    assert binarize(prob, 0.5).tolist() == [[False, True, True]]
+    assert binarize(prob, 0.5, 0, CONNECTIVITY).tolist() == [[False, True, True]]
 
 
 def test_small_components_are_removed_and_large_ones_kept():
     prob = np.zeros((10, 10), dtype=np.float32)
     prob[0, 0] = 0.9  # 1 pixel
     prob[5:8, 5:8] = 0.9  # 9 pixels
-    mask = binarize(prob, 0.5, min_lesion_area=4)
+    mask = binarize(prob, 0.5, min_lesion_area=4, connectivity=CONNECTIVITY)
     assert mask.sum() == 9 and not mask[0, 0]
 
 
@@ -52,10 +56,11 @@ def test_connectivity_beyond_the_dimensions_is_a_user_error():
 
 def test_presence_score_sources():
     prob = _two_diagonal_blobs()
-    assert presence_score(prob, "max_probability") == pytest.approx(0.9)
+    # The pixel threshold counts the area and is ignored by max_probability.
+    assert presence_score(prob, "max_probability", threshold=0.95) == pytest.approx(0.9)
     assert presence_score(prob, "lesion_area", threshold=0.5) == 5
     with pytest.raises(LesionflowError, match="presence_score"):
-        presence_score(prob, "mean")
+        presence_score(prob, "mean", threshold=0.5)
 
 
 def test_apply_locked_empties_the_mask_when_presence_is_predicted_absent():

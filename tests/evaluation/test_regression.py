@@ -7,10 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
+from schema_settings import evaluate_resampler, evaluate_settings
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
-from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.regression import (
     INTERVAL_METRICS,
     regression_metrics,
@@ -18,6 +18,14 @@ from lesionflow.evaluation.regression import (
     weighted_regression_metrics,
 )
 from lesionflow.pipeline.errors import LesionflowError
+
+
+def _summary(y_true, y_pred, subjects=None, ranges=None, **bootstrap):
+    """regression_summary with evaluate.bootstrap's schema settings, any of them given."""
+    settings = {**evaluate_settings()["bootstrap"], **bootstrap}
+    return regression_summary(
+        y_true, y_pred, subjects, ranges, **settings, config_key="evaluate.bootstrap"
+    )
 
 
 def _scores(n=40, seed=0, tied=False):
@@ -99,15 +107,15 @@ def test_bad_inputs_raise_naming_the_offending_thing():
     with pytest.raises(LesionflowError, match=r"y_pred\[1\] is nan"):
         regression_metrics([1, 2, 3], [1, math.nan, 3])
     with pytest.raises(LesionflowError, match=r"y_true\[2\] is inf"):
-        regression_summary([1, 2, math.inf], [1, 2, 3])
+        _summary([1, 2, math.inf], [1, 2, 3])
     with pytest.raises(LesionflowError, match="ranges"):
-        regression_summary([1, 2, 3], [1, 2, 3], ranges=[0, 5, 5])
+        _summary([1, 2, 3], [1, 2, 3], ranges=[0, 5, 5])
     with pytest.raises(LesionflowError, match="ranges"):
-        regression_summary([1, 2, 3], [1, 2, 3], ranges=[10])
+        _summary([1, 2, 3], [1, 2, 3], ranges=[10])
     with pytest.raises(LesionflowError, match="2 subjects for 3 rows"):
-        regression_summary([1, 2, 3], [1, 2, 3], subjects=["a", "b"])
+        _summary([1, 2, 3], [1, 2, 3], subjects=["a", "b"])
     with pytest.raises(LesionflowError, match="evaluate.bootstrap.n_resamples"):
-        regression_summary([1, 2, 3], [1, 2, 3], n_resamples=0)
+        _summary([1, 2, 3], [1, 2, 3], n_resamples=0)
 
 
 # --- vectorised resamples ---------------------------------------------------------------------
@@ -118,7 +126,7 @@ def test_weighted_metrics_equal_point_metrics_on_expanded_resamples(tied):
     true, pred = _scores(n=30, seed=2, tied=tied)
     if tied:
         assert len(np.unique(true)) < 15 and len(np.unique(pred)) < 15
-    res = Resampler.from_subjects([f"s{i % 11}" for i in range(30)], n_resamples=25, seed=4)
+    res = evaluate_resampler([f"s{i % 11}" for i in range(30)], n_resamples=25, seed=4)
     weights = res.row_weights([f"s{i % 11}" for i in range(30)])
     samples = weighted_regression_metrics(true, pred, weights)
     for r in range(res.n_resamples):
@@ -153,7 +161,7 @@ def test_resamples_with_constant_or_too_few_rows_are_nan():
 
 def test_summary_blocks_have_every_metric_with_an_interval_and_n():
     true, pred = _scores(n=50, seed=1)
-    summary = regression_summary(true, pred, n_resamples=200, seed=3)
+    summary = _summary(true, pred, n_resamples=200, seed=3, confidence=0.95)
     overall = summary["overall"]
     assert overall["n"] == 50
     point = regression_metrics(true, pred)
@@ -175,7 +183,7 @@ def test_summary_blocks_have_every_metric_with_an_interval_and_n():
 def test_by_range_puts_cut_points_in_the_upper_range_and_closes_the_top_edge():
     true = np.array([-1.0, 0.0, 4.9, 5.0, 7.0, 10.0, 35.0, 36.0])
     pred = true + 1.0
-    summary = regression_summary(true, pred, ranges=[0, 5, 10, 35], n_resamples=50)
+    summary = _summary(true, pred, ranges=[0, 5, 10, 35], n_resamples=50)
     blocks = summary["by_range"]
     assert [b["range"] for b in blocks] == ["[0, 5)", "[5, 10)", "[10, 35]"]
     assert [(b["low"], b["high"]) for b in blocks] == [(0, 5), (5, 10), (10, 35)]
@@ -186,7 +194,7 @@ def test_by_range_puts_cut_points_in_the_upper_range_and_closes_the_top_edge():
 
 
 def test_empty_range_reports_n_0_and_nan_metrics():
-    summary = regression_summary([1.0, 2.0, 3.0], [1.0, 2.0, 3.5], ranges=[0, 5, 10], n_resamples=20)
+    summary = _summary([1.0, 2.0, 3.0], [1.0, 2.0, 3.5], ranges=[0, 5, 10], n_resamples=20)
     empty = summary["by_range"][1]
     assert empty["n"] == 0
     assert math.isnan(empty["rmse"]) and math.isnan(empty["rmse_ci_low"])
@@ -198,10 +206,10 @@ def test_subjects_with_several_rows_are_resampled_together():
     true = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     pred = true + np.array([0, 0, 0, 2, 2, 2])
     subjects = ["a", "a", "a", "b", "b", "b"]
-    res = Resampler.from_subjects(subjects, n_resamples=300, seed=0)
+    res = evaluate_resampler(subjects, n_resamples=300, seed=0)
     rmse = weighted_regression_metrics(true, pred, res.row_weights(subjects))["rmse"]
     assert np.allclose(np.sort(np.unique(np.round(rmse, 12))), [0.0, math.sqrt(2), 2.0])
-    summary = regression_summary(true, pred, subjects=subjects, n_resamples=300, seed=0)
+    summary = _summary(true, pred, subjects=subjects, n_resamples=300, seed=0, confidence=0.95)
     assert summary["bootstrap"]["n_subjects"] == 2
     assert summary["overall"]["rmse_ci_low"] == pytest.approx(np.percentile(rmse, 2.5))
     assert summary["overall"]["rmse_ci_high"] == pytest.approx(np.percentile(rmse, 97.5))
@@ -210,8 +218,8 @@ def test_subjects_with_several_rows_are_resampled_together():
 def test_summary_intervals_are_percentiles_of_explicitly_resampled_tables():
     true, pred = _scores(n=18, seed=5)
     subjects = [f"p{i // 3}" for i in range(18)]
-    summary = regression_summary(true, pred, subjects=subjects, n_resamples=40, seed=9, confidence=0.8)
-    res = Resampler.from_subjects(subjects, n_resamples=40, seed=9)
+    summary = _summary(true, pred, subjects=subjects, n_resamples=40, seed=9, confidence=0.8)
+    res = evaluate_resampler(subjects, n_resamples=40, seed=9)
     weights = res.row_weights(subjects)
     mae = [_expanded_metrics(true, pred, weights[r])["mae"] for r in range(40)]
     assert summary["overall"]["mae_ci_low"] == pytest.approx(np.percentile(mae, 10))
@@ -220,8 +228,8 @@ def test_summary_intervals_are_percentiles_of_explicitly_resampled_tables():
 
 def test_summary_is_reproducible_by_seed():
     true, pred = _scores(n=25, seed=6)
-    a = regression_summary(true, pred, n_resamples=100, seed=1)
-    b = regression_summary(true, pred, n_resamples=100, seed=1)
-    c = regression_summary(true, pred, n_resamples=100, seed=2)
+    a = _summary(true, pred, n_resamples=100, seed=1)
+    b = _summary(true, pred, n_resamples=100, seed=1)
+    c = _summary(true, pred, n_resamples=100, seed=2)
     assert a == b
     assert a["overall"]["rmse_ci_low"] != c["overall"]["rmse_ci_low"]

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from schema_settings import evaluate_resampler, lesion_matching
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from lesionflow.evaluation.bootstrap import Resampler
-from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS, score_images, segmentation_summary
+from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS, score_images
+from lesionflow.evaluation.overlap import segmentation_summary
 from lesionflow.evaluation.summary import paired_estimates, summarise
 
 
@@ -34,11 +35,13 @@ def _tables(subjects=("a", "b", "c", "d")):
     scores = [0.9, 0.2, 0.8, 0.1]
     calls = [True, False, True, False]
     ids = ["a_1", "b_1", "c_1", "d_1"]
-    return score_images(ids, list(subjects), preds, gts, probs, scores, calls, size_bins=[2])
+    return score_images(
+        ids, list(subjects), preds, gts, probs, scores, calls, matching=lesion_matching(), size_bins=[2]
+    )
 
 
 def _summary(per_image, lesions, n_resamples=200):
-    resampler = Resampler.from_subjects(per_image["subject"].tolist(), n_resamples, 0, 0.95)
+    resampler = evaluate_resampler(per_image["subject"].tolist(), n_resamples=n_resamples)
     return summarise(per_image, lesions, resampler, size_bins=[2])
 
 
@@ -148,7 +151,7 @@ def test_intervals_resample_subjects_so_duplicated_images_do_not_narrow_them():
 
 def test_paired_difference_of_a_run_with_itself_is_zero_with_a_zero_interval():
     per_image, _ = _tables()
-    resampler = Resampler.from_subjects(per_image["subject"].tolist(), 100, 0, 0.95)
+    resampler = evaluate_resampler(per_image["subject"].tolist(), n_resamples=100)
     deltas = paired_estimates(per_image, per_image, resampler, ["dice_pos", "lesion_f1"])
     for estimate in deltas.values():
         assert estimate.value == 0

@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from schema_settings import lesion_matching, size_bins
 
-from lesionflow.evaluation.metrics import score_images, segmentation_summary
+from lesionflow.evaluation.metrics import score_images
+from lesionflow.evaluation.overlap import segmentation_summary
 from lesionflow.evaluation.postprocess import apply_locked
 from lesionflow.evaluation.tune import run_tune, tune_on_validation, youden_threshold
 from lesionflow.pipeline.artifacts import read_json, save_arrays
@@ -45,7 +47,9 @@ def _val_set(n: int = 10) -> tuple[dict, dict]:
 def _brute_force_objective(probs, masks, locked, objective):
     ids = sorted(probs)
     preds = [apply_locked(probs[i], locked)[0] for i in ids]
-    table, _ = score_images(ids, ids, preds, [masks[i] for i in ids])
+    table, _ = score_images(
+        ids, ids, preds, [masks[i] for i in ids], matching=lesion_matching(), size_bins=size_bins()
+    )
     return segmentation_summary(table)[objective]
 
 
@@ -114,6 +118,34 @@ def test_bad_settings_name_the_key():
         tune_on_validation(probs, masks, {**SETTINGS, "objective": "accuracy"})
     with pytest.raises(LesionflowError, match="tune.thresholds"):
         tune_on_validation(probs, masks, {**SETTINGS, "thresholds": [1.5]})
+    with pytest.raises(LesionflowError, match="tune.connectivity"):
+        tune_on_validation(probs, masks, {**SETTINGS, "connectivity": 4})
+
+
+def test_connectivity_3_is_refused_for_2d_maps_naming_the_key():
+    probs, masks = _val_set()
+    with pytest.raises(LesionflowError, match=r"^tune\.connectivity is 3, but the probability maps have 2"):
+        tune_on_validation(probs, masks, {**SETTINGS, "connectivity": 3})
+
+
+def test_connectivity_3_joins_corner_neighbours_of_3d_maps():
+    # Each positive volume holds a 2x2x2 lesion and one voxel touching it at a corner only: with
+    # connectivity 3 they are one 9-voxel lesion that area 9 keeps; with 1 they are lesions of 8
+    # and 1 voxels, both removed.
+    probs, masks = {}, {}
+    for i in range(6):
+        prob = np.full((6, 6, 6), 0.05, dtype=np.float32)
+        mask = np.zeros((6, 6, 6), dtype=bool)
+        if i % 2 == 0:
+            mask[1:3, 1:3, 1:3] = True
+            mask[3, 3, 3] = True
+            prob[mask] = 0.9
+        probs[f"{i:04d}_1"], masks[f"{i:04d}_1"] = prob, mask
+    settings = {**SETTINGS, "thresholds": [0.5], "min_lesion_areas": [9]}
+    full, _ = tune_on_validation(probs, masks, {**settings, "connectivity": 3})
+    faces, _ = tune_on_validation(probs, masks, {**settings, "connectivity": 1})
+    assert full["connectivity"] == 3 and full["objective_value"] == pytest.approx(1.0)
+    assert faces["objective_value"] == pytest.approx(0.0)
 
 
 def test_grid_of_5_by_4_scores_every_combination_and_locks_the_best():

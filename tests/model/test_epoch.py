@@ -6,6 +6,9 @@ import torch
 
 from lesionflow.model.epoch import amp_dtype_for, validate
 from lesionflow.model.networks import build_loss
+from lesionflow.pipeline.config import complete_run_section
+
+BATCH_DICE = complete_run_section("train", {})["batch_dice"]
 
 
 class _Stop(Exception):
@@ -25,7 +28,7 @@ def test_validation_checks_for_a_stop_before_every_batch():
     def stop():
         calls.append(1)
 
-    args = (model, build_loss("DiceCE"), images, masks, [8, 8], 2, torch.device("cpu"), None)
+    args = (model, build_loss("DiceCE", BATCH_DICE), images, masks, [8, 8], 2, torch.device("cpu"), None)
     validate(*args, stop=stop)
     assert len(calls) == 3  # batches of 2, 2 and 1
 
@@ -45,7 +48,7 @@ def test_validation_scores_only_lesion_positive_images():
     images[0][0, :2, :2] = 1
     masks = [images[0][0].copy(), np.zeros((4, 4), np.float32)]
     result = validate(
-        model, build_loss("DiceCE"), images, masks, [4, 4], 2, torch.device("cpu"), None
+        model, build_loss("DiceCE", BATCH_DICE), images, masks, [4, 4], 2, torch.device("cpu"), None
     )
     # Image 0 is predicted exactly; the lesion-free image 1 has no Dice and is left out.
     assert result["dice"] == pytest.approx(1.0) and result["iou"] == pytest.approx(1.0)

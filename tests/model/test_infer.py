@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
+from schema_settings import synthetic_settings
 
 from lesionflow.data.manifest import read_manifest
 from lesionflow.data.preprocess import run_preprocess
@@ -33,12 +34,13 @@ SETTINGS = {
         "num_workers": 0, "batch_dice": False,
     },
 }
+SW_OVERLAP = complete_run_section("infer", {})["sw_overlap"]
 TILED = {"tile_size": 16, "tile_stride": 8}
 RESIZED = {"crop_field_of_view": True, "max_size": 24, "normalise": "image", "tile_size": 16}
 
 
 def infer_settings(tta=("identity",)):
-    return {"infer": {"tta": list(tta), "batch_size": 3, "sw_overlap": 0.25, "device": "cpu"}}
+    return {"infer": {"tta": list(tta), "batch_size": 3, "sw_overlap": SW_OVERLAP, "device": "cpu"}}
 
 
 def source_split(manifest, path):
@@ -56,7 +58,7 @@ def source_split(manifest, path):
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
-    manifest = generate_dataset(root / "data", n_images=10, image_size=40, seed=2)
+    manifest = generate_dataset(root / "data", **synthetic_settings(n_images=10, image_size=40, seed=2))
     split = source_split(manifest, root / "split.csv")
     return root, manifest, root / "split.csv", split
 
@@ -117,7 +119,7 @@ def test_saved_maps_equal_the_models_tta_prediction(source, whole):
     ids, images, _ = load_subset(
         read_manifest(manifest), pd.read_csv(split_path, dtype=str), "test"
     )
-    expected = predict_probabilities(model, images, tta, checkpoint["roi_size"], 1, "cpu")
+    expected = predict_probabilities(model, images, tta, checkpoint["roi_size"], 1, "cpu", SW_OVERLAP)
     maps = artifacts.load_arrays(out / "test.npz")
     items = artifacts.load_arrays(out / "test_tiles.npz")
     for image_id, prob in zip(ids, expected, strict=True):
@@ -137,7 +139,7 @@ def test_stitched_tile_predictions_equal_monai_sliding_window_inference(source, 
         with torch.no_grad():
             theirs = sliding_window_inference(
                 image, roi_size=(16, 16), sw_batch_size=4, overlap=0.5, mode="gaussian",
-                predictor=lambda windows: predict_batch(model, windows, chosen, (16, 16)),
+                predictor=lambda windows: predict_batch(model, windows, chosen, (16, 16), 4, SW_OVERLAP),
             )[0, 0].numpy()
         np.testing.assert_allclose(maps[row["image_id"]].astype(np.float32), theirs, atol=1e-3)
 
@@ -152,7 +154,9 @@ def test_each_tile_of_the_split_gets_the_models_map_of_that_tile(source, tiled):
     assert sorted(maps) == expected_ids and len(expected_ids) > 2
     tile = read_image(manifest.loc[expected_ids[1], "image"]).array
     with torch.no_grad():
-        ours = predict_batch(model, torch.from_numpy(tile)[None], get_transforms(["identity"]), None)
+        ours = predict_batch(
+            model, torch.from_numpy(tile)[None], get_transforms(["identity"]), None, 1, SW_OVERLAP
+        )
     np.testing.assert_allclose(maps[expected_ids[1]].astype(np.float32), ours[0, 0].numpy(), atol=1e-3)
 
 

@@ -10,7 +10,12 @@ from lesionflow.model.networks import (
     forward_logits,
     resolve_device,
 )
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
+
+# The schema's settings, where a test's outcome does not depend on them.
+BATCH_DICE = complete_run_section("train", {})["batch_dice"]
+SW_OVERLAP = complete_run_section("infer", {})["sw_overlap"]
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -54,7 +59,7 @@ def test_channels_in_kwargs_are_refused_because_lesionflow_sets_them():
 
 @pytest.mark.parametrize("name", ["DiceCE", "DiceFocal"])
 def test_loss_is_small_for_a_confident_correct_prediction(name):
-    loss = build_loss(name)
+    loss = build_loss(name, BATCH_DICE)
     target = torch.zeros((1, 1, 8, 8))
     target[..., 2:5, 2:5] = 1
     logits = (target * 2 - 1) * 20
@@ -64,7 +69,7 @@ def test_loss_is_small_for_a_confident_correct_prediction(name):
 
 def test_unknown_loss_error_names_train_loss():
     with pytest.raises(LesionflowError, match=r"train\.loss.*DiceCE"):
-        build_loss("Tversky")
+        build_loss("Tversky", BATCH_DICE)
 
 
 def test_cpu_device_resolves_and_bad_name_names_the_setting():
@@ -100,7 +105,7 @@ class _ShapeRecorder(torch.nn.Module):
 @pytest.mark.parametrize("roi_size", [None, [16, 24]])
 def test_forward_logits_takes_one_direct_pass_for_whole_images_or_the_roi_shape(roi_size):
     model = _ShapeRecorder()
-    forward_logits(model, torch.rand((2, 3, 16, 24)), roi_size)
+    forward_logits(model, torch.rand((2, 3, 16, 24)), roi_size, 2, SW_OVERLAP)
     assert model.shapes == [(16, 24)]
 
 
@@ -110,7 +115,7 @@ def test_forward_logits_slides_roi_windows_over_larger_and_smaller_images(shape)
     model = _ShapeRecorder()
     batch = torch.rand((2, 3, *shape))
     with torch.no_grad():
-        logits = forward_logits(model, batch, [16, 16])
+        logits = forward_logits(model, batch, [16, 16], 2, SW_OVERLAP)
         direct = model.conv(batch)
     assert logits.shape == (2, 1, *shape)
     assert model.shapes and set(model.shapes) == {(16, 16)}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from schema_settings import synthetic_settings
 
 from lesionflow.data.manifest import read_manifest
 from lesionflow.data.synthetic import generate_dataset
@@ -58,7 +59,7 @@ def settings_with(**train_overrides):
 def data(tmp_path_factory):
     """A 32x32 synthetic dataset; val holds a lesion-positive and a lesion-free image."""
     root = tmp_path_factory.mktemp("resume_data")
-    manifest = generate_dataset(root / "data", n_images=14, image_size=32, seed=3)
+    manifest = generate_dataset(root / "data", **synthetic_settings(n_images=14, image_size=32, seed=3))
     frame = read_manifest(manifest)
     positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
     split = pd.DataFrame({"image_id": frame["image_id"], "subject": frame["subject"]})

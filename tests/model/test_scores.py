@@ -1,4 +1,6 @@
-"""Tests of lesionflow.model.scores: batch Dice, IoU and Pearson r against hand and lesionflow.metrics."""
+"""Tests of lesionflow.model.scores: batch Dice, IoU and Pearson r against hand-computed values and
+lesionflow.evaluation.metrics.
+"""
 
 import numpy as np
 import pytest

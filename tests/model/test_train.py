@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from schema_settings import synthetic_settings
 
 from lesionflow.data import subsets
 from lesionflow.data.manifest import read_manifest
@@ -19,6 +20,7 @@ from lesionflow.model.infer import load_model
 from lesionflow.model.sampling import resolve_num_workers
 from lesionflow.model.tta import predict_probabilities
 from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 SUMMARY_KEYS = {
@@ -31,7 +33,9 @@ SUMMARY_KEYS = {
 
 def tiny_dataset(root, n_images=12, size=32):
     """Synthetic images plus a split.csv with lesion-positive and lesion-free images in val/test."""
-    manifest = generate_dataset(root / "data", n_images=n_images, image_size=size, seed=1)
+    manifest = generate_dataset(
+        root / "data", **synthetic_settings(n_images=n_images, image_size=size, seed=1)
+    )
     frame = read_manifest(manifest)
     positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
     split = pd.DataFrame(
@@ -122,7 +126,8 @@ def test_saved_checkpoint_is_the_best_validation_epoch_and_reproduces_its_dice(t
     ids, images, masks = subsets.load_subset(
         read_manifest(manifest), pd.read_csv(split_path, dtype=str), "val"
     )
-    probs = predict_probabilities(model, images, ["identity"], checkpoint["roi_size"], 4, "cpu")
+    sw_overlap = complete_run_section("infer", {})["sw_overlap"]
+    probs = predict_probabilities(model, images, ["identity"], checkpoint["roi_size"], 4, "cpu", sw_overlap)
     dice = [
         2 * ((p >= 0.5) & m).sum() / ((p >= 0.5).sum() + m.sum())
         for p, m in zip(probs, masks, strict=True)

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from lesionflow.model.tta import TRANSFORMS, get_transforms, predict_probabilities
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
+
+SW_OVERLAP = complete_run_section("infer", {})["sw_overlap"]
 
 
 class Recorder(torch.nn.Module):
@@ -60,8 +63,8 @@ def test_forward_transforms_act_on_the_first_two_spatial_axes_only(name):
 
 def test_tta_of_an_equivariant_model_equals_identity_on_non_square_images():
     model, data = pointwise_model(), images()
-    plain = predict_probabilities(model, data, ["identity"], None, 2, "cpu")
-    tta = predict_probabilities(model, data, sorted(TRANSFORMS), None, 2, "cpu")
+    plain = predict_probabilities(model, data, ["identity"], None, 2, "cpu", SW_OVERLAP)
+    tta = predict_probabilities(model, data, sorted(TRANSFORMS), None, 2, "cpu", SW_OVERLAP)
     for a, b in zip(plain, tta, strict=True):
         assert a.shape == (12, 20) and a.dtype == np.float32
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -69,7 +72,7 @@ def test_tta_of_an_equivariant_model_equals_identity_on_non_square_images():
 
 def test_flip_tta_of_a_non_equivariant_model_is_the_average_of_inverted_predictions():
     model, data = shifting_model(), images()
-    result = predict_probabilities(model, data, ["identity", "hflip", "vflip"], None, 4, "cpu")
+    result = predict_probabilities(model, data, ["identity", "hflip", "vflip"], None, 4, "cpu", SW_OVERLAP)
     with torch.no_grad():
         x = torch.from_numpy(np.stack(data))
         plain = torch.sigmoid(model(x))
@@ -82,7 +85,7 @@ def test_flip_tta_of_a_non_equivariant_model_is_the_average_of_inverted_predicti
 
 def test_rot90_tta_on_a_non_square_image_returns_the_image_shape():
     model, data = shifting_model(), images((3, 8, 16), n=1)
-    result = predict_probabilities(model, data, ["rot90", "rot270"], None, 1, "cpu")
+    result = predict_probabilities(model, data, ["rot90", "rot270"], None, 1, "cpu", SW_OVERLAP)
     with torch.no_grad():
         x = torch.from_numpy(np.stack(data))
         r90 = torch.rot90(torch.sigmoid(model(torch.rot90(x, 1, (2, 3)))), -1, (2, 3))
@@ -94,7 +97,7 @@ def test_rot90_tta_on_a_non_square_image_returns_the_image_shape():
 def test_sliding_window_is_used_when_the_image_is_larger_than_the_roi():
     model = Recorder(pointwise_model())
     data = images((3, 48, 40), n=2)
-    result = predict_probabilities(model, data, ["identity"], [16, 16], 2, "cpu")
+    result = predict_probabilities(model, data, ["identity"], [16, 16], 2, "cpu", SW_OVERLAP)
     assert model.shapes and all(shape[2:] == (16, 16) for shape in model.shapes)
     with torch.no_grad():
         direct = torch.sigmoid(model.model(torch.from_numpy(np.stack(data))))[:, 0].numpy()
@@ -104,7 +107,7 @@ def test_sliding_window_is_used_when_the_image_is_larger_than_the_roi():
 def test_an_image_of_roi_shape_takes_one_direct_pass_even_when_rotated():
     model = Recorder(pointwise_model())
     data = images((3, 16, 32), n=2)
-    predict_probabilities(model, data, ["identity", "rot90"], [16, 32], 2, "cpu")
+    predict_probabilities(model, data, ["identity", "rot90"], [16, 32], 2, "cpu", SW_OVERLAP)
     assert model.shapes == [(2, 3, 16, 32), (2, 3, 32, 16)]
 
 
@@ -112,7 +115,7 @@ def test_images_are_batched_by_shape_and_returned_in_input_order():
     model = Recorder(pointwise_model())
     small, large = images((3, 8, 8), n=3, seed=1), images((3, 16, 16), n=2, seed=2)
     mixed = [small[0], large[0], small[1], large[1], small[2]]
-    result = predict_probabilities(model, mixed, ["identity"], None, 2, "cpu")
+    result = predict_probabilities(model, mixed, ["identity"], None, 2, "cpu", SW_OVERLAP)
     assert [r.shape for r in result] == [(8, 8), (16, 16), (8, 8), (16, 16), (8, 8)]
     assert sorted(shape[0] for shape in model.shapes) == [1, 2, 2]
     with torch.no_grad():

@@ -5,6 +5,7 @@ What a stage executes is measured, not read from the fingerprint code: a fresh i
 each stage's entry point and its notebook's imports, and lists the lesionflow modules it loaded.
 """
 
+import ast
 import json
 import shutil
 import subprocess
@@ -159,10 +160,11 @@ def test_editing_tta_reruns_inference_onwards_and_never_training(changes):
         assert not stages & {"data", "split", "preprocess", "train", "training_report"}
 
 
-def test_editing_a_metric_never_reruns_inference_or_training(changes):
+def test_editing_a_metric_never_reruns_inference_training_or_tuning(changes):
     for stages in changes["src/lesionflow/evaluation/metrics.py"]["keys"].values():
         assert "evaluate" in stages
-        assert not stages & {"preprocess", "train", "infer"}
+        # Tuning counts overlaps (evaluation/overlap.py); surface distances are not its business.
+        assert not stages & {"preprocess", "train", "infer", "tune"}
 
 
 def test_editing_the_epoch_curve_plots_reruns_the_notebooks_that_draw_them(changes):
@@ -209,3 +211,56 @@ def test_no_stage_job_reads_the_schema(executed):
     # behaviour with a schema edit its key does not see.
     for stage, files in executed.items():
         assert "src/lesionflow/pipeline/config.py" not in files, stage
+
+
+def _names_lesionflow(node: ast.AST) -> bool:
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[0] == "lesionflow" for alias in node.names)
+    return isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lesionflow"
+
+
+def _nested_lesionflow_imports(source: str) -> list[int]:
+    tree = ast.parse(source)
+    top_level = {id(node) for node in tree.body}
+    return [n.lineno for n in ast.walk(tree) if _names_lesionflow(n) and id(n) not in top_level]
+
+
+def library_and_scripts() -> list[Path]:
+    return [*REPO_CODE.package_root.rglob("*.py"), *(REPO_ROOT / "scripts").glob("*.py")]
+
+
+def test_lesionflow_is_imported_only_at_the_top_of_modules_and_scripts():
+    # A key follows the imports a file makes; one under `if TYPE_CHECKING` would count without
+    # running, and a lazy import hides a dependency from whoever reads the module's head.
+    nested = {str(p): ln for p in library_and_scripts() if (ln := _nested_lesionflow_imports(p.read_text()))}
+    assert nested == {}
+
+
+def test_no_relative_imports_which_the_fingerprints_would_not_follow():
+    relative = [
+        str(path)
+        for path in library_and_scripts()
+        if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(path.read_text())))
+    ]
+    assert relative == []
+
+
+def test_a_copy_of_the_package_outside_the_checkout_plans_the_same_keys(copy, tmp_path):
+    # As an installed (not editable) package would: nothing may be read from the source tree.
+    probe = (
+        "import json, sys, lesionflow\n"
+        "from lesionflow.pipeline.config import load_config_file\n"
+        "from lesionflow.pipeline.fingerprints import CodeBase\n"
+        "from lesionflow.pipeline.plan import build_plan\n"
+        "assert lesionflow.__file__.startswith(sys.argv[1]), lesionflow.__file__\n"
+        "plan = build_plan(load_config_file(sys.argv[2]), sys.argv[3], CodeBase.installed(sys.argv[1]))\n"
+        "print(json.dumps(plan.runs))\n"
+    )
+    config = REPO_ROOT / "config" / "config.yaml"
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(copy), str(config), str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(copy / "src"), "PATH": ""},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = build_plan(load_config_file(config), tmp_path, REPO_CODE).runs
+    assert json.loads(result.stdout) == expected

@@ -11,15 +11,16 @@ import pytest
 from frames import epochs_frame
 from parameter_cells import notebook_parameters
 from PIL import Image
+from schema_settings import evaluate_resampler, evaluate_settings
 
 from lesionflow.data.dataset import image_lesion_tables
 from lesionflow.data.manifest import read_manifest
-from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.breakdown import run_breakdown
-from lesionflow.evaluation.evaluate import score_subset
+from lesionflow.evaluation.evaluate import lesion_matching, score_subset
 from lesionflow.evaluation.metrics import CONVENTIONS
 from lesionflow.evaluation.summary import summarise
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.stages import figures
 from lesionflow.reports import analysis
 from lesionflow.reports.labels import format_value
 from lesionflow.reports.notebook import run_notebook
@@ -105,10 +106,8 @@ def test_dice_scatter_colours_positive_images_by_band_and_counts_lesion_free_hit
 
 # ---------------------------------------------------------------- the executed notebook
 
-FIGURES = (
-    "split", "data_report", "epoch_curves", "image_groups", "dice_per_image_test", "dice_per_image_val",
-    "zero_dice", "detection_by_size", "examples_best", "examples_worst", "examples_false_positive",
-)  # fmt: skip
+# The figures the rule declares, from the stage registry.
+FIGURES = tuple(figures("analyse"))
 
 
 def write_tiny_run(folder) -> dict:
@@ -147,12 +146,16 @@ def write_tiny_run(folder) -> dict:
     data_images, data_lesions = image_lesion_tables(read_manifest(folder / "manifest.csv"))
     data_images.to_csv(folder / "images.csv", index=False)
     data_lesions.to_csv(folder / "data_lesions.csv", index=False)
-    per_image, lesions = score_subset(probs, masks, dict(zip(ids, subjects, strict=True)), locked)
+    settings = evaluate_settings()
+    per_image, lesions = score_subset(
+        probs, masks, dict(zip(ids, subjects, strict=True)), locked,
+        lesion_matching(settings, locked), settings["size_bins"],
+    )
     per_image.to_csv(folder / "per_image_test.csv", index=False)
     per_image.to_csv(folder / "per_image_val.csv", index=False)
     lesions.to_csv(folder / "lesions_test.csv", index=False)
-    resampler = Resampler.from_subjects(subjects, 200, 0, 0.95)
-    section = summarise(per_image, lesions, resampler)
+    resampler = evaluate_resampler(subjects, n_resamples=200)
+    section = summarise(per_image, lesions, resampler, settings["size_bins"])
     run_breakdown(folder / "per_image_test.csv", folder)
     (folder / "summary.json").write_text(
         json.dumps({"val": section, "test": section, "locked": locked, "conventions": CONVENTIONS})

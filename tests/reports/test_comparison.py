@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 from leaderboards import (
     SUMMARIES,
+    board,
     board_with_intervals,
     compare_settings,
     counted_summary,
     status_board,
 )
 from PIL import Image
+from schema_settings import evaluate_resampler, lesion_matching, size_bins
 
-from lesionflow.evaluation.bootstrap import Resampler
-from lesionflow.evaluation.leaderboard import leaderboard, run_compare
+from lesionflow.evaluation.leaderboard import run_compare
 from lesionflow.evaluation.metrics import score_images
 from lesionflow.evaluation.summary import summarise
 from lesionflow.pipeline.artifacts import write_csv, write_json
@@ -35,14 +36,14 @@ def test_read_leaderboard_rejects_a_baseline_other_than_the_one_it_was_built_wit
 
 def test_read_leaderboard_keeps_a_run_named_na_as_text(tmp_path):
     summaries = {"NA": counted_summary(0.5), "b": counted_summary(0.4)}
-    write_csv(leaderboard(summaries, "NA"), tmp_path / "leaderboard.csv")
+    write_csv(board(summaries, "NA"), tmp_path / "leaderboard.csv")
     df = comparison.read_leaderboard(tmp_path / "leaderboard.csv", "NA")
     assert df["run"].tolist() == ["NA", "b"] and comparison.baseline_name(df) == "NA"
 
 
 def test_level_text_names_the_ranked_level_and_its_resolution():
     summaries = {name: {**s, "level": "tile", "resolution": "preprocessed"} for name, s in SUMMARIES.items()}
-    text = comparison.level_text(leaderboard(summaries, "nnunet"))
+    text = comparison.level_text(board(summaries, "nnunet"))
     assert "tiles" in text and "compare.level: tile" in text and "preprocessed" in text
 
 
@@ -92,7 +93,7 @@ def test_not_ranked_table_lists_excluded_and_failed_runs_with_reasons():
     table = comparison.not_ranked(status_board()).set_index("run")
     assert table["status"].to_dict() == {"quick": "excluded", "empty": "failed"}
     assert "compare.exclude_tags" in table.loc["quick", "reason"]
-    assert comparison.not_ranked(leaderboard(SUMMARIES, "nnunet")).empty
+    assert comparison.not_ranked(board(SUMMARIES, "nnunet")).empty
 
 
 def test_status_counts_name_each_status_and_the_baseline():
@@ -113,9 +114,12 @@ def _evaluated(seed, flip, empty=False):
     preds = [np.zeros_like(g) if empty else g ^ (noise.random(g.shape) < flip) for g in gts]
     ids, subjects = [f"img{k:02d}" for k in range(24)], [f"s{k // 2:02d}" for k in range(24)]
     scores = [float(p.mean()) + 0.01 * k for k, p in enumerate(preds)]
-    per_image, lesions = score_images(ids, subjects, preds, gts, None, scores, [p.any() for p in preds])
-    summary = summarise(per_image, lesions, Resampler.from_subjects(subjects, 50, 0, 0.95))
-    return per_image, {"val": {}, "test": summary}
+    per_image, lesions = score_images(
+        ids, subjects, preds, gts, None, scores, [p.any() for p in preds],
+        matching=lesion_matching(), size_bins=size_bins(),
+    )
+    summary = summarise(per_image, lesions, evaluate_resampler(subjects, n_resamples=50), size_bins())
+    return per_image, {"level": "image", "val": {}, "test": summary}
 
 
 def _distinct_colours(path):

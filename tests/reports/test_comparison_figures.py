@@ -2,10 +2,9 @@
 baseline, with undefined values, runs that are not ranked and a single run."""
 
 import numpy as np
-from leaderboards import board_with_intervals, counted_summary, status_board
+from leaderboards import board, board_with_intervals, counted_summary, status_board
 from matplotlib.figure import Figure
 
-from lesionflow.evaluation.leaderboard import leaderboard
 from lesionflow.reports.comparison_figures import plot_forest, plot_paired_deltas
 
 
@@ -35,10 +34,10 @@ def test_paired_delta_plot_has_four_panels_for_the_runs_but_the_baseline():
 
 
 def test_figures_survive_nan_intervals_and_a_single_run():
-    board = status_board()  # no intervals and no paired columns at all
-    assert len(plot_forest(board).axes) == 2
-    assert len(plot_paired_deltas(board).axes) == 4
-    single = leaderboard({"only": counted_summary(None, auc=None)}, "only")
+    statuses = status_board()  # no intervals and no paired columns at all
+    assert len(plot_forest(statuses).axes) == 2
+    assert len(plot_paired_deltas(statuses).axes) == 4
+    single = board({"only": counted_summary(None, auc=None)}, "only")
     assert len(plot_forest(single).axes) == 2 and _texts(plot_forest(single)).count("n/a") == 2
     assert "no run besides\nthe baseline" in _texts(plot_paired_deltas(single))
 

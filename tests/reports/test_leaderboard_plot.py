@@ -1,14 +1,13 @@
 """Tests of lesionflow.reports.leaderboard_plot: the compare stage's leaderboard.png."""
 
-from leaderboards import SUMMARIES, status_board
+from leaderboards import SUMMARIES, board, status_board
 from matplotlib.figure import Figure
 
-from lesionflow.evaluation.leaderboard import leaderboard
 from lesionflow.reports.leaderboard_plot import plot_leaderboard, row_colours, row_labels
 
 
 def test_plot_has_one_panel_per_metric():
-    fig = plot_leaderboard(leaderboard(SUMMARIES, "nnunet"))
+    fig = plot_leaderboard(board(SUMMARIES, "nnunet"))
     assert isinstance(fig, Figure) and len(fig.axes) == 4
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from codebase import REPO_CODE
 from PIL import Image
+from schema_settings import synthetic_settings
 
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.config import resolve_config
@@ -137,7 +138,7 @@ def test_one_run_target_builds_that_branch_only(tmp_path):
 
 
 def make_manifest_dataset(folder):
-    generate_dataset(folder, n_images=24, image_size=32, seed=5)
+    generate_dataset(folder, **synthetic_settings(n_images=24, image_size=32, seed=5))
     return folder / "manifest.csv"
 
 

@@ -1,8 +1,9 @@
-# Input functions and the run-name -> key mapping. Keys themselves come from lesionflow.pipeline.keys.
+# Input functions and the run-name -> key mapping. Keys themselves come from lesionflow.pipeline.plan.
 
 import json
 import os
 
+from lesionflow.evaluation.evaluate import FILE_NAMES as EVALUATION_FILES
 from lesionflow.pipeline.plan import settings_json
 from lesionflow.pipeline.stages import NOTEBOOK_STAGES, STAGES, figures
 
@@ -83,7 +84,6 @@ def get_run_artifacts(wildcards):
     folders = PLAN.run_folders(wildcards.name)
     return {
         "split_summary": f"{folders['split']}/split_summary.csv",
-        "split_figure": f"{folders['split']}/split_summary.png",
         "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
         "train_summary": f"{folders['train']}/train_summary.json",
         "locked": f"{folders['tune']}/locked.json",
@@ -134,9 +134,9 @@ def get_evaluations(filename):
 
 # The evaluate files the leaderboard ranks by, per compare.level.
 RANKED_FILES = {
-    "image": {"summary": "summary.json", "per_image": "per_image_test.csv"},
-    "tile": {"summary": "summary_tiles.json", "per_image": "per_tile_test.csv"},
-}[CONFIG.compare["level"]]
+    "summary": EVALUATION_FILES[CONFIG.compare["level"]]["summary"],
+    "per_image": EVALUATION_FILES[CONFIG.compare["level"]]["per_item"].format("test"),
+}
 
 
 def get_evaluation_files(filename):

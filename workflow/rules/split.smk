@@ -8,11 +8,6 @@ rule split:
             caption="../report/split_summary.rst",
             category="Data and split",
         ),
-        figure=report(
-            "results/split/{key}/split_summary.png",
-            caption="../report/split_summary.rst",
-            category="Data and split",
-        ),
     log:
         "logs/split/{key}.log",
     params:

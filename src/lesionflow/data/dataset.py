@@ -27,6 +27,11 @@ from lesionflow.data.manifest import (
 from lesionflow.data.manifest_check import validate_manifest
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.settings import complete_section
+
+# The data.synthetic keys the data stage passes to the generator; their defaults live only in the
+# config schema.
+SYNTHETIC_KEYS = ("n_images", "image_size", "lesion_free_fraction", "seed")
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -129,13 +134,13 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     out = Path(out_dir)
     source = settings.get("source")
     if source == "synthetic":
-        parameters = dict(settings.get("synthetic") or {})
-        allowed = ("n_images", "image_size", "lesion_free_fraction", "seed")
-        unknown = [key for key in parameters if key not in allowed]
+        given = settings.get("synthetic")
+        unknown = [key for key in given if key not in SYNTHETIC_KEYS] if isinstance(given, Mapping) else []
         if unknown:
             raise LesionflowError(
-                f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(allowed)}"
+                f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(SYNTHETIC_KEYS)}"
             )
+        parameters = complete_section({"data.synthetic": given}, "data.synthetic", SYNTHETIC_KEYS)
         manifest_df = read_manifest(synthetic.generate_dataset(out, **parameters))
     elif source == "manifest":
         manifest = settings.get("manifest")

@@ -167,3 +167,11 @@ def _mask_reading(row: Mapping[str, Any]) -> dict[str, int]:
 def load_manifest_mask(row: Mapping[str, Any]) -> np.ndarray:
     """Load the mask of one manifest row, honouring its ``mask_channel`` / ``mask_threshold``."""
     return read_mask(row["mask"], **_mask_reading(row)).array
+
+
+def lesion_presence(manifest_df: pd.DataFrame) -> pd.Series:
+    """Whether each image's mask has any lesion pixel, as bools indexed by image_id."""
+    present = [bool(load_manifest_mask(row).any()) for row in manifest_df.to_dict("records")]
+    return pd.Series(
+        present, index=pd.Index(manifest_df["image_id"], name="image_id"), name="lesion_positive"
+    )

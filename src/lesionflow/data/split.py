@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedGroupKFold
 
-from lesionflow.data.manifest import SUBSETS, read_manifest
-from lesionflow.data.subsets import lesion_presence
-from lesionflow.io.figures import save_figure
+from lesionflow.data.manifest import SUBSETS, lesion_presence, read_manifest
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.settings import complete_section
 
 # More folds let fractions such as 0.7 / 0.15 / 0.15 be met exactly, but each fold must still
 # hold a few subjects of each stratum for the stratification to mean anything.
@@ -68,10 +66,10 @@ def _folds_per_subset(fractions: Mapping[str, float], n_groups: int) -> dict[str
 
 def make_split(
     manifest_df: pd.DataFrame,
-    train: float = 0.6,
-    val: float = 0.2,
-    test: float = 0.2,
-    seed: int = 0,
+    train: float,
+    val: float,
+    test: float,
+    seed: int,
 ) -> pd.DataFrame:
     """Assign every image to train, val or test: ``image_id, subject, split, lesion_positive``.
 
@@ -128,40 +126,21 @@ def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["split", "n", "lesion_positive", "lesion_rate"])
 
 
-def plot_split_summary(summary_df: pd.DataFrame) -> Figure:
-    """Three bar panels per subset: images, lesion-positive images, lesion rate."""
-    # A bare Figure renders with Agg and never touches pyplot's global state or backend.
-    fig = Figure(figsize=(10, 3.4))
-    axes = fig.subplots(1, 3)
-    panels = [
-        ("n", "images", "{:.0f}"),
-        ("lesion_positive", "lesion-positive images", "{:.0f}"),
-        ("lesion_rate", "lesion rate", "{:.2f}"),
-    ]
-    colours = ["#4c72b0", "#dd8452", "#55a868"]
-    for axis, (column, label, fmt) in zip(axes, panels, strict=True):
-        values = summary_df[column].astype(float).to_numpy()
-        bars = axis.bar(summary_df["split"], values, color=colours)
-        axis.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2)
-        axis.set_title(label)
-        axis.set_ylim(0, (1.0 if column == "lesion_rate" else np.nanmax(values)) * 1.18)
-        axis.spines[["top", "right"]].set_visible(False)
-    fig.suptitle("Split is grouped by subject and stratified by lesion presence")
-    fig.tight_layout()
-    return fig
-
-
 def run_split(
     manifest_path: str | os.PathLike, settings: Mapping[str, Any], out_dir: str | os.PathLike
 ) -> None:
-    """The split stage: write ``split.csv``, ``split_summary.csv`` and ``split_summary.png``."""
+    """The split stage: write ``split.csv`` and ``split_summary.csv``.
+
+    The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
+    figure edit into the key of every stage after it, training included.
+    """
     allowed = ("train", "val", "test", "seed")
     unknown = [key for key in settings if key not in allowed]
     if unknown:
         raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(allowed)}")
+    settings = complete_section({"split": settings}, "split", allowed)
     out = Path(out_dir)
     split_df = make_split(read_manifest(manifest_path), **settings)
     summary_df = split_summary(split_df)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")
-    save_figure(plot_split_summary(summary_df), out / "split_summary.png")

@@ -1,7 +1,7 @@
 """Which item is in which subset: reading split.csv and loading one subset's images and masks.
 
-Shared by the split, preprocess, train, infer, tune and evaluate stages, so it must stay small:
-whatever it imports is part of all their keys.
+Shared by the preprocess, train, tune and evaluate stages, so it must stay small: whatever it
+imports is part of all their keys.
 """
 
 from __future__ import annotations
@@ -64,11 +64,3 @@ def load_subset(
         images.append(image)
         masks.append(mask)
     return ids, images, masks
-
-
-def lesion_presence(manifest_df: pd.DataFrame) -> pd.Series:
-    """Whether each image's mask has any lesion pixel, as bools indexed by image_id."""
-    present = [bool(load_manifest_mask(row).any()) for row in manifest_df.to_dict("records")]
-    return pd.Series(
-        present, index=pd.Index(manifest_df["image_id"], name="image_id"), name="lesion_positive"
-    )

@@ -274,10 +274,10 @@ def _write_png(array: np.ndarray, path: Path) -> None:
 
 def generate_dataset(
     out_dir: str | os.PathLike,
-    n_images: int = 240,
-    image_size: int = 128,
-    lesion_free_fraction: float = 0.4,
-    seed: int = 0,
+    n_images: int,
+    image_size: int,
+    lesion_free_fraction: float,
+    seed: int,
 ) -> Path:
     """Write ``n_images`` synthetic fundus images, masks and ``manifest.csv``; return its path.
 

@@ -147,7 +147,7 @@ class Stitcher:
     over the same windows.
     """
 
-    def __init__(self, shape: Sequence[int], weights: str = "gaussian") -> None:
+    def __init__(self, shape: Sequence[int], weights: str) -> None:
         tile_weights((1,) * len(shape), weights)  # validates the name before any work
         self.shape = tuple(int(size) for size in shape)
         self.weights = weights
@@ -181,7 +181,7 @@ def stitch(
     tiles: Iterable[np.ndarray],
     origins: Iterable[Sequence[int]],
     shape: Sequence[int],
-    weights: str = "gaussian",
+    weights: str,
 ) -> np.ndarray:
     """The weighted average of overlapping per-tile maps, as one float32 ``(*lead, *shape)`` map.
 

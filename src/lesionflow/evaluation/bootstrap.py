@@ -23,9 +23,6 @@ from numpy.typing import ArrayLike
 
 from lesionflow.pipeline.errors import LesionflowError
 
-CONFIG_PREFIX = "evaluate.bootstrap"
-
-
 # ---------------------------------------------------------------------------------------------
 # Resampler and Estimate
 # ---------------------------------------------------------------------------------------------
@@ -41,11 +38,11 @@ class Resampler:
 
     subjects: tuple[str, ...]
     counts: np.ndarray
-    seed: int = 0
-    confidence: float = 0.95
+    seed: int
+    confidence: float
 
     def __post_init__(self) -> None:
-        _check_confidence(self.confidence)
+        _check_confidence(self.confidence, "bootstrap confidence")
         if self.counts.ndim != 2 or self.counts.shape[1] != len(self.subjects):
             raise LesionflowError(
                 f"bootstrap counts have shape {self.counts.shape}; "
@@ -56,14 +53,19 @@ class Resampler:
     def from_subjects(
         cls,
         subjects: Sequence[str],
-        n_resamples: int = 2000,
-        seed: int = 0,
-        confidence: float = 0.95,
+        n_resamples: int,
+        seed: int,
+        confidence: float,
+        config_key: str,
     ) -> Resampler:
-        """Draw ``n_resamples`` resamples of the distinct subjects with replacement; reproducible by seed."""
-        _check_int(n_resamples, "n_resamples", minimum=1)
-        _check_int(seed, "seed", minimum=0)
-        _check_confidence(confidence)
+        """Draw ``n_resamples`` resamples of the distinct subjects with replacement; reproducible by seed.
+
+        ``config_key`` is the config section the three settings come from (``evaluate.bootstrap``,
+        ``compare.bootstrap``); a bad setting is an error naming its key there.
+        """
+        _check_int(n_resamples, f"{config_key}.n_resamples", minimum=1)
+        _check_int(seed, f"{config_key}.seed", minimum=0)
+        _check_confidence(confidence, f"{config_key}.confidence")
         distinct = tuple(sorted({str(subject) for subject in subjects}))
         if not distinct:
             raise LesionflowError("bootstrap: no subjects to resample")
@@ -111,7 +113,7 @@ class Estimate:
     value: float
     samples: np.ndarray
     n: int
-    confidence: float = 0.95
+    confidence: float
 
     def interval(self) -> tuple[float, float]:
         """Percentile interval over the defined resamples; (nan, nan) when no resample is defined."""
@@ -290,12 +292,12 @@ def _check_compatible(estimates: Sequence[Estimate], what: str) -> None:
 
 def _check_int(value: object, key: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise LesionflowError(f"{CONFIG_PREFIX}.{key} must be an integer >= {minimum}, got {value!r}")
+        raise LesionflowError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_confidence(value: object) -> None:
+def _check_confidence(value: object, key: str) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
-        raise LesionflowError(f"{CONFIG_PREFIX}.confidence must be a number in (0, 1), got {value!r}")
+        raise LesionflowError(f"{key} must be a number in (0, 1), got {value!r}")
 
 
 def _check_lengths(*named: tuple[str, int]) -> None:

@@ -97,11 +97,13 @@ def score_subset(
     masks: Mapping[str, np.ndarray],
     subjects: Mapping[str, str],
     locked: Mapping,
-    matching: LesionMatching | None = None,
-    size_bins: Sequence[int] = (50, 500),
+    matching: LesionMatching,
+    size_bins: Sequence[int],
     scales: Mapping[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply ``locked`` to every probability map; return the per-image and per-lesion tables.
+
+    ``matching`` and ``size_bins`` are the evaluate section's (see :func:`lesion_matching`).
 
     ``scales`` gives, per id, the resize of maps that are not at the original resolution (tiles),
     so that locked pixel areas are applied at that scale.
@@ -122,8 +124,8 @@ def score_subset(
         [np.asarray(probs[i], dtype=np.float32) for i in ids],
         scores,
         calls,
-        matching or LesionMatching(),
-        size_bins,
+        matching=matching,
+        size_bins=size_bins,
     )
 
 
@@ -188,7 +190,8 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
         write_csv(table, out / names["per_item"].format(subset))
         write_csv(lesions, out / names["lesions"].format(subset))
         resampler = Resampler.from_subjects(
-            table["subject"].tolist(), boot["n_resamples"], boot["seed"], boot["confidence"]
+            table["subject"].tolist(), boot["n_resamples"], boot["seed"], boot["confidence"],
+            "evaluate.bootstrap",
         )
         summary[subset] = summarise(table, lesions, resampler, settings["size_bins"])
         summary[subset]["bootstrap"] = resampler_record(resampler, boot["seed"])

@@ -103,7 +103,8 @@ def leaderboard(
     baseline: str,
     sources: Mapping[str, str | os.PathLike] | None = None,
     tags: Mapping[str, Sequence[str]] | None = None,
-    exclude_tags: Sequence[str] = (),
+    *,
+    exclude_tags: Sequence[str],
 ) -> pd.DataFrame:
     """Rank runs on their test metrics (1 = best, NaN ranks last) and compare with ``baseline``.
 
@@ -125,9 +126,14 @@ def leaderboard(
     exclude_tags = _tag_list(exclude_tags, "compare.exclude_tags")
     rows = []
     for run, summary in summaries.items():
+        where = f" ({sources[run]})" if sources and run in sources else ""
         if "test" not in summary:
-            where = f" ({sources[run]})" if sources and run in sources else ""
             raise LesionflowError(f"summary of run {run!r}{where} has no 'test' section")
+        if "level" not in summary:
+            raise LesionflowError(
+                f"summary of run {run!r}{where} has no 'level' (image or tile), which the evaluate "
+                "stage writes"
+            )
         test = summary["test"]
         run_tags = _tag_list(tags.get(run), f"tags of run {run!r}")
         status, reason = run_status(test, run_tags, exclude_tags)
@@ -138,7 +144,7 @@ def leaderboard(
             "is_baseline": run == baseline,
             "tags": ", ".join(run_tags),
             # Which evaluation the ranks are of (compare.level), and at what resolution.
-            "level": summary.get("level", "image"),
+            "level": summary["level"],
             "resolution": summary.get("resolution", ""),
         }
         for metric in PAIRED_METRICS:
@@ -226,6 +232,7 @@ def paired_comparison(per_image: pd.DataFrame, baseline: pd.DataFrame, bootstrap
             bootstrap["n_resamples"],
             bootstrap["seed"],
             bootstrap["confidence"],
+            "compare.bootstrap",
         )
         for metric, estimate in paired_estimates(ours, theirs, resampler, PAIRED_METRICS).items():
             described = describe(estimate, "d")

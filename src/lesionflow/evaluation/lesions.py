@@ -17,7 +17,7 @@ from lesionflow.pipeline.errors import LesionflowError
 CRITERIA = ("iou", "fraction")
 
 
-def label_lesions(mask: np.ndarray, connectivity: int = 1) -> tuple[np.ndarray, int]:
+def label_lesions(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     """Label the connected components of ``mask != 0``: (labels 1..n with 0 for background, n).
 
     ``connectivity`` is 1 (face neighbours: 4 in 2D, 6 in 3D) up to ``mask.ndim`` (every neighbour:
@@ -97,16 +97,16 @@ def _check_matching(criterion: str, min_overlap: float) -> None:
 def match_lesions(
     pred: np.ndarray,
     gt: np.ndarray,
-    connectivity: int = 1,
-    criterion: str = "fraction",
-    min_overlap: float = 0.0,
+    connectivity: int,
+    criterion: str,
+    min_overlap: float,
 ) -> LesionMatch:
     """Match the connected components of ``pred`` and ``gt`` (read as ``mask != 0``) by overlap.
 
     A reference lesion r and a predicted lesion p match when they share at least one pixel and their
     overlap value is at least ``min_overlap``: ``|r & p| / |r | p|`` for ``criterion="iou"``,
-    ``|r & p| / |r|`` (the fraction of the reference lesion covered) for ``criterion="fraction"``. The
-    default (fraction, 0.0) means any overlap. Matching is many-to-one both ways: a reference lesion is
+    ``|r & p| / |r|`` (the fraction of the reference lesion covered) for ``criterion="fraction"``;
+    ``min_overlap`` 0 means any overlap. Matching is many-to-one both ways: a reference lesion is
     detected when it matches any predicted lesion (so one split into two predictions counts once, with
     both predictions matched), and a predicted lesion is matched when it matches any reference lesion
     (so one prediction covering two reference lesions detects both).

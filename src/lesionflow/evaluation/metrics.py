@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lesionflow.evaluation.lesions import LesionMatch, match_lesions, size_bin_index, size_bin_labels
+from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts
 from lesionflow.evaluation.surface import surface_distances
 
 PER_IMAGE_COLUMNS = [
@@ -108,27 +109,6 @@ def overlap_counts(preds: np.ndarray, gts: np.ndarray) -> tuple[np.ndarray, np.n
     return inter, np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1)
 
 
-def dice_from_counts(
-    inter: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray
-) -> np.ndarray:
-    """Dice from pixel counts; NaN where reference and prediction are both empty."""
-    inter = np.asarray(inter, dtype=np.float64)
-    denom = np.asarray(pred_pixels, dtype=np.float64) + np.asarray(gt_pixels, dtype=np.float64)
-    # Both empty: overlap is undefined, not perfect; scoring it 1 inflated the users' means.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, 2.0 * inter / np.where(denom > 0, denom, 1.0), np.nan)
-
-
-def iou_from_counts(
-    inter: np.ndarray, pred_pixels: np.ndarray, gt_pixels: np.ndarray
-) -> np.ndarray:
-    """IoU from pixel counts; NaN where reference and prediction are both empty."""
-    inter = np.asarray(inter, dtype=np.float64)
-    union = np.asarray(pred_pixels, dtype=np.float64) + np.asarray(gt_pixels, dtype=np.float64)
-    union = union - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), np.nan)
-
-
 def dice_per_image(preds: np.ndarray, gts: np.ndarray) -> np.ndarray:
     """Dice per image of two bool stacks (N, ...); NaN where both masks are empty."""
     return dice_from_counts(*overlap_counts(preds, gts))
@@ -179,11 +159,15 @@ def pearson_per_image(values: np.ndarray, gts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LesionMatching:
-    """How lesions are found (connectivity) and matched (criterion, min_overlap)."""
+    """How lesions are found (connectivity) and matched (criterion, min_overlap).
 
-    connectivity: int = 1
-    criterion: str = "fraction"
-    min_overlap: float = 0.0
+    Built from evaluate.lesion_matching by :func:`lesionflow.evaluation.evaluate.lesion_matching`
+    (a null connectivity there means the one tuning locked), so no default is restated here.
+    """
+
+    connectivity: int
+    criterion: str
+    min_overlap: float
 
 
 def image_group(gt_pixels: int, pred_pixels: int) -> str:
@@ -208,7 +192,8 @@ def score_image(
     pred: np.ndarray,
     gt: np.ndarray,
     prob: np.ndarray | None = None,
-    matching: LesionMatching = LesionMatching(),
+    *,
+    matching: LesionMatching,
     spacing: Sequence[float] | None = None,
 ) -> tuple[dict, LesionMatch]:
     """Every per-image metric of one image (2D or 3D) and its lesion match.
@@ -251,10 +236,11 @@ def image_metrics(
     pred: np.ndarray,
     gt: np.ndarray,
     prob: np.ndarray | None = None,
-    matching: LesionMatching = LesionMatching(),
+    *,
+    matching: LesionMatching,
 ) -> dict:
     """Every per-image metric of one image as a dict (see :func:`score_image`)."""
-    return score_image(pred, gt, prob, matching)[0]
+    return score_image(pred, gt, prob, matching=matching)[0]
 
 
 def score_images(
@@ -265,19 +251,20 @@ def score_images(
     probs: Sequence[np.ndarray] | None = None,
     presence_scores: Sequence[float] | None = None,
     presence_preds: Sequence[bool] | None = None,
-    matching: LesionMatching = LesionMatching(),
-    size_bins: Sequence[int] = (50, 500),
+    *,
+    matching: LesionMatching,
+    size_bins: Sequence[int],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image table (:data:`PER_IMAGE_COLUMNS`) and per-reference-lesion table (:data:`LESION_COLUMNS`).
 
     Images may differ in shape, so they are scored one at a time. Missing presence scores or
-    predictions are left NaN (never derived silently).
+    predictions are left NaN (never derived silently). ``size_bins`` are evaluate.size_bins.
     """
     labels = size_bin_labels(size_bins)
     rows, lesion_frames = [], []
     for i, image_id in enumerate(ids):
         prob = None if probs is None else probs[i]
-        row, match = score_image(preds[i], gts[i], prob, matching)
+        row, match = score_image(preds[i], gts[i], prob, matching=matching)
         row = {"image_id": str(image_id), "subject": str(subjects[i]), **row}
         row["gt_size_bin"] = (
             labels[int(size_bin_index(np.array([row["gt_pixels"]]), size_bins)[0])]
@@ -308,43 +295,3 @@ def score_images(
         else pd.DataFrame({c: pd.Series(dtype=object) for c in LESION_COLUMNS})
     )
     return per_image, lesions[LESION_COLUMNS]
-
-
-# ---------------------------------------------------------------------------------------------
-# Point summary for tuning (summary.py adds intervals, lesions and presence for evaluation)
-# ---------------------------------------------------------------------------------------------
-
-
-def _mean_defined(values: pd.Series) -> tuple[float, int, int]:
-    """Mean of the defined values, how many were used, how many NaN were excluded."""
-    values = pd.to_numeric(values, errors="coerce").astype("float64")
-    defined = values.dropna()
-    mean = float(defined.mean()) if len(defined) else float("nan")
-    return mean, int(len(defined)), int(values.isna().sum())
-
-
-def dice_all_values(per_image: pd.DataFrame) -> np.ndarray:
-    """Per-image Dice with the old convention: empty reference and empty prediction count as 1."""
-    dice = pd.to_numeric(per_image["dice"], errors="coerce").astype("float64").to_numpy()
-    both_empty = (per_image["gt_pixels"].to_numpy() == 0) & (per_image["pred_pixels"].to_numpy() == 0)
-    return np.where(both_empty, 1.0, dice)
-
-
-def segmentation_summary(per_image: pd.DataFrame) -> dict:
-    """Point values of dice_pos, iou_pos, dice_all and the false-positive rate on empty images.
-
-    What tuning chooses between; each mean comes with its n. Needs the columns dice, iou,
-    gt_pixels, pred_pixels.
-    """
-    gt_pos = per_image["gt_pixels"].to_numpy() > 0
-    pred_pos = per_image["pred_pixels"].to_numpy() > 0
-    pos = per_image[gt_pos]
-    out: dict = {"n_gt_positive": int(gt_pos.sum()), "n_gt_empty": int((~gt_pos).sum())}
-    for name, values in (
-        ("dice_pos", pos["dice"]),
-        ("iou_pos", pos["iou"]),
-        ("dice_all", pd.Series(dice_all_values(per_image))),
-        ("false_positive_rate_empty", pd.Series(pred_pos[~gt_pos].astype(float))),
-    ):
-        out[name], out[f"{name}_n"], _ = _mean_defined(values)
-    return out

@@ -15,7 +15,7 @@ from lesionflow.pipeline.errors import LesionflowError
 PRESENCE_SOURCES = ("max_probability", "lesion_area")
 
 
-def connectivity_structure(ndim: int, connectivity: int | str = 1) -> np.ndarray:
+def connectivity_structure(ndim: int, connectivity: int | str) -> np.ndarray:
     """Structuring element for ``scipy.ndimage.label``.
 
     ``connectivity`` is 1 (faces only: 4-neighbours in 2D, 6 in 3D) up to ``ndim``
@@ -30,7 +30,7 @@ def connectivity_structure(ndim: int, connectivity: int | str = 1) -> np.ndarray
     return ndimage.generate_binary_structure(ndim, int(rank))
 
 
-def component_sizes(mask: np.ndarray, connectivity: int | str = 1) -> tuple[np.ndarray, np.ndarray]:
+def component_sizes(mask: np.ndarray, connectivity: int | str) -> tuple[np.ndarray, np.ndarray]:
     """Label connected components; return (labels, sizes) with ``sizes[0]`` the background."""
     labels, _ = ndimage.label(mask, structure=connectivity_structure(mask.ndim, connectivity))
     return labels, np.bincount(labels.ravel())
@@ -39,8 +39,8 @@ def component_sizes(mask: np.ndarray, connectivity: int | str = 1) -> tuple[np.n
 def binarize(
     prob: np.ndarray,
     threshold: float,
-    min_lesion_area: int = 0,
-    connectivity: int | str = 1,
+    min_lesion_area: int,
+    connectivity: int | str,
 ) -> np.ndarray:
     """Threshold ``prob`` (pixel is lesion where ``prob >= threshold``) and drop small components.
 
@@ -55,9 +55,7 @@ def binarize(
     return keep[labels]
 
 
-def presence_score(
-    prob: np.ndarray, source: str = "max_probability", threshold: float = 0.5
-) -> float:
+def presence_score(prob: np.ndarray, source: str, threshold: float) -> float:
     """Score that the image holds any lesion.
 
     ``max_probability``: the highest pixel probability. ``lesion_area``: the number of pixels

@@ -63,15 +63,18 @@ def regression_summary(
     y_pred: ArrayLike,
     subjects: Sequence[str] | None = None,
     ranges: Sequence[float] | None = None,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+    config_key: str,
 ) -> dict:
     """Metrics with subject-level bootstrap intervals, overall and by range of the true score.
 
-    ``subjects`` default to one per row. ``ranges`` are increasing cut points of the true score:
-    [0, 5, 10, 35] gives [0, 5), [5, 10), [10, 35] (the last range is closed on the right); rows
-    outside every range are counted in ``n_outside_ranges``. Returns
+    ``subjects`` default to one per row. The bootstrap settings are those of the config section
+    ``config_key`` (see ``Resampler.from_subjects``). ``ranges`` are increasing cut points of the
+    true score: [0, 5, 10, 35] gives [0, 5), [5, 10), [10, 35] (the last range is closed on the
+    right); rows outside every range are counted in ``n_outside_ranges``. Returns
     ``{"overall": block, "by_range": [block, ...], "n_outside_ranges": int, "bootstrap": {...}}``
     where a block has ``n`` and every metric with ``_ci_low`` / ``_ci_high`` (p-values without).
     """
@@ -83,7 +86,7 @@ def regression_summary(
     elif len(subjects) != true.size:
         raise LesionflowError(f"regression summary: {len(subjects)} subjects for {true.size} rows")
     cuts = _check_ranges(ranges)
-    resampler = Resampler.from_subjects(subjects, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    resampler = Resampler.from_subjects(subjects, n_resamples, seed, confidence, config_key)
     idx = resampler.subject_index(subjects)
 
     overall = _block(true, pred, idx, resampler, np.ones(true.size, dtype=bool))

@@ -13,7 +13,8 @@ import pandas as pd
 from lesionflow.evaluation import bootstrap
 from lesionflow.evaluation.bootstrap import Estimate, Resampler
 from lesionflow.evaluation.lesions import size_bin_labels
-from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS, dice_all_values
+from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS
+from lesionflow.evaluation.overlap import dice_all_values
 
 # Means over reference-positive images: summary name -> per-image column.
 POSITIVE_MEANS = {
@@ -136,7 +137,7 @@ def summarise(
     per_image: pd.DataFrame,
     lesions: pd.DataFrame,
     resampler: Resampler,
-    size_bins: Sequence[int] = (50, 500),
+    size_bins: Sequence[int],
 ) -> dict:
     """The ``summary.json`` section of one subset: counts, every metric with n and interval.
 

@@ -15,12 +15,15 @@ from sklearn.metrics import roc_curve
 
 from lesionflow.data.manifest import load_manifest_mask, read_manifest
 from lesionflow.data.subsets import read_split
-from lesionflow.evaluation.metrics import dice_from_counts, iou_from_counts, segmentation_summary
+from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts, segmentation_summary
 from lesionflow.evaluation.postprocess import PRESENCE_SOURCES, component_sizes
 from lesionflow.pipeline.artifacts import load_arrays, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
 
 OBJECTIVES = ("dice_pos", "iou_pos", "dice_all")
+# As the schema's tune.connectivity: 1 = faces only up to 3 = every neighbour in 3D; a value is
+# valid only up to the number of spatial axes of the masks (check_connectivity).
+CONNECTIVITIES = (1, 2, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,8 +48,11 @@ def check_tune_settings(settings: Mapping) -> dict:
             f"tune.presence_score must be one of {list(PRESENCE_SOURCES)}, "
             f"got {settings['presence_score']!r}"
         )
-    if settings["connectivity"] not in (1, 2):
-        raise LesionflowError(f"tune.connectivity must be 1 or 2, got {settings['connectivity']!r}")
+    connectivity = settings["connectivity"]
+    if isinstance(connectivity, bool) or connectivity not in CONNECTIVITIES:
+        raise LesionflowError(
+            f"tune.connectivity must be one of {list(CONNECTIVITIES)}, got {connectivity!r}"
+        )
     thresholds = settings["thresholds"]
     if (
         not isinstance(thresholds, Sequence)
@@ -73,6 +79,16 @@ def check_tune_settings(settings: Mapping) -> dict:
         "presence_score": settings["presence_score"],
         "connectivity": int(settings["connectivity"]),
     }
+
+
+def check_connectivity(connectivity: int, maps: Sequence[np.ndarray]) -> None:
+    """Raise unless ``connectivity`` is at most the number of spatial axes of every map."""
+    ndims = sorted({np.ndim(m) for m in maps})
+    if ndims and connectivity > ndims[0]:
+        raise LesionflowError(
+            f"tune.connectivity is {connectivity}, but the probability maps have {ndims[0]} spatial "
+            f"axes; for {ndims[0]}-D masks it must be from 1 to {ndims[0]}"
+        )
 
 
 def check_probs_in_split(
@@ -163,6 +179,7 @@ def tune_on_validation(
     thresholds, areas = cfg["thresholds"], cfg["min_lesion_areas"]
     gts = [np.asarray(masks[i], dtype=bool) for i in ids]
     maps = [np.asarray(probs[i], dtype=np.float32) for i in ids]
+    check_connectivity(cfg["connectivity"], maps)
     gt_pixels = np.array([np.count_nonzero(g) for g in gts])
     truth = gt_pixels > 0
     max_prob = np.array([float(p.max()) for p in maps])

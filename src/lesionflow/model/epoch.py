@@ -22,6 +22,9 @@ from lesionflow.model.networks import build_network, forward_logits
 from lesionflow.model.sampling import LesionBatchSampler, training_transforms, worker_init
 from lesionflow.model.scores import batch_scores, mean_score
 
+# Not infer.sw_overlap: a change to inference settings must never change training's checkpoint choice.
+VALIDATION_SW_OVERLAP = 0.25
+
 
 @dataclass
 class EpochSetup:
@@ -165,7 +168,7 @@ def validate(
                 x = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
                 y = torch.from_numpy(np.stack([masks[i] for i in chunk])[:, None]).float()
                 y = y.to(device)
-                logits = forward_logits(model, x, roi_size, batch_size).float()
+                logits = forward_logits(model, x, roi_size, batch_size, VALIDATION_SW_OVERLAP).float()
                 losses.append(float(loss_fn(logits, y)))
                 weights.append(len(chunk))
                 scores.append(batch_scores(torch.sigmoid(logits), y))

@@ -85,7 +85,7 @@ def build_network(
         raise LesionflowError(f"model.kwargs: {name} rejected {user_kwargs!r}: {err}") from None
 
 
-def build_loss(name: str, out_channels: int = 1, batch_dice: bool = False) -> torch.nn.Module:
+def build_loss(name: str, batch_dice: bool, out_channels: int = 1) -> torch.nn.Module:
     """The MONAI loss ``name`` (DiceCE or DiceFocal) on logits; sigmoid for one output channel.
 
     ``batch_dice`` pools the Dice over the whole batch instead of averaging it per sample: a
@@ -116,8 +116,8 @@ def forward_logits(
     model: torch.nn.Module,
     batch: torch.Tensor,
     roi_size: Sequence[int] | None,
-    sw_batch_size: int = 4,
-    sw_overlap: float = 0.25,
+    sw_batch_size: int,
+    sw_overlap: float,
 ) -> torch.Tensor:
     """Logits of a (B, C, *spatial) batch: one pass if it has the roi's shape, else sliding window.
 

@@ -75,10 +75,13 @@ def predict_batch(
     batch: torch.Tensor,
     transforms: Sequence[TTATransform],
     roi_size: Sequence[int] | None,
-    sw_batch_size: int = 4,
-    sw_overlap: float = 0.25,
+    sw_batch_size: int,
+    sw_overlap: float,
 ) -> torch.Tensor:
-    """Sigmoid probabilities (B, 1, *spatial) averaged over ``transforms`` after inverting each."""
+    """Sigmoid probabilities (B, 1, *spatial) averaged over ``transforms`` after inverting each.
+
+    ``sw_overlap`` is infer.sw_overlap (see :func:`lesionflow.model.networks.forward_logits`).
+    """
     shape = (batch.shape[0], 1, *batch.shape[2:])
     total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
     for transform in transforms:
@@ -95,7 +98,7 @@ def predict_probabilities(
     roi_size: Sequence[int] | None,
     batch_size: int,
     device: torch.device | str,
-    sw_overlap: float = 0.25,
+    sw_overlap: float,
     progress: Callable[[int], object] | None = None,
 ) -> list[np.ndarray]:
     """Lesion probability maps (float32, spatial shape) of channel-first ``images``, in order.
@@ -131,7 +134,7 @@ def window_probabilities(
     roi_size: Sequence[int] | None,
     batch_size: int,
     device: torch.device | str,
-    sw_overlap: float = 0.25,
+    sw_overlap: float,
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """Yield ``(origin, probability map)`` of each window of one ``(C, *spatial)`` image.
 
