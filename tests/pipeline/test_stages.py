@@ -48,3 +48,11 @@ def test_downstream_of_inference_excludes_training():
 
 def test_the_architecture_doc_shows_the_registry_table():
     assert stage_table() in (REPO_ROOT / "docs" / "architecture.md").read_text()
+
+
+def test_the_architecture_doc_tree_names_every_module():
+    doc = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    package = REPO_ROOT / "src" / "lesionflow"
+    modules = [p for p in package.rglob("*.py") if p.name != "__init__.py"]
+    missing = [str(p.relative_to(package)) for p in modules if p.name not in doc]
+    assert missing == []
