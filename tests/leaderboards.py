@@ -20,6 +20,7 @@ def ranked_summary(dice, iou, auc, ap) -> dict:
     """A summary.json of whole images with the four ranked test metrics only."""
     return {
         "level": "image",
+        "resolution": "original",
         "val": {},
         "test": {"dice_pos": dice, "iou_pos": iou, "presence_roc_auc": auc, "presence_ap": ap},
     }
@@ -46,7 +47,7 @@ def counted_summary(dice, auc=0.8, n_pred=10, n_images=12, **extra) -> dict:
     }
     if n_pred is not None:
         section["n_pred_lesions"] = n_pred
-    return {"level": "image", "val": {}, "test": section}
+    return {"level": "image", "resolution": "original", "val": {}, "test": section}
 
 
 STATUS_SUMMARIES = {

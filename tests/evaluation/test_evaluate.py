@@ -193,3 +193,10 @@ def test_tiles_are_scored_apart_with_locked_areas_at_their_scale(tmp_path):
     assert summary["level"] == "tile" and "0.5" in summary["resolution"]
     assert summary["locked"]["min_lesion_area"] == 16
     assert (out / "lesions_tiles_val.csv").is_file()
+
+
+def test_a_connectivity_the_masks_cannot_have_names_its_config_key(tmp_path):
+    data = _write(tmp_path)
+    message = r"evaluate\.lesion_matching\.connectivity is 3, but the masks have 2 spatial axes"
+    with pytest.raises(LesionflowError, match=message):
+        _run(data, tmp_path / "out", settings={"lesion_matching": {"connectivity": 3}})

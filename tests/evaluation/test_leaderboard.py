@@ -270,5 +270,5 @@ def test_a_summary_without_a_level_is_an_error_naming_its_file(tmp_path):
     # No guessed level: the evaluate stage always writes one.
     paths = {"ours": tmp_path / "ours" / "summary.json"}
     write_json(paths["ours"], {key: value for key, value in SUMMARIES["ours"].items() if key != "level"})
-    with pytest.raises(LesionflowError, match=r"run 'ours' \(.*ours.summary\.json\) has no 'level'"):
+    with pytest.raises(LesionflowError, match=r"run 'ours' \(.*ours.summary\.json\) lacks 'level'"):
         run_compare(paths, "ours", tmp_path / "compare", None, compare_settings(baseline="ours"))

@@ -119,7 +119,7 @@ def _evaluated(seed, flip, empty=False):
         matching=lesion_matching(), size_bins=size_bins(),
     )
     summary = summarise(per_image, lesions, evaluate_resampler(subjects, n_resamples=50), size_bins())
-    return per_image, {"level": "image", "val": {}, "test": summary}
+    return per_image, {"level": "image", "resolution": "original", "val": {}, "test": summary}
 
 
 def _distinct_colours(path):

@@ -92,6 +92,16 @@ def lesion_matching(settings: Mapping, locked: Mapping) -> LesionMatching:
     return LesionMatching(int(connectivity), rules["criterion"], float(rules["min_overlap"]))
 
 
+def check_connectivity(matching: LesionMatching, masks: Mapping[str, np.ndarray]) -> None:
+    """Refuse, naming the config key, a lesion connectivity the masks' axes cannot have."""
+    ndim = next((mask.ndim for mask in masks.values()), None)
+    if ndim is not None and not 1 <= matching.connectivity <= ndim:
+        raise LesionflowError(
+            f"evaluate.lesion_matching.connectivity is {matching.connectivity}, but the masks have "
+            f"{ndim} spatial axes: use 1 to {ndim} (or null for the connectivity tuning locked)"
+        )
+
+
 def score_subset(
     probs: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
@@ -184,6 +194,7 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
     summary: dict = {"level": level.name, "resolution": level.resolution}
     for subset in ("val", "test"):
         probs, masks = _load_subset(level.manifest, split_df, level.probs[subset], subset)
+        check_connectivity(matching, masks)
         table, lesions = score_subset(
             probs, masks, subjects, locked, matching, settings["size_bins"], level.scales
         )

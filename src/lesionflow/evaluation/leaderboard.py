@@ -127,12 +127,11 @@ def leaderboard(
     rows = []
     for run, summary in summaries.items():
         where = f" ({sources[run]})" if sources and run in sources else ""
-        if "test" not in summary:
-            raise LesionflowError(f"summary of run {run!r}{where} has no 'test' section")
-        if "level" not in summary:
+        missing = [key for key in ("test", "level", "resolution") if key not in summary]
+        if missing:
             raise LesionflowError(
-                f"summary of run {run!r}{where} has no 'level' (image or tile), which the evaluate "
-                "stage writes"
+                f"summary of run {run!r}{where} lacks {', '.join(map(repr, missing))}, which the "
+                "evaluate stage writes"
             )
         test = summary["test"]
         run_tags = _tag_list(tags.get(run), f"tags of run {run!r}")
@@ -145,7 +144,7 @@ def leaderboard(
             "tags": ", ".join(run_tags),
             # Which evaluation the ranks are of (compare.level), and at what resolution.
             "level": summary["level"],
-            "resolution": summary.get("resolution", ""),
+            "resolution": summary["resolution"],
         }
         for metric in PAIRED_METRICS:
             for suffix in ("", "_ci_low", "_ci_high", "_n"):
