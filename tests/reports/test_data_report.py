@@ -44,3 +44,15 @@ def test_data_report_counts_images_subjects_and_lesions_per_split():
     assert table.loc["val", "median lesion size (pixels)"] == "5.0"
     fig = data_report.plot_data_report(images, lesions, split)
     assert len(fig.get_axes()) == 4 and "1 lesion-free" in fig.get_axes()[1].get_title()
+
+
+def test_split_figure_labels_each_bar_with_its_number_and_says_how_the_split_was_made():
+    summary = pd.DataFrame(
+        {"split": ["train", "val", "test"], "n": [6, 2, 2], "lesion_positive": [3, 2, 1]}
+    )
+    figure = data_report.plot_split(summary)
+    counts, positives, rates = figure.get_axes()
+    assert [text.get_text() for text in counts.texts] == ["6", "2", "2"]
+    assert [text.get_text() for text in positives.texts] == ["3", "2", "1"]
+    assert [text.get_text() for text in rates.texts] == ["0.50", "1.00", "0.50"]
+    assert "grouped by subject" in figure.get_suptitle()

@@ -53,9 +53,16 @@ def plot_split(split_summary: pd.DataFrame) -> Figure:
         (METRIC_NAMES["n_images"], METRIC_NAMES["n_gt_positive"], "lesion rate"),
         strict=True,
     ):
-        ax.bar(table["split"], table[column], color="tab:blue")
+        values = table[column].astype(float).to_numpy()
+        bars = ax.bar(table["split"], values, color="tab:blue")
+        # Counts as integers, the rate with two decimals: the numbers people quote from this figure.
+        fmt = "{:.2f}" if column == "lesion_rate" else "{:.0f}"
+        ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2)
         ax.set_title(title)
-    axes[2].set_ylim(0, 1)
+        top = 1.0 if column == "lesion_rate" else float(np.nanmax(values)) if len(values) else 1.0
+        ax.set_ylim(0, top * 1.18)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle("Split grouped by subject, stratified by lesion presence")
     return fig
 
 
