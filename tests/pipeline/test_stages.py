@@ -16,6 +16,16 @@ def test_every_rule_is_a_registered_stage_and_every_stage_has_a_rule():
     assert rule_names() == set(STAGES)
 
 
+def test_each_stage_has_a_rule_file_of_its_own_included_in_pipeline_order():
+    rules = REPO_ROOT / "workflow" / "rules"
+    assert {p.stem for p in rules.glob("*.smk")} == set(STAGES) | {"common"}
+    for name in STAGES:
+        assert re.findall(r"^rule (\w+):", (rules / f"{name}.smk").read_text(), re.MULTILINE) == [name]
+    snakefile = (REPO_ROOT / "Snakefile").read_text()
+    included = re.findall(r'^include: "workflow/rules/(\w+)\.smk"', snakefile, re.MULTILINE)
+    assert included == ["common", *STAGES]
+
+
 def test_every_stage_has_its_entry_point_and_notebook():
     for stage in STAGES.values():
         assert (REPO_ROOT / stage.script_path).is_file(), stage.name

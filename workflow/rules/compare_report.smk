@@ -1,0 +1,32 @@
+rule compare_report:
+    input:
+        notebook=NOTEBOOKS["compare_report"],
+        leaderboard="results/compare/leaderboard.csv",
+    output:
+        notebook="results/compare/compare.ipynb",
+        html=report(
+            "results/compare/compare.html",
+            caption="../report/compare.rst",
+            category="Leaderboard",
+        ),
+        forest=report(
+            "results/compare/figures/forest.png",
+            caption="../report/compare_figures.rst",
+            category="Leaderboard",
+        ),
+        figures=report(
+            "results/compare/figures/paired_deltas.png",
+            caption="../report/compare_figures.rst",
+            category="Leaderboard",
+        ),
+        vector_figures=get_figures("compare_report", "results/compare", "svg"),
+    log:
+        "logs/compare/compare_report.log",
+    params:
+        parameters=get_notebook_parameters("compare_report", "Comparison of runs"),
+        code=get_code("compare_report"),
+    conda:
+        "../envs/lesionflow.yaml"
+    shell:
+        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "--out $(dirname {output.html}) > {log} 2>&1"
