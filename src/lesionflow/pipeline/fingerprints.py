@@ -115,37 +115,32 @@ class CodeBase:
             todo.extend(self._modules_named(self.module_file(name).read_text()))
         return sorted(seen)
 
-    def _relative(self, name: str) -> str:
-        return self.module_file(name).relative_to(self.package_root.parent).as_posix()
-
-    def _entry_code(self, stage: str) -> dict[str, str]:
-        # The files a stage's job starts from: its script and, for notebook stages, the notebook.
+    def _entry(self, stage: str) -> tuple[dict[str, str], list[str]]:
+        # What a stage's job starts from (its script and, for notebook stages, the notebook's code
+        # cells): as fingerprint parts, and as the Python whose imports are followed.
         entry = STAGES[stage]
         script = self.workflow_root / entry.script_path
         if not script.is_file():
             raise LesionflowError(f"stage {stage}: entry point {script} is missing")
-        code = {entry.script_path: script.read_text()}
+        source = script.read_text()
+        parts, python = {entry.script_path: normalised_code(source)}, [source]
         if entry.notebook_path:
             cells = _notebook_cells(self.workflow_root / entry.notebook_path)
-            code[entry.notebook_path] = json.dumps(cells)
-            code.update({f"{entry.notebook_path}#{i}": _python_lines(c) for i, c in enumerate(cells)})
-        return code
+            parts[entry.notebook_path] = json.dumps(cells)
+            python += [_python_lines(cell) for cell in cells]
+        return parts, python
 
     def stage_modules(self, stage: str) -> list[str]:
         """The lesionflow modules a stage executes, as dotted names."""
-        code = self._entry_code(stage)
-        return self.module_closure([text for path, text in code.items() if not path.endswith(".ipynb")])
+        return self.module_closure(self._entry(stage)[1])
 
     def stage_sources(self, stage: str) -> dict[str, str]:
         """The normalised code a stage executes, by file (paths relative to their roots)."""
-        entry = STAGES[stage]
-        code = self._entry_code(stage)
-        sources = {entry.script_path: normalised_code(code[entry.script_path])}
-        if entry.notebook_path:
-            sources[entry.notebook_path] = code[entry.notebook_path]
-        for name in self.stage_modules(stage):
-            sources[self._relative(name)] = normalised_code(self.module_file(name).read_text())
-        return sources
+        parts, python = self._entry(stage)
+        for name in self.module_closure(python):
+            path = self.module_file(name)
+            parts[path.relative_to(self.package_root.parent).as_posix()] = normalised_code(path.read_text())
+        return parts
 
     def fingerprint(self, stage: str) -> str:
         """Hash of the code ``stage`` executes, blind to comments, docstrings and formatting."""

@@ -165,13 +165,10 @@ NOTEBOOK_STAGES: tuple[str, ...] = tuple(s.name for s in _REGISTRY if s.notebook
 def downstream(stage: str) -> set[str]:
     """``stage`` and every stage that reads its artifacts, directly or not."""
     found = {stage}
-    changed = True
-    while changed:
-        changed = False
-        for other in STAGES.values():
-            if other.name not in found and found & set(other.reads):
-                found.add(other.name)
-                changed = True
+    # One pass suffices: the registry is in pipeline order, each stage after all it reads.
+    for other in STAGES.values():
+        if found & set(other.reads):
+            found.add(other.name)
     return found
 
 
