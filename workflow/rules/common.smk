@@ -3,7 +3,7 @@
 import json
 import os
 
-from lesionflow.evaluation.evaluate import FILE_NAMES as EVALUATION_FILES
+from lesionflow.evaluation.artifact_names import FILE_NAMES as EVALUATION_FILES
 from lesionflow.pipeline.plan import settings_json
 from lesionflow.pipeline.stages import NOTEBOOK_STAGES, STAGES, figures
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lesionflow.data.geometry import ORIGINAL_RESOLUTION
 from lesionflow.data.subsets import read_split
+from lesionflow.evaluation.artifact_names import FILE_NAMES
 from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.lesions import size_bin_labels
 from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, score_images
@@ -148,20 +149,6 @@ def _load_subset(
     check_probs_in_split(probs, split_df, subset, probs_path)
     shapes = {i: p.shape for i, p in probs.items()}
     return probs, load_reference_masks(manifest, sorted(probs), shapes)
-
-
-# The two levels metrics are computed at: whole source images at their original size, and the
-# items training saw (tiles, or whole preprocessed images) at the preprocessed resolution.
-LEVELS = ("image", "tile")
-FILE_NAMES = {
-    "image": {
-        "per_item": "per_image_{}.csv", "lesions": "lesions_{}.csv", "summary": "summary.json"
-    },
-    "tile": {
-        "per_item": "per_tile_{}.csv", "lesions": "lesions_tiles_{}.csv",
-        "summary": "summary_tiles.json",
-    },
-}
 
 
 @dataclass(frozen=True)
