@@ -1,4 +1,4 @@
-"""Tiny datasets written into a test's temp dir."""
+"""Tiny datasets: written into a test's temp dir, or made in memory."""
 
 import numpy as np
 from PIL import Image
@@ -13,3 +13,14 @@ def write_tiny_manifest(folder):
         rows.append(f"img{i}.png,mask{i}.png,s{i}")
     (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
     return folder / "manifest.csv"
+
+
+def random_mask_stack(n=12, shape=(16, 16), seed=0):
+    """Random predicted and reference masks with the three empty cases in the first three."""
+    rng = np.random.default_rng(seed)
+    preds = rng.random((n, *shape)) > 0.7
+    gts = rng.random((n, *shape)) > 0.8
+    preds[0] = False  # empty prediction, non-empty reference
+    gts[1] = False  # non-empty prediction, empty reference
+    preds[2] = gts[2] = False  # both empty
+    return preds, gts

@@ -9,6 +9,7 @@ import torch
 from monai.metrics import compute_dice, compute_iou
 from schema_settings import lesion_matching, size_bins
 from scipy.stats import pearsonr
+from tiny_data import random_mask_stack
 
 from lesionflow.evaluation.metrics import (
     DICE_ALL_CONVENTION,
@@ -33,16 +34,6 @@ def _mask(shape, *points):
     for point in points:
         mask[point] = True
     return mask
-
-
-def _random_stack(n=12, shape=(16, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    preds = rng.random((n, *shape)) > 0.7
-    gts = rng.random((n, *shape)) > 0.8
-    preds[0] = False  # empty prediction, non-empty reference
-    gts[1] = False  # non-empty prediction, empty reference
-    preds[2] = gts[2] = False  # both empty
-    return preds, gts
 
 
 # --- hand-made edge cases -------------------------------------------------------------------
@@ -115,7 +106,7 @@ def test_pearson_is_nan_when_probability_map_is_constant():
 
 
 def test_dice_matches_monai_except_that_empty_empty_is_nan_not_one():
-    preds, gts = _random_stack()
+    preds, gts = random_mask_stack()
     ours = dice_per_image(preds, gts)
     # MONAI with ignore_empty=False scores empty reference + empty prediction as 1 and
     # empty reference + any prediction as 0; with ignore_empty=True, any empty reference is NaN.
@@ -130,7 +121,7 @@ def test_dice_matches_monai_except_that_empty_empty_is_nan_not_one():
 
 
 def test_iou_matches_monai_except_that_empty_empty_is_nan_not_one():
-    preds, gts = _random_stack(seed=1)
+    preds, gts = random_mask_stack(seed=1)
     ours = iou_per_image(preds, gts)
     theirs = compute_iou(
         torch.from_numpy(preds[:, None].astype(np.float32)),
@@ -143,7 +134,7 @@ def test_iou_matches_monai_except_that_empty_empty_is_nan_not_one():
 
 
 def test_dice_matches_monai_on_a_3d_stack():
-    preds, gts = _random_stack(n=4, shape=(6, 7, 8), seed=2)
+    preds, gts = random_mask_stack(n=4, shape=(6, 7, 8), seed=2)
     ours = dice_per_image(preds, gts)
     theirs = compute_dice(
         torch.from_numpy(preds[:, None].astype(np.float32)),
@@ -156,7 +147,7 @@ def test_dice_matches_monai_on_a_3d_stack():
 
 
 def test_precision_and_recall_match_hand_counts_per_image():
-    preds, gts = _random_stack(seed=3)
+    preds, gts = random_mask_stack(seed=3)
     for i in range(len(preds)):
         tp = (preds[i] & gts[i]).sum()
         p, g = preds[i].sum(), gts[i].sum()

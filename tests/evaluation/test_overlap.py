@@ -8,18 +8,9 @@ import pandas as pd
 import pytest
 import torch
 from monai.metrics import compute_dice, compute_iou
+from tiny_data import random_mask_stack
 
 from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts, segmentation_summary
-
-
-def _random_stack(n=12, shape=(16, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    preds = rng.random((n, *shape)) > 0.7
-    gts = rng.random((n, *shape)) > 0.8
-    preds[0] = False  # empty prediction, non-empty reference
-    gts[1] = False  # non-empty prediction, empty reference
-    preds[2] = gts[2] = False  # both empty
-    return preds, gts
 
 
 def _counts(preds, gts):
@@ -48,7 +39,7 @@ def test_dice_and_iou_from_counts_are_nan_only_when_both_masks_are_empty():
 
 @pytest.mark.parametrize("metric, ours", [(compute_dice, dice_from_counts), (compute_iou, iou_from_counts)])
 def test_dice_and_iou_from_counts_equal_monai_except_that_empty_empty_is_nan_not_one(metric, ours):
-    preds, gts = _random_stack(seed=1)
+    preds, gts = random_mask_stack(seed=1)
     values, theirs = ours(*_counts(preds, gts)), _monai(metric, preds, gts)
     defined = ~np.isnan(values)
     np.testing.assert_allclose(values[defined], theirs[defined], rtol=1e-6)
@@ -75,7 +66,7 @@ def test_segmentation_summary_for_tuning_excludes_empty_references_from_dice_pos
 
 
 def test_dice_all_equals_monai_mean_with_ignore_empty_false():
-    preds, gts = _random_stack(seed=5)
+    preds, gts = random_mask_stack(seed=5)
     inter, pred_pixels, gt_pixels = _counts(preds, gts)
     table = pd.DataFrame(
         {
