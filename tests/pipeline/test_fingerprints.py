@@ -112,19 +112,17 @@ def edited(path: Path) -> str:
 def changes(copy, executed) -> dict[str, dict]:
     """For every file: which stages' code fingerprints and which plan keys an edit changes."""
     config = load_config_file(REPO_ROOT / "config" / "config.yaml")
-    base_code = code_of(copy).fingerprints()
     base_plan = build_plan(config, copy, code_of(copy))
     found = {}
     for relative in editable_files(copy):
         path = copy / relative
         original = edited(path)
         try:
-            code = code_of(copy).fingerprints()
             plan = build_plan(config, copy, code_of(copy))
         finally:
             path.write_text(original)
         found[relative] = {
-            "code": {s for s in code if code[s] != base_code[s]},
+            "code": {s for s in plan.code if plan.code[s] != base_plan.code[s]},
             "keys": {
                 run: {s for s in keys if keys[s] != base_plan.runs[run][s]} for run, keys in plan.runs.items()
             },
