@@ -1,6 +1,7 @@
 # lesionflow: data -> split -> preprocess -> train -> infer (TTA) -> tune on validation, locked
-# -> evaluate -> zero-Dice breakdown -> analysis and training-report notebooks -> leaderboard
-# -> comparison notebook -> run views -> report.
+# -> evaluate -> export (predictions in each source's geometry) -> zero-Dice breakdown
+# -> analysis and training-report notebooks -> leaderboard -> comparison notebook -> run views
+# -> report.
 # Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
 # lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 
@@ -48,6 +49,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/breakdown.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/training_report.smk"

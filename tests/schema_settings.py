@@ -13,8 +13,9 @@ def top_level_section(name: str, **partial) -> dict:
 
 
 def synthetic_settings(**partial) -> dict:
-    """data.synthetic, the keyword arguments of generate_dataset, schema defaults filled."""
-    return top_level_section("data", synthetic=partial)["synthetic"]
+    """data.synthetic less its kind: the generators' keyword arguments, schema defaults filled."""
+    section = top_level_section("data", synthetic=partial)["synthetic"]
+    return {key: value for key, value in section.items() if key != "kind"}
 
 
 def split_settings(**partial) -> dict:

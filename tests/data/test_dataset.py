@@ -54,7 +54,9 @@ def test_run_data_synthetic_writes_images_manifest_and_summary(tmp_path):
     settings = {
         "source": "synthetic",
         "manifest": None,
-        "synthetic": {"n_images": 10, "image_size": 32, "lesion_free_fraction": 0.4, "seed": 1},
+        "synthetic": {
+            "kind": "fundus", "n_images": 10, "image_size": 32, "lesion_free_fraction": 0.4, "seed": 1,
+        },
     }
     run_data(settings, tmp_path / "out")
     frame = read_manifest(tmp_path / "out" / "manifest.csv")
@@ -64,6 +66,7 @@ def test_run_data_synthetic_writes_images_manifest_and_summary(tmp_path):
     assert len(images) == 10 and images["lesion_pixels"].sum() > 0
     assert list(images.columns) == list(IMAGE_TABLE_COLUMNS)
     assert (read_axis_columns(images)["shape"] == (32, 32)).all()
+    assert (read_axis_columns(images)["spacing"] == (1.0, 1.0)).all()
     assert (tmp_path / "out" / "lesions.csv").stat().st_size > 0
     assert summary["source"] == "synthetic" and summary["n_lesion_free"] == 4
 
@@ -101,7 +104,14 @@ def test_run_data_mask_channel_setting_reaches_every_later_reader(tmp_path):
             {"source": "synthetic", "synthetic": {**synthetic_settings(), "n_image": 3}},
             r"data\.synthetic\.n_image:",
         ),
-        ({"source": "synthetic", "synthetic": {"n_images": 12}}, r"missing data\.synthetic\.image_size, "),
+        (
+            {"source": "synthetic", "synthetic": {"kind": "fundus", "n_images": 12}},
+            r"missing data\.synthetic\.image_size, ",
+        ),
+        (
+            {"source": "synthetic", "synthetic": {**synthetic_settings(), "kind": "retina"}},
+            r"data\.synthetic\.kind: expected one of fundus, brain, got 'retina'",
+        ),
         ({"source": "synthetic"}, r"'data\.synthetic', got None"),
         ({"source": "manifest", "manifest": "x.csv", "mask_channel": 3}, r"data\.mask_channel"),
     ],

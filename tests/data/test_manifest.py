@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from manifests import small_manifest, write_manifest
 
-from lesionflow.data.manifest import read_manifest
+from lesionflow.data.manifest import default_image_id, read_manifest
 from lesionflow.pipeline.errors import LesionflowError
 
 
@@ -86,3 +86,9 @@ def test_bad_mask_channel_cell_is_rejected(small):
 def test_empty_or_garbled_csv_is_a_user_error(tmp_path):
     with pytest.raises(LesionflowError, match="not a readable CSV"):
         read_manifest(write_manifest(tmp_path, ""))
+
+
+def test_the_default_image_id_of_a_gzipped_nifti_drops_the_whole_suffix():
+    assert default_image_id("scans/sub-01_flair.nii.gz") == "sub-01_flair"
+    assert default_image_id("images/0042_1.png") == "0042_1"
+    assert default_image_id("a.b.nii") == "a.b"

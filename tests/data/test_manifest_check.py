@@ -270,10 +270,10 @@ def test_files_whose_suffix_no_reader_takes_are_reported_with_the_suffixes_that_
     mask = _save(tmp_path / "masks" / "ok.png", _binary_mask())
     (tmp_path / "images" / "scan.dcm").write_bytes(b"DICM")
     rows.append(f"images/scan.dcm,{mask},s3")
-    (tmp_path / "images" / "volume.nii.gz").write_bytes(b"not checked yet")
-    rows.append(f"images/volume.nii.gz,{mask},s4")
+    (tmp_path / "images" / "array.npy").write_bytes(b"not checked yet")
+    rows.append(f"images/array.npy,{mask},s4")
     lines = _problem_lines(_manifest(tmp_path, rows))
     assert len(lines) == 2
     assert "row 3, column 'image'" in lines[0] and "unsupported file suffix '.dcm'" in lines[0]
     assert ".png, .jpg" in lines[0]
-    assert "row 4, column 'image'" in lines[1] and "NIfTI files are not supported yet" in lines[1]
+    assert "row 4, column 'image'" in lines[1] and "NumPy files are not supported yet" in lines[1]

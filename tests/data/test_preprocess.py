@@ -1,5 +1,6 @@
 """Tests of the preprocess stage: normalisation, settings, and the files and tables it writes."""
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +16,13 @@ from lesionflow.data.geometry import (
     restore_map,
 )
 from lesionflow.data.manifest import read_manifest
-from lesionflow.data.preprocess import SETTING_KEYS, normalise_channels, preprocess_settings, run_preprocess
+from lesionflow.data.preprocess import (
+    SETTING_KEYS,
+    normalise_channels,
+    normalised,
+    preprocess_settings,
+    run_preprocess,
+)
 from lesionflow.data.split import make_split
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.data.tiles import cut_tiles, tile_id, tile_origins
@@ -193,3 +200,71 @@ def test_complete_settings_pass_through_with_only_the_stride_derived():
     settings = complete({"tile_size": 16})
     resolved = preprocess_settings({"preprocess": settings})
     assert resolved == {**settings, "tile_stride": 16}
+
+
+def head_volume(scale: float = 1.0) -> np.ndarray:
+    """A (1, 14, 12, 10) MRI-like volume: air 0, a head of 200 with a dark 'ventricle' of 20 inside.
+
+    ``scale`` multiplies the intensities, as a different scanner would.
+    """
+    image = np.zeros((1, 14, 12, 10), dtype=np.float32)
+    image[0, 2:12, 2:10, 1:9] = 200
+    image[0, 6:8, 5:7, 4:6] = 20
+    image[0, 3, 3, 2] = 900  # one hot voxel
+    return image * scale
+
+
+def test_the_field_of_view_of_a_volume_in_scanner_units_is_the_head():
+    for scale in (1.0, 37.5):
+        assert field_of_view_box(head_volume(scale)) == (slice(2, 12), slice(2, 10), slice(1, 9))
+
+
+@pytest.mark.parametrize("method", ["foreground", "percentile"])
+def test_foreground_normalisation_uses_the_head_statistics_and_zeroes_the_air(method):
+    image = head_volume()
+    result = normalised(image, method)
+    head = np.zeros(image.shape[1:], dtype=bool)
+    head[2:12, 2:10, 1:9] = True
+    assert np.all(result[0][~head] == 0)
+    # The dark ventricle is inside the head: it is normalised, not zeroed as air.
+    assert np.all(result[0, 6:8, 5:7, 4:6] < -1)
+    assert result[0][head].mean() == pytest.approx(0, abs=1e-5)
+    assert result[0][head].std() == pytest.approx(1, abs=1e-4)
+    # The same head from a scanner with another intensity scale normalises alike.
+    np.testing.assert_allclose(normalised(image * 7.0, method), result, atol=1e-4)
+
+
+def test_percentile_normalisation_clips_a_hot_voxel_that_would_squash_the_rest():
+    image = head_volume()
+    clipped, plain = normalised(image, "percentile"), normalised(image, "foreground")
+    head_values = np.s_[0, 2:12, 2:10, 1:9]
+    assert clipped[0, 3, 3, 2] < plain[0, 3, 3, 2]
+    assert np.ptp(clipped[head_values]) < np.ptp(plain[head_values])
+
+
+def test_volumes_are_preprocessed_with_npy_masks_and_their_geometry_recorded(tmp_path):
+    folder = tmp_path / "source"
+    folder.mkdir()
+    rows = []
+    for name in ("a", "b"):
+        affine = np.diag([0.8, 0.8, 2.0, 1.0])
+        mask = np.zeros((14, 12, 10), dtype=np.uint8)
+        mask[5, 5, 5] = 1
+        nib.save(nib.Nifti1Image(head_volume()[0], affine), folder / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), folder / f"{name}_mask.nii.gz")
+        rows.append(
+            {"image_id": name, "subject": name, "image": f"{name}.nii.gz", "mask": f"{name}_mask.nii.gz"}
+        )
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    pd.DataFrame({"image_id": ["a", "b"], "subject": ["a", "b"], "split": ["train", "val"]}).to_csv(
+        tmp_path / "split.csv", index=False
+    )
+    settings = complete({"crop_field_of_view": True, "normalise": "percentile"})
+    run_preprocess(folder / "manifest.csv", tmp_path / "split.csv", settings, tmp_path / "out")
+    images = read_axis_columns(pd.read_csv(tmp_path / "out" / "images.csv", dtype={"image_id": str}))
+    row = images.set_index("image_id").loc["a"]
+    assert row["original_shape"] == (14, 12, 10) and row["shape"] == (10, 8, 8)
+    assert row["original_spacing"] == (0.8, 0.8, 2.0) and row["crop_start"] == (2, 2, 1)
+    assert row["mask"].endswith(".npy") and row["lesion_pixels"] == 1
+    assert read_mask(row["mask"]).array[3, 3, 4]
+    assert read_image(row["image"]).array.shape == (1, 10, 8, 8)

@@ -33,6 +33,26 @@ def conv_network():
     return network
 
 
+def conv3d_network():
+    """A fixed 3x3x3 convolution with zero padding and a sigmoid: its output depends on the window."""
+    conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid(conv(batch))
+
+    return network
+
+
+def monai_stride(tile, overlap):
+    """The window step MONAI's sliding window takes for ``overlap`` (as infer.windows_of does)."""
+    return tuple(max(1, int(size * (1 - overlap))) for size in tile)
+
+
 def predicted_tiles(network, image, origins, tile):
     """The network's output for each tile of ``image``, one at a time."""
     for _, image_tile, _ in cut_tiles(image, image[0] > 0.5, origins, tile):
@@ -145,6 +165,57 @@ def test_stitched_windows_equal_monai_sliding_window_inference(mode, weights, sh
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
     # the windows disagree (zero padding at their borders), so the weighting is what is compared
     if stride < tile:
+        other = "uniform" if weights == "gaussian" else "gaussian"
+        reweighted = stitch(predicted_tiles(network, image, origins, tile), origins, shape, weights=other)
+        assert np.abs(reweighted - ours).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "shape, tile, stride",
+    [((19, 23, 13), (8, 8, 8), (6, 6, 6)), ((20, 17, 9), (8, 10, 6), (6, 5, 4)), ((16, 16, 8), 8, 8)],
+)
+def test_3d_tile_origins_are_monai_window_placements_and_cover_every_voxel(shape, tile, stride):
+    tiles = (tile,) * 3 if isinstance(tile, int) else tile
+    strides = (stride,) * 3 if isinstance(stride, int) else stride
+    origins = tile_origins(shape, tile, stride)
+    monai_starts = [tuple(s.start for s in window) for window in dense_patch_slices(shape, tiles, strides)]
+    assert sorted(origins) == sorted(monai_starts)
+    count = np.zeros(shape, dtype=int)
+    for origin in origins:
+        count[tuple(slice(o, o + t) for o, t in zip(origin, tiles, strict=True))] += 1
+    assert count.min() >= 1
+
+
+@pytest.mark.parametrize("weights", ["uniform", "gaussian"])
+def test_stitching_3d_tiles_cut_from_a_full_map_returns_that_map(weights):
+    shape = (19, 23, 13)
+    full = np.random.default_rng(3).random((2, *shape)).astype(np.float32)
+    origins = tile_origins(shape, (8, 10, 6), (5, 7, 4))
+    tiles = (image_tile for _, image_tile, _ in cut_tiles(full, full[0] > 0.5, origins, (8, 10, 6)))
+    stitched = stitch(tiles, origins, shape, weights=weights)
+    assert stitched.shape == full.shape
+    np.testing.assert_allclose(stitched, full, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, weights", [("gaussian", "gaussian"), ("constant", "uniform")])
+@pytest.mark.parametrize(
+    "shape, tile, overlap",
+    [((19, 23, 13), (8, 8, 8), 0.25), ((20, 17, 11), (8, 10, 6), 0.5), ((16, 24, 8), (8, 8, 8), 0.0)],
+)
+def test_stitched_3d_windows_equal_monai_sliding_window_inference(mode, weights, shape, tile, overlap):
+    # (19, 23, 13) and (20, 17, 11) are not multiples of the window or of its step; every side is
+    # at least one window, so neither MONAI nor the tiles pad.
+    network = conv3d_network()
+    image = np.random.default_rng(4).random((1, *shape)).astype(np.float32)
+    origins = tile_origins(shape, tile, monai_stride(tile, overlap))
+    ours = stitch(predicted_tiles(network, image, origins, tile), origins, shape, weights=weights)
+    theirs = sliding_window_inference(
+        torch.from_numpy(image)[None], roi_size=tile, sw_batch_size=4, predictor=network,
+        overlap=overlap, mode=mode,
+    )[0].numpy()
+    assert ours.shape == theirs.shape == (2, *shape)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    if overlap > 0:
         other = "uniform" if weights == "gaussian" else "gaussian"
         reweighted = stitch(predicted_tiles(network, image, origins, tile), origins, shape, weights=other)
         assert np.abs(reweighted - ours).max() > 1e-3

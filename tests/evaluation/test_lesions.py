@@ -13,6 +13,8 @@ from lesionflow.evaluation.lesions import (
     match_lesions,
     size_bin_index,
     size_bin_labels,
+    volume_bin_index,
+    volume_bin_labels,
 )
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -236,3 +238,19 @@ def test_masks_of_different_shapes_are_a_user_error():
 def test_connectivity_beyond_the_dimensions_is_a_user_error():
     with pytest.raises(LesionflowError, match="connectivity"):
         _match(np.ones((3, 3)), np.ones((3, 3)), connectivity=3)
+
+
+def test_volume_bins_in_mm3_include_their_lower_edge_and_put_unknown_volumes_in_no_bin():
+    assert volume_bin_labels([0.5, 10]) == ["<0.5", "0.5 to <10", ">=10"]
+    volumes = np.array([0.1, 0.5, 9.99, 10.0, 1e6, np.nan])
+    assert volume_bin_index(volumes, [0.5, 10]).tolist() == [0, 1, 1, 2, 2, -1]
+    assert volume_bin_labels([]) == ["all"]
+    assert volume_bin_index(np.array([3.0, np.nan]), []).tolist() == [0, -1]
+
+
+@pytest.mark.parametrize("edges", [[10, 1], [5, 5], [0, 10], [-1.5], [True, 5], ["50"], [float("inf")]])
+def test_volume_edges_not_strictly_increasing_positive_numbers_are_an_error_naming_the_key(edges):
+    with pytest.raises(LesionflowError, match=r"evaluate\.size_bins_mm3"):
+        volume_bin_labels(edges)
+    with pytest.raises(LesionflowError, match=r"evaluate\.size_bins_mm3"):
+        volume_bin_index(np.array([1.0]), edges)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.metrics import compute_dice, compute_iou
 from schema_settings import lesion_matching, size_bins
+from scipy import ndimage
 from scipy.stats import pearsonr
 from tiny_data import random_mask_stack
 
@@ -24,6 +25,7 @@ from lesionflow.evaluation.metrics import (
     recall_per_image,
     score_images,
 )
+from lesionflow.io.geometry import Geometry, pixel_geometry
 
 # The schema's lesion matching, where a test's outcome does not depend on it.
 MATCHING = lesion_matching()
@@ -307,3 +309,87 @@ def test_per_image_scores_leave_missing_presence_values_undefined():
 
 def test_dice_all_convention_says_empty_against_empty_counts_as_one():
     assert DICE_ALL_CONVENTION.startswith("empty reference and empty prediction count as 1")
+
+
+# --- physical units: the reference mask's geometry -------------------------------------------
+
+
+def _volume_geometry(shape, spacing):
+    """A NIfTI-like geometry: millimetre spacing and an affine, as the NIfTI reader returns."""
+    return Geometry(tuple(shape), tuple(spacing), np.diag([*spacing, 1.0]))
+
+
+def _anisotropic_pair():
+    rng = np.random.default_rng(11)
+    gt = ndimage.binary_dilation(rng.random((10, 12, 9)) > 0.93, iterations=1)
+    pred = ndimage.binary_dilation(rng.random((10, 12, 9)) > 0.93, iterations=1)
+    return pred, gt
+
+
+# MONAI's functions call get_mask_edges with an argument it deprecates; not ours to fix.
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+def test_hd95_and_msd_in_mm_equal_monai_with_the_masks_anisotropic_spacing():
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    pred, gt = _anisotropic_pair()
+    spacing = (0.8, 1.5, 3.0)
+    table, _ = score_images(
+        ["v"], ["s"], [pred], [gt], matching=MATCHING, size_bins=size_bins(),
+        geometries=[_volume_geometry(gt.shape, spacing)],
+    )
+    p = torch.from_numpy(pred[None, None].astype(np.float32))
+    g = torch.from_numpy(gt[None, None].astype(np.float32))
+    want_hd = float(compute_hausdorff_distance(p, g, percentile=95, spacing=list(spacing)))
+    # Our msd is MONAI's symmetric average surface distance: both directed sets concatenated.
+    want_msd = float(compute_average_surface_distance(p, g, symmetric=True, spacing=list(spacing)))
+    # MONAI takes the percentile in float32 (see test_surface.HD95_RTOL).
+    assert table.loc[0, "hd95"] == pytest.approx(want_hd, rel=1e-5)
+    assert table.loc[0, "msd"] == pytest.approx(want_msd, rel=1e-6)
+    in_voxels = float(compute_hausdorff_distance(p, g, percentile=95))
+    assert table.loc[0, "hd95"] != pytest.approx(in_voxels, rel=1e-3)  # the spacing was used
+    assert table.loc[0, "distance_unit"] == "mm" and table.loc[0, "spacing"] == "[0.8, 1.5, 3.0]"
+
+
+def test_volumes_in_mm3_are_voxel_counts_times_the_spacing_product():
+    pred, gt = _anisotropic_pair()
+    spacing = (0.8, 1.5, 3.0)
+    table, lesions = score_images(
+        ["v"], ["s"], [pred], [gt], matching=MATCHING, size_bins=size_bins(),
+        geometries=[_volume_geometry(gt.shape, spacing)],
+    )
+    voxel = 0.8 * 1.5 * 3.0
+    assert table.loc[0, "gt_volume_mm3"] == pytest.approx(gt.sum() * voxel)
+    assert table.loc[0, "pred_volume_mm3"] == pytest.approx(pred.sum() * voxel)
+    labels, n = ndimage.label(gt, ndimage.generate_binary_structure(3, MATCHING.connectivity))
+    sizes = np.bincount(labels.ravel())[1:]
+    assert len(lesions) == n
+    np.testing.assert_allclose(lesions["volume_mm3"], sizes * voxel)
+    assert lesions["size"].tolist() == sizes.tolist()  # sizes and their bins stay in voxels
+
+
+def test_pictures_keep_pixel_distances_and_have_no_mm3_volumes():
+    pred, gt = _edge_cases()["touching_lesions"]
+    plain, plain_lesions = score_images(
+        ["p"], ["s"], [pred], [gt], matching=MATCHING, size_bins=size_bins()
+    )
+    picture, _ = score_images(
+        ["p"], ["s"], [pred], [gt], matching=MATCHING, size_bins=size_bins(),
+        geometries=[pixel_geometry(gt.shape)],
+    )
+    unscaled = image_metrics(pred, gt, matching=MATCHING)["hd95"]
+    assert plain.loc[0, "hd95"] == picture.loc[0, "hd95"] == unscaled
+    assert plain.loc[0, "distance_unit"] == "pixels" and plain.loc[0, "spacing"] == "[1.0, 1.0]"
+    assert math.isnan(plain.loc[0, "gt_volume_mm3"]) and math.isnan(plain.loc[0, "pred_volume_mm3"])
+    assert plain_lesions["volume_mm3"].isna().all()
+
+
+def test_3d_lesion_count_depends_on_6_18_or_26_connectivity_of_diagonal_voxels():
+    gt = np.zeros((5, 5, 5), dtype=bool)
+    gt[1, 1, 1] = True
+    gt[2, 2, 1] = True  # shares an edge with (1, 1, 1): an 18- and 26-neighbour, not a 6-neighbour
+    gt[3, 3, 2] = True  # shares only a corner with (2, 2, 1): a 26-neighbour only
+    counts = [
+        image_metrics(gt, gt, matching=lesion_matching(connectivity=c))["n_ref_lesions"] for c in (1, 2, 3)
+    ]
+    assert counts == [3, 2, 1]
+    assert counts == [ndimage.label(gt, ndimage.generate_binary_structure(3, c))[1] for c in (1, 2, 3)]

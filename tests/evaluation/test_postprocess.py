@@ -83,7 +83,16 @@ def test_locked_areas_shrink_with_the_square_of_the_scale():
         "threshold": 0.5, "min_lesion_area": 40, "presence_score": "lesion_area",
         "presence_threshold": 100.0, "connectivity": 1,
     }
-    scaled = locked_at_scale(locked, 0.5)
+    scaled = locked_at_scale(locked, 0.5, 2)
     assert scaled["min_lesion_area"] == 10 and scaled["presence_threshold"] == 25.0
-    assert locked_at_scale({**locked, "min_lesion_area": 2}, 0.1)["min_lesion_area"] == 1
-    assert locked_at_scale({**locked, "min_lesion_area": 0}, 0.1)["min_lesion_area"] == 0
+    assert locked_at_scale({**locked, "min_lesion_area": 2}, 0.1, 2)["min_lesion_area"] == 1
+    assert locked_at_scale({**locked, "min_lesion_area": 0}, 0.1, 2)["min_lesion_area"] == 0
+
+
+def test_locked_volumes_of_a_volume_shrink_with_the_cube_of_the_scale():
+    locked = {
+        "threshold": 0.5, "min_lesion_area": 40, "presence_score": "lesion_area",
+        "presence_threshold": 100.0, "connectivity": 1,
+    }
+    scaled = locked_at_scale(locked, 0.5, 3)
+    assert scaled["min_lesion_area"] == 5 and scaled["presence_threshold"] == 12.5

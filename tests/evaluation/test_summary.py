@@ -12,7 +12,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS, score_images
 from lesionflow.evaluation.overlap import segmentation_summary
-from lesionflow.evaluation.summary import paired_estimates, summarise
+from lesionflow.evaluation.summary import (
+    distance_unit_of,
+    paired_estimates,
+    summarise,
+    volume_detection_estimates,
+)
+from lesionflow.io.geometry import Geometry
 
 
 def _mask(shape, *points):
@@ -168,3 +174,38 @@ def test_summary_survives_a_csv_round_trip(tmp_path):
     for key in ("dice_pos", "presence_roc_auc", "presence_sensitivity", "dice_all", "lesion_f1"):
         assert a[key] == pytest.approx(b[key])
     assert a["detection_by_size"] == b["detection_by_size"]
+
+
+def _volume_tables(spacing=(0.5, 1.0, 2.0)):
+    """Two volumes: lesions of 1, 8 and 27 voxels (1 mm³ each voxel), the 8-voxel one missed."""
+    gt = np.zeros((8, 8, 8), dtype=bool)
+    gt[0, 0, 0] = True
+    gt[2:4, 2:4, 2:4] = True
+    gt[5:8, 5:8, 5:8] = True
+    pred = gt.copy()
+    pred[2:4, 2:4, 2:4] = False
+    geometry = Geometry(gt.shape, spacing, np.diag([*spacing, 1.0]))
+    return score_images(
+        ["v1", "v2"], ["a", "b"], [pred, pred], [gt, gt], matching=lesion_matching(connectivity=1),
+        size_bins=[2], geometries=[geometry, geometry],
+    )
+
+
+def test_detection_by_volume_bins_uses_mm3_of_each_lesion():
+    per_image, lesions = _volume_tables()
+    resampler = evaluate_resampler(per_image["subject"].tolist(), n_resamples=50)
+    # 1, 8 and 27 voxels of 1 mm³: volumes 1, 8 and 27 mm³ in bins <2, 2 to <10 and >=10.
+    estimates = volume_detection_estimates(lesions, [2, 10], resampler)
+    assert list(estimates) == ["<2", "2 to <10", ">=10"]
+    assert [estimates[b].value for b in estimates] == [1.0, 0.0, 1.0]
+    assert [estimates[b].n for b in estimates] == [2, 2, 2]
+    assert summarise(per_image, lesions, resampler, [2])["distance_unit"] == "mm"
+
+
+def test_distance_unit_is_mm_pixels_mixed_or_pixels_for_a_table_without_the_column():
+    volumes, _ = _volume_tables()
+    pictures, _ = _tables()
+    assert distance_unit_of(volumes) == "mm" and distance_unit_of(pictures) == "pixels"
+    assert distance_unit_of(pd.concat([volumes, pictures])) == "mixed"
+    assert distance_unit_of(pictures.drop(columns="distance_unit")) == "pixels"
+    assert distance_unit_of(pictures.iloc[:0]) is None

@@ -1,16 +1,28 @@
 """Tests of lesionflow.evaluation.tune: choice on validation only, ties, fallbacks, the test-split guard."""
 
 
+import contextlib
+import weakref
+
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from schema_settings import lesion_matching, size_bins
 
+from lesionflow.evaluation import tune
 from lesionflow.evaluation.metrics import score_images
 from lesionflow.evaluation.overlap import segmentation_summary
 from lesionflow.evaluation.postprocess import apply_locked
-from lesionflow.evaluation.tune import run_tune, tune_on_validation, youden_threshold
+from lesionflow.evaluation.tune import (
+    image_counts,
+    run_tune,
+    tune_on_counts,
+    tune_on_validation,
+    youden_threshold,
+)
+from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.artifacts import read_json, save_arrays
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -231,3 +243,92 @@ def test_tune_refuses_a_file_mixing_val_and_test_predictions(tmp_path):
     save_arrays(data / "mixed.npz", mixed)
     with pytest.raises(LesionflowError, match=r"mixed\.npz.*0001_1 \(test\)"):
         run_tune(data / "manifest.csv", data / "split.csv", data / "mixed.npz", SETTINGS, data)
+
+
+# --- the stage reads one image at a time ------------------------------------------------------
+
+
+def _write_volumes(folder, n=8):
+    """NIfTI masks of val volumes (anisotropic spacing) and their maps in val.npz."""
+    probs, masks, rows, split_rows = {}, {}, [], []
+    for i in range(n):
+        image_id = f"{i:04d}_1"
+        prob = np.full((6, 7, 5), 0.05, dtype=np.float32)
+        mask = np.zeros((6, 7, 5), dtype=bool)
+        if i % 2 == 0:
+            mask[1 + i % 3 : 4, 2:5, 1:3] = True
+            prob[mask] = 0.6
+            prob[0, 0, 0] = 0.4  # a stray voxel: removed by area 2 or a threshold above it
+        else:
+            prob[i % 6, 3, 2] = 0.35
+        volume = nib.Nifti1Image(mask.astype(np.uint8), np.diag([0.9, 1.2, 3.0, 1.0]))
+        nib.save(volume, folder / f"{image_id}.nii.gz")
+        rows.append({"image_id": image_id, "image": f"{image_id}.nii.gz", "mask": f"{image_id}.nii.gz",
+                     "subject": image_id})  # fmt: skip
+        split_rows.append({"image_id": image_id, "subject": image_id, "split": "val"})
+        probs[image_id], masks[image_id] = prob.astype(np.float16), mask
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    pd.DataFrame(split_rows).to_csv(folder / "split.csv", index=False)
+    save_arrays(folder / "val.npz", probs)
+    return probs, masks
+
+
+def test_run_tune_on_volumes_equals_tuning_on_maps_and_masks_held_in_memory(tmp_path):
+    probs, masks = _write_volumes(tmp_path)
+    settings = {**SETTINGS, "min_lesion_areas": [0, 2], "connectivity": 3, "presence_score": "lesion_area"}
+    locked = run_tune(
+        tmp_path / "manifest.csv", tmp_path / "split.csv", tmp_path / "val.npz", settings, tmp_path
+    )
+    want_locked, want_grid = tune_on_validation(probs, masks, settings)
+    assert locked == want_locked
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "tuning_grid.csv"), want_grid, check_dtype=False)
+    # The lowest threshold keeps the stray voxel, which area 2 removes: a perfect score.
+    assert (locked["threshold"], locked["min_lesion_area"], locked["objective_value"]) == (0.3, 2, 1.0)
+
+
+def test_run_tune_holds_at_most_the_previous_map_and_mask_when_it_reads_the_next(tmp_path, monkeypatch):
+    _write_volumes(tmp_path)
+    handed_out = {"maps": [], "masks": []}
+    most_alive = {"maps": 0, "masks": 0}
+
+    def hand_out(kind, array):
+        alive = sum(ref() is not None for ref in handed_out[kind])
+        most_alive[kind] = max(most_alive[kind], alive)
+        handed_out[kind].append(weakref.ref(array))
+        return array
+
+    class Spy(dict):
+        def __getitem__(self, key):
+            return hand_out("maps", self.lazy[key])
+
+    @contextlib.contextmanager
+    def open_arrays(path):
+        with artifacts.open_arrays(path) as lazy:
+            spy = Spy.fromkeys(lazy)  # the names only; every lookup goes to the file
+            spy.lazy = lazy
+            yield spy
+
+    real_read = tune.read_manifest_mask
+
+    def read_manifest_mask(row):
+        loaded = real_read(row)
+        hand_out("masks", loaded.array)
+        return loaded
+
+    monkeypatch.setattr(tune, "open_arrays", open_arrays)
+    monkeypatch.setattr(tune, "read_manifest_mask", read_manifest_mask)
+    run_tune(tmp_path / "manifest.csv", tmp_path / "split.csv", tmp_path / "val.npz", SETTINGS, tmp_path)
+    assert len(handed_out["maps"]) == len(handed_out["masks"]) == 8
+    # The one before may still be bound to a loop variable, none earlier.
+    assert most_alive["maps"] <= 1 and most_alive["masks"] <= 1
+
+
+def test_image_counts_are_what_tuning_reads_of_each_image():
+    probs, masks = _val_set()
+    counts = [image_counts(probs[i], masks[i], SETTINGS) for i in sorted(probs)]
+    assert tune_on_counts(counts, SETTINGS)[0] == tune_on_validation(probs, masks, SETTINGS)[0]
+    first = counts[0]  # a 3x3 lesion of 0.6 in a 5x5 halo of 0.4
+    assert first.gt_pixels == 9 and first.max_prob == pytest.approx(0.6)
+    assert first.area_at_t.tolist() == [25, 9, 0]  # thresholds 0.3, 0.5, 0.7
+    assert first.pred.tolist() == [[25, 25], [9, 9], [0, 0]]
+    assert first.inter.tolist() == [[9, 9], [9, 9], [0, 0]]

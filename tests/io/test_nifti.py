@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lesionflow.io.nifti import write_nifti_like
 from lesionflow.io.readers import read_geometry, read_image, read_mask, write_image, write_mask
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -102,3 +103,68 @@ def test_corrupt_nifti_error_names_the_file(tmp_path):
     (tmp_path / "junk.nii.gz").write_bytes(b"not gzip")
     with pytest.raises(LesionflowError, match=r"cannot read mask .*junk\.nii\.gz"):
         read_mask(tmp_path / "junk.nii.gz")
+
+
+def scanner_affine() -> np.ndarray:
+    """Voxel axes stored as (anterior->posterior, superior->inferior, left->right), slightly oblique."""
+    angle = np.deg2rad(8)
+    tilt = np.array(
+        [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+    )
+    # Columns: voxel axis 0 runs to -y (posterior), axis 1 to -z (inferior), axis 2 to +x (right).
+    axes = np.array([[0, 0, 1.0], [-1.0, 0, 0], [0, -1.0, 0]])
+    affine = np.eye(4)
+    affine[:3, :3] = tilt @ axes @ np.diag([0.9, 3.0, 1.1])
+    affine[:3, 3] = [-20.0, 35.0, 12.0]
+    return affine
+
+
+def world(affine: np.ndarray, voxel) -> np.ndarray:
+    return affine[:3, :3] @ np.asarray(voxel, dtype=float) + affine[:3, 3]
+
+
+def test_a_volume_is_read_in_ras_orientation_with_its_world_coordinates_kept(tmp_path):
+    data = volume((6, 4, 5))
+    nib.save(nib.Nifti1Image(data, scanner_affine()), tmp_path / "scan.nii.gz")
+    image, geometry = read_image(tmp_path / "scan.nii.gz")
+    canonical = nib.as_closest_canonical(nib.load(tmp_path / "scan.nii.gz"))
+    assert nib.aff2axcodes(geometry.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(image[0], canonical.get_fdata())
+    np.testing.assert_allclose(geometry.affine, canonical.affine, atol=1e-9)
+    assert geometry.shape == (5, 6, 4) and geometry.spacing == pytest.approx((1.1, 0.9, 3.0))
+    assert read_geometry(tmp_path / "scan.nii.gz") == geometry
+    # Every voxel value sits at the same world point as in the stored file.
+    stored = np.argwhere(data == data.max())[0]
+    read = np.argwhere(image[0] == image[0].max())[0]
+    np.testing.assert_allclose(world(geometry.affine, read), world(scanner_affine(), stored), atol=1e-6)
+
+
+def test_a_map_written_like_its_source_has_the_source_geometry_and_lands_on_the_same_world_point(
+    tmp_path,
+):
+    source = nib.Nifti1Image(volume((6, 4, 5)).astype(np.int16), scanner_affine())
+    source.header.set_xyzt_units("mm", "sec")
+    source.header["descrip"] = b"FLAIR"
+    nib.save(source, tmp_path / "scan.nii.gz")
+    image, geometry = read_image(tmp_path / "scan.nii.gz")
+    mask = np.zeros(geometry.shape, dtype=bool)
+    mask[1, 4, 2] = True
+    write_nifti_like(tmp_path / "pred.nii.gz", mask, tmp_path / "scan.nii.gz")
+    written = nib.load(tmp_path / "pred.nii.gz")
+    assert written.shape == source.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
+    assert nib.aff2axcodes(written.affine) == nib.aff2axcodes(source.affine)
+    for field in ("qform_code", "sform_code", "xyzt_units", "pixdim"):
+        np.testing.assert_array_equal(written.header[field], source.header[field])
+    voxel = np.argwhere(np.asarray(written.dataobj) == 1)
+    assert len(voxel) == 1
+    np.testing.assert_allclose(world(written.affine, voxel[0]), world(geometry.affine, (1, 4, 2)), atol=1e-6)
+    prob = np.linspace(0, 1, mask.size, dtype=np.float32).reshape(mask.shape)
+    write_nifti_like(tmp_path / "prob.nii.gz", prob, tmp_path / "scan.nii.gz")
+    np.testing.assert_allclose(read_image(tmp_path / "prob.nii.gz").array[0], prob, atol=1e-7)
+
+
+def test_a_map_of_another_shape_is_refused_naming_both_files(tmp_path):
+    nib.save(nib.Nifti1Image(volume((6, 4, 5)), scanner_affine()), tmp_path / "scan.nii.gz")
+    with pytest.raises(LesionflowError, match=r"pred\.nii\.gz: map of shape \(5, 6, 5\).*scan\.nii\.gz"):
+        write_nifti_like(tmp_path / "pred.nii.gz", np.zeros((5, 6, 5)), tmp_path / "scan.nii.gz")

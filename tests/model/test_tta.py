@@ -3,12 +3,34 @@
 import numpy as np
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 
-from lesionflow.model.tta import TRANSFORMS, get_transforms, predict_probabilities
-from lesionflow.pipeline.config import complete_run_section
+from lesionflow.model.tta import TRANSFORMS, get_transforms, predict_batch, predict_probabilities
+from lesionflow.pipeline.config import complete_run_section, load_schema
 from lesionflow.pipeline.errors import LesionflowError
 
 SW_OVERLAP = complete_run_section("infer", {})["sw_overlap"]
+FIRST_NAMES = ("identity", "hflip", "vflip", "hvflip", "rot90", "rot180", "rot270")
+# The 2D names and the flip names of the same flips.
+SAME_FLIPS = [("vflip", "flip0"), ("hflip", "flip1"), ("hvflip", "flip01")]
+ONLY_3D = ("flip2", "flip02", "flip12", "flip012")
+
+
+def names_for(spatial_dims: int) -> list[str]:
+    """Every transform name that suits images of ``spatial_dims`` spatial axes."""
+    return sorted(name for name in TRANSFORMS if spatial_dims == 3 or name not in ONLY_3D)
+
+
+def by_hand(name: str) -> tuple:
+    """(forward, inverse) of transform ``name`` on (B, C, *spatial), written out from its name."""
+    turns = {"rot90": 1, "rot180": 2, "rot270": 3}
+    if name in turns:
+        k = turns[name]
+        return (lambda x: torch.rot90(x, k, (2, 3))), (lambda x: torch.rot90(x, -k, (2, 3)))
+    axes = {"identity": "", "vflip": "0", "hflip": "1", "hvflip": "01"}.get(name, name[len("flip"):])
+    dims = tuple(2 + int(axis) for axis in axes)
+    flip = (lambda x: torch.flip(x, dims)) if dims else (lambda x: x)
+    return flip, flip
 
 
 class Recorder(torch.nn.Module):
@@ -44,16 +66,18 @@ def images(shape=(3, 12, 20), n=3, seed=0) -> list[np.ndarray]:
     return [rng.random(shape, dtype=np.float32) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name", sorted(TRANSFORMS))
-@pytest.mark.parametrize("spatial", [(6, 9), (6, 9, 4)])
+@pytest.mark.parametrize(
+    "name, spatial",
+    [(name, (6, 9)) for name in names_for(2)] + [(name, (6, 9, 4)) for name in names_for(3)],
+)
 def test_each_inverse_restores_the_input_in_2d_and_3d(name, spatial):
     x = torch.rand((2, 3, *spatial))
     transform = TRANSFORMS[name]
     assert torch.equal(transform.inverse(transform.forward(x)), x)
 
 
-@pytest.mark.parametrize("name", sorted(TRANSFORMS))
-def test_forward_transforms_act_on_the_first_two_spatial_axes_only(name):
+@pytest.mark.parametrize("name", [*FIRST_NAMES, "flip0", "flip1", "flip01"])
+def test_the_first_names_and_their_flips_act_on_the_first_two_spatial_axes_only(name):
     x = torch.rand((1, 1, 5, 5, 3))
     y = TRANSFORMS[name].forward(x)
     # Each slice along the last axis is transformed on its own: depth is left in place.
@@ -64,7 +88,7 @@ def test_forward_transforms_act_on_the_first_two_spatial_axes_only(name):
 def test_tta_of_an_equivariant_model_equals_identity_on_non_square_images():
     model, data = pointwise_model(), images()
     plain = predict_probabilities(model, data, ["identity"], None, 2, "cpu", SW_OVERLAP)
-    tta = predict_probabilities(model, data, sorted(TRANSFORMS), None, 2, "cpu", SW_OVERLAP)
+    tta = predict_probabilities(model, data, names_for(2), None, 2, "cpu", SW_OVERLAP)
     for a, b in zip(plain, tta, strict=True):
         assert a.shape == (12, 20) and a.dtype == np.float32
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -125,7 +149,105 @@ def test_images_are_batched_by_shape_and_returned_in_input_order():
 
 def test_unknown_transform_error_names_infer_tta_and_the_valid_names():
     with pytest.raises(LesionflowError) as err:
-        get_transforms(["identity", "transpose"])
+        get_transforms(["identity", "transpose"], 2)
     assert "infer.tta" in str(err.value)
     for name in TRANSFORMS:
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize("spatial", [(6, 9), (6, 9, 4)])
+@pytest.mark.parametrize("old, new", SAME_FLIPS)
+def test_the_first_flip_names_give_exactly_what_their_flip_names_give(old, new, spatial):
+    x = torch.rand((2, 3, *spatial))
+    forward, _ = by_hand(old)
+    assert torch.equal(TRANSFORMS[old].forward(x), TRANSFORMS[new].forward(x))
+    assert torch.equal(TRANSFORMS[old].forward(x), forward(x))
+    assert torch.equal(TRANSFORMS[old].inverse(x), TRANSFORMS[new].inverse(x))
+
+
+@pytest.mark.parametrize("name", names_for(3))
+def test_each_3d_transform_moves_the_axes_its_name_says(name):
+    x = torch.rand((1, 2, 8, 10, 6))
+    forward, inverse = by_hand(name)
+    assert torch.equal(TRANSFORMS[name].forward(x), forward(x))
+    assert torch.equal(TRANSFORMS[name].inverse(x), inverse(x))
+
+
+@pytest.mark.parametrize("name", ONLY_3D)
+def test_a_flip_of_an_axis_2d_images_lack_is_refused_naming_infer_tta(name):
+    with pytest.raises(LesionflowError, match=rf"infer\.tta: {name} .*2 spatial axes"):
+        get_transforms(["identity", name], 2)
+    assert len(get_transforms(["identity", name], 3)) == 2
+    with pytest.raises(LesionflowError, match=rf"infer\.tta: {name} "):
+        predict_probabilities(pointwise_model(), images(), [name], None, 2, "cpu", SW_OVERLAP)
+
+
+def test_the_schema_offers_exactly_the_known_transforms():
+    infer = load_schema()["$defs"]["run"]["properties"]["infer"]
+    assert sorted(infer["properties"]["tta"]["items"]["enum"]) == sorted(TRANSFORMS)
+
+
+def volume(shape=(1, 1, 8, 10, 6), seed=0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).random(shape, dtype=np.float32))
+
+
+def pointwise_model_3d() -> torch.nn.Module:
+    """A 1x1x1 convolution: commutes with every flip and quarter turn of a volume."""
+    torch.manual_seed(0)
+    return torch.nn.Conv3d(1, 1, kernel_size=1).eval()
+
+
+def asymmetric_model_3d() -> torch.nn.Module:
+    """A 3x3x3 convolution with random weights: no flip or turn of a volume commutes with it."""
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv3d(1, 1, kernel_size=3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
+    return conv.eval()
+
+
+@pytest.mark.parametrize("name", names_for(3))
+def test_3d_tta_of_an_equivariant_model_equals_the_plain_prediction(name):
+    # Without the inverse the result would be T(f(x)), which differs from f(x) for every T but identity.
+    model, x = pointwise_model_3d(), volume()
+    plain = predict_batch(model, x, get_transforms(["identity"], 3), None, 1, SW_OVERLAP)
+    result = predict_batch(model, x, get_transforms([name], 3), None, 1, SW_OVERLAP)
+    assert result.shape == (1, 1, 8, 10, 6)
+    torch.testing.assert_close(result, plain, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", names_for(3))
+def test_3d_tta_of_a_non_equivariant_model_is_the_inverted_prediction_of_the_moved_volume(name):
+    model, x = asymmetric_model_3d(), volume()
+    forward, inverse = by_hand(name)
+    result = predict_batch(model, x, get_transforms([name], 3), None, 1, SW_OVERLAP)
+    with torch.no_grad():
+        expected = inverse(torch.sigmoid(model(forward(x))))
+        plain = torch.sigmoid(model(x))
+    torch.testing.assert_close(result, expected, rtol=0, atol=1e-6)
+    if name != "identity":
+        assert (result - plain).abs().max() > 1e-2
+
+
+def test_3d_tta_averages_every_inverted_prediction():
+    model, x = asymmetric_model_3d(), volume((2, 1, 8, 10, 6))
+    names = names_for(3)
+    result = predict_batch(model, x, get_transforms(names, 3), None, 2, SW_OVERLAP)
+    with torch.no_grad():
+        each = [inverse(torch.sigmoid(model(forward(x)))) for forward, inverse in map(by_hand, names)]
+    torch.testing.assert_close(result, torch.stack(each).mean(0), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["identity", "flip2", "flip012", "rot90", "rot180"])
+def test_3d_tta_through_the_sliding_window_turns_the_roi_with_the_volume(name):
+    model, x = asymmetric_model_3d(), volume((1, 1, 11, 13, 7))
+    roi = (4, 6, 4)
+    forward, inverse = by_hand(name)
+    turned = (6, 4, 4) if name == "rot90" else roi
+    result = predict_batch(model, x, get_transforms([name], 3), roi, 2, SW_OVERLAP)
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            forward(x), turned, 2, model, overlap=SW_OVERLAP, mode="gaussian"
+        )
+    torch.testing.assert_close(result, inverse(torch.sigmoid(logits)), rtol=0, atol=1e-6)

@@ -246,7 +246,7 @@ def test_summary_table_shows_each_metric_with_its_own_n_and_interval():
     assert table.loc["lesion-wise F1", "value"] == "0.5000"
     assert table.loc["lesion-wise F1", "n"] == "7"
     assert table.loc["lesion-wise F1", "interval"] == "[0.250, undefined]"
-    assert table.loc["HD95 (pixels), lesion-positive images", "interval"] == ""
+    assert table.loc["HD95 (mm, or pixels for pictures), lesion-positive images", "interval"] == ""
 
 
 def test_notebook_restates_no_config_default(repo_root):

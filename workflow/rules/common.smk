@@ -90,6 +90,7 @@ def get_run_artifacts(wildcards):
         "per_image_test": f"{folders['evaluate']}/per_image_test.csv",
         "lesions_test": f"{folders['evaluate']}/lesions_test.csv",
         "summary": f"{folders['evaluate']}/summary.json",
+        "export": f"{folders['export']}/export.json",
         "zero_dice_summary": f"{folders['breakdown']}/zero_dice_summary.csv",
         "zero_dice": f"{folders['breakdown']}/zero_dice.json",
         "analysis": f"{folders['analyse']}/analysis.html",

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from lesionflow.data import synthetic
+from lesionflow.data import synthetic, synthetic_brain
 from lesionflow.data.axis_columns import axis_cell
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
@@ -25,13 +25,19 @@ from lesionflow.data.manifest import (
     read_manifest,
 )
 from lesionflow.data.manifest_check import validate_manifest
+from lesionflow.io.readers import read_geometry
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
 
 # The data.synthetic keys the data stage passes to the generator; their defaults live only in the
 # config schema.
-SYNTHETIC_KEYS = ("n_images", "image_size", "lesion_free_fraction", "seed")
+SYNTHETIC_KEYS = ("kind", "n_images", "image_size", "lesion_free_fraction", "seed")
+# The built-in datasets by data.synthetic.kind: 2D photographs and 3D volumes.
+GENERATORS = {
+    "fundus": synthetic.generate_dataset,
+    "brain": synthetic_brain.generate_brain_dataset,
+}
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -45,16 +51,20 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
-# ``shape`` holds one size per spatial axis as a JSON list (see axis_columns).
-IMAGE_TABLE_COLUMNS = ["image_id", "subject", "shape", "lesion_pixels", "lesion_fraction", "n_lesions"]
+# ``shape`` and ``spacing`` hold one value per spatial axis as a JSON list (see axis_columns);
+# spacing is millimetres for NIfTI volumes and 1.0 for pictures, whose files have no physical size.
+IMAGE_TABLE_COLUMNS = [
+    "image_id", "subject", "shape", "spacing", "lesion_pixels", "lesion_fraction", "n_lesions",
+]
 LESION_TABLE_COLUMNS = ["image_id", "subject", "lesion_pixels"]
 
 
 def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per image (size, lesion pixels and fraction, lesion count) and one per lesion.
 
-    Lesions are connected components (4-connectivity, scipy.ndimage.label's default). Masks are
-    read one at a time, so a dataset of large images never sits in memory at once.
+    Lesions are connected components of face neighbours (4 in 2D, 6 in 3D: scipy.ndimage.label's
+    default). Masks are read one at a time, so a dataset of large images never sits in memory at
+    once; the spacing comes from the mask's header.
     """
     images, lesions = [], []
     for row in manifest_df.to_dict("records"):
@@ -67,6 +77,7 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
                 "image_id": image_id,
                 "subject": subject,
                 "shape": axis_cell(mask.shape),
+                "spacing": axis_cell(read_geometry(row["mask"]).spacing),
                 "lesion_pixels": int(mask.sum()),
                 "lesion_fraction": float(mask.mean()),
                 "n_lesions": int(count),
@@ -124,7 +135,8 @@ def _apply_mask_settings(manifest_df: pd.DataFrame, settings: Mapping[str, Any])
 def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """The data stage: write ``manifest.csv``, ``images.csv``, ``lesions.csv`` and ``data_summary.json``.
 
-    ``source: synthetic`` generates the built-in dataset there (PNGs, relative paths);
+    ``source: synthetic`` generates the built-in dataset there (fundus PNGs or brain NIfTI
+    volumes by ``synthetic.kind``, relative paths);
     ``source: manifest`` checks every row of the user's manifest first (files, sizes, mask values;
     see ``manifest_check``) and stops with all its problems before writing anything, so no later
     job starts on a bad dataset; it then writes the manifest with absolute paths, without copying
@@ -141,7 +153,12 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
                 f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(SYNTHETIC_KEYS)}"
             )
         parameters = complete_section({"data.synthetic": given}, "data.synthetic", SYNTHETIC_KEYS)
-        manifest_df = read_manifest(synthetic.generate_dataset(out, **parameters))
+        kind = parameters.pop("kind")
+        if kind not in GENERATORS:
+            raise LesionflowError(
+                f"data.synthetic.kind: expected one of {', '.join(GENERATORS)}, got {kind!r}"
+            )
+        manifest_df = read_manifest(GENERATORS[kind](out, **parameters))
     elif source == "manifest":
         manifest = settings.get("manifest")
         if not manifest:

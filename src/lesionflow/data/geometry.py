@@ -33,9 +33,23 @@ ORIGINAL_RESOLUTION = (
 )
 
 
-def foreground(image: np.ndarray, threshold: float = FOV_THRESHOLD) -> np.ndarray:
-    """Pixels whose brightest channel exceeds ``threshold``, as bool ``(*spatial)``."""
-    return image.max(axis=0) > threshold
+def foreground_threshold(image: np.ndarray) -> float:
+    """The brightness above which a pixel or voxel of a ``(C, *spatial)`` image is field of view.
+
+    Pictures, read in [0, 1], use :data:`FOV_THRESHOLD`. Other intensities (MRI or CT as stored)
+    have no fixed scale, so the same fraction of the brightest channel's 99.5th percentile is
+    used: a percentile rather than the maximum, which one hot voxel would move.
+    """
+    brightest = image.max(axis=0)
+    if brightest.min() >= 0 and brightest.max() <= 1:
+        return FOV_THRESHOLD
+    return FOV_THRESHOLD * float(np.percentile(brightest, 99.5))
+
+
+def foreground(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Pixels whose brightest channel exceeds ``threshold`` (by default :func:`foreground_threshold`)."""
+    cut = foreground_threshold(image) if threshold is None else threshold
+    return image.max(axis=0) > cut
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -48,19 +62,25 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(sizes.argmax())
 
 
-def field_of_view_box(image: np.ndarray, threshold: float = FOV_THRESHOLD) -> tuple[slice, ...]:
-    """The bounding box of the bright field of view (a fundus disc on black), one slice per axis.
+def field_of_view(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The bright field of view of a ``(C, *spatial)`` image (a fundus disc, a head), bool ``(*spatial)``.
 
-    ``image`` is ``(C, *spatial)`` in [0, 1]. Foreground is where the brightest channel exceeds
-    ``threshold``; a binary opening and the largest connected component remove noise specks and
-    burnt-in labels, so they cannot widen the box. Returns slices of the spatial axes only (index
-    an image with ``image[(slice(None), *box)]``, a mask with ``mask[box]``); the whole image
-    when no field of view is found.
+    Foreground is where the brightest channel exceeds ``threshold`` (see :func:`foreground`); a
+    binary opening and the largest connected component remove noise specks and burnt-in labels.
+    """
+    opened = ndimage.binary_opening(foreground(image, threshold), iterations=FOV_OPENING_ITERATIONS)
+    return largest_component(opened)
+
+
+def field_of_view_box(image: np.ndarray, threshold: float | None = None) -> tuple[slice, ...]:
+    """The bounding box of :func:`field_of_view`, one slice per spatial axis.
+
+    Specks and labels outside the largest component cannot widen the box. Returns slices of the
+    spatial axes only (index an image with ``image[(slice(None), *box)]``, a mask with
+    ``mask[box]``); the whole image when no field of view is found.
     """
     spatial = image.shape[1:]
-    opened = ndimage.binary_opening(foreground(image, threshold), iterations=FOV_OPENING_ITERATIONS)
-    disc = largest_component(opened)
-    box = ndimage.find_objects(disc.astype(np.uint8))
+    box = ndimage.find_objects(field_of_view(image, threshold).astype(np.uint8))
     if not box or box[0] is None:
         return tuple(slice(0, size) for size in spatial)
     return tuple(box[0])

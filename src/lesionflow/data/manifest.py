@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lesionflow.io.readers import read_mask
+from lesionflow.io.geometry import Loaded
+from lesionflow.io.readers import file_suffix, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 REQUIRED_COLUMNS = ("image", "mask", "subject")
@@ -45,6 +46,15 @@ def parse_mask_option(value: str, column: str) -> int | None:
     if number is None or not low <= number <= high:
         raise ValueError(f"expected an integer from {low} to {high} or empty, got {value!r}")
     return number
+
+
+def default_image_id(cell: str) -> str:
+    """The image id of a manifest row without an ``image_id``: the file name less its suffix.
+
+    ``.nii.gz`` counts as one suffix, so ``sub-01_flair.nii.gz`` is ``sub-01_flair``.
+    """
+    name = Path(cell).name
+    return name[: len(name) - len(file_suffix(name))]
 
 
 def manifest_file(folder: Path, cell: str) -> Path:
@@ -114,7 +124,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
                     f"file {file} does not exist (paths are relative to the manifest's folder)",
                 )
             columns[column].append(str(file))
-        image_id = record["image_id"] if has_ids else Path(record["image"]).stem
+        image_id = record["image_id"] if has_ids else default_image_id(record["image"])
         if image_id in first_row_of_id:
             where = "image_id" if has_ids else "image"
             why = "" if has_ids else " (the image file stem, as there is no image_id column)"
@@ -164,9 +174,18 @@ def _mask_reading(row: Mapping[str, Any]) -> dict[str, int]:
     return options
 
 
+def read_manifest_mask(row: Mapping[str, Any]) -> Loaded:
+    """The mask of one manifest row with its geometry, honouring ``mask_channel`` / ``mask_threshold``.
+
+    The geometry is the reader's: millimetre spacing and an affine for NIfTI, unit spacing and no
+    affine for pictures and arrays (see ``io.geometry.Geometry``).
+    """
+    return read_mask(row["mask"], **_mask_reading(row))
+
+
 def load_manifest_mask(row: Mapping[str, Any]) -> np.ndarray:
     """Load the mask of one manifest row, honouring its ``mask_channel`` / ``mask_threshold``."""
-    return read_mask(row["mask"], **_mask_reading(row)).array
+    return read_manifest_mask(row).array
 
 
 def lesion_presence(manifest_df: pd.DataFrame) -> pd.Series:

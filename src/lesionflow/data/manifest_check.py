@@ -2,14 +2,16 @@
 
 Each problem is one line naming the manifest, the row (header = row 1), the column and the file;
 all of them are raised together as one :class:`ManifestProblems`, whose first line counts them.
-What is checked: the files exist and open, image and mask sizes agree, masks are binary or have a
-threshold (and a channel when colour), image ids are unique, subjects are present, images are
-neither NaN-filled nor constant.
+What is checked: the files exist and open, image and mask sizes (a volume's shape and affine)
+agree, masks are binary or have a threshold (and a channel when colour), image ids are unique,
+subjects are present, images are neither NaN-filled nor constant.
 
 It must never stop at the first problem, never change a file, and never hold more than one
-picture's pixels at a time: a 4288 x 2848 fundus photograph is 36 MB as bytes and 146 MB as
-float32, so rows are checked one by one, sizes come from the lazy file header, and pixels are
-decoded per file and dropped.
+picture's pixels or one volume's voxels at a time: a 4288 x 2848 fundus photograph is 36 MB as
+bytes and 146 MB as float32, so rows are checked one by one, sizes come from the lazy file header,
+and pixels are decoded per file and dropped. 2D pictures (PNG, JPEG, TIFF, BMP, GIF) are read
+through PIL here; NIfTI volumes (``.nii``, ``.nii.gz``) through nibabel in ``volume_check``, whose
+shapes and affines their masks must match. An image and its mask must be of the same kind.
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_THRESHOLD_COLUMN,
     REQUIRED_COLUMNS,
+    default_image_id,
     manifest_file,
     mask_setting,
     parse_mask_option,
     read_manifest_table,
 )
+from lesionflow.data.volume_check import volume_image_problems, volume_mask_problems
+from lesionflow.io.geometry import Geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
+from lesionflow.io.nifti import NIFTI_SUFFIXES
 from lesionflow.io.pictures import (
     GREY_CHANNEL_SPREAD,
     PICTURE_ERRORS,
@@ -44,11 +50,17 @@ from lesionflow.io.pictures import (
 from lesionflow.io.readers import file_suffix
 from lesionflow.pipeline.errors import LesionflowError
 
-# Formats io reads that the data stage's checks and tables do not handle yet (they read 2D
-# pictures through PIL). A 3D check plugs in here: a header function (the size, without
-# voxels, as io.readers.read_geometry gives it) and a pixel function, dispatched on suffix in
-# _picture_problems and _mask_problems as PIL's 2D pictures are now.
-_NOT_YET_CHECKED = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".npy": "NumPy"}
+# Formats io reads that the checks here do not handle yet: the data stage's own .npy arrays
+# are (C, *spatial) with no geometry, unlike a user's image.
+_NOT_YET_CHECKED = {".npy": "NumPy"}
+_CHECKED_SUFFIXES = PICTURE_SUFFIXES + NIFTI_SUFFIXES
+# What each kind of file is called in a report line; an image and its mask must be of one kind.
+_KINDS = {**dict.fromkeys(PICTURE_SUFFIXES, "2D picture"), **dict.fromkeys(NIFTI_SUFFIXES, "NIfTI volume")}
+# The image's layout the mask is compared with: a picture's (width, height), a volume's geometry.
+Layout = tuple[int, int] | Geometry
+# Why a mask's values may not be binary, and what threshold suits it, as each kind's line says.
+_PICTURE_HINTS = ("lossy JPEG?", "127 suits 0/255 masks")
+_VOLUME_HINTS = ("a multi-label or resampled mask?", "0 makes every non-zero label lesion")
 # PIL's own message for a file it does not recognise repeats the path, which the line already names.
 _UNIDENTIFIED = "cannot be opened as an image: not a PNG, JPEG, TIFF or GIF picture"
 
@@ -142,21 +154,37 @@ def _row_problems(
     options, option_problems = _mask_options(record, defaults)
     problems.extend(Problem(row, column, mask, what) for column, what in option_problems)
 
-    size = None
+    layout = None
     if image is not None:
-        size, what = _picture_problems(image)
+        layout, what = _image_problems(image)
         problems.extend(Problem(row, "image", image, text) for text in what)
     if mask is not None:
-        what = _mask_problems(mask, size, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
+        mixed = _mixed_kinds(image, mask)
+        if mixed:
+            problems.append(Problem(row, "mask", mask, mixed))
+            layout = None  # a picture's size and a volume's shape cannot be compared
+        what = _mask_problems(mask, layout, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
         problems.extend(Problem(row, "mask", mask, text) for text in what)
     return problems
+
+
+def _mixed_kinds(image: Path | None, mask: Path) -> str | None:
+    """Why a picture's mask is a volume or a volume's mask a picture, or None."""
+    image_kind = _KINDS.get(file_suffix(image)) if image is not None else None
+    mask_kind = _KINDS.get(file_suffix(mask))
+    if image_kind is None or mask_kind is None or image_kind == mask_kind:
+        return None
+    return (
+        f"is a {mask_kind} but the image is a {image_kind} ({file_suffix(image)}); an image and its "
+        "mask must both be 2D pictures or both NIfTI volumes"
+    )
 
 
 def _duplicate_id(
     record: Mapping[str, str], row: int, has_ids: bool, first_row_of_id: dict[str, int]
 ) -> str | None:
     """Why the row's image id is not unique, or None; a new id is recorded with its row."""
-    image_id = record["image_id"] if has_ids else Path(record["image"]).stem
+    image_id = record["image_id"] if has_ids else default_image_id(record["image"])
     if not image_id.strip():
         return None  # already reported as an empty cell
     if image_id not in first_row_of_id:
@@ -194,9 +222,12 @@ def _unreadable(file: Path) -> str | None:
         return "is not a file"
     suffix = file_suffix(file)
     if suffix in _NOT_YET_CHECKED:
-        return f"{_NOT_YET_CHECKED[suffix]} files are not supported yet; use 2D PNG, JPEG, TIFF or GIF"
-    if suffix not in PICTURE_SUFFIXES:
-        return f"unsupported file suffix {suffix or '(none)'!r}; supported: {', '.join(PICTURE_SUFFIXES)}"
+        return (
+            f"{_NOT_YET_CHECKED[suffix]} files are not supported yet; use 2D PNG, JPEG, TIFF or GIF "
+            "pictures or 3D NIfTI volumes (.nii, .nii.gz)"
+        )
+    if suffix not in _CHECKED_SUFFIXES:
+        return f"unsupported file suffix {suffix or '(none)'!r}; supported: {', '.join(_CHECKED_SUFFIXES)}"
     return None
 
 
@@ -205,11 +236,18 @@ def _reason(err: Exception) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _picture_problems(file: Path) -> tuple[tuple[int, int] | None, list[str]]:
-    """The image's size (width, height) from its header, or None, and what is wrong with it."""
+def _image_problems(file: Path) -> tuple[Layout | None, list[str]]:
+    """The image's layout (a picture's size, a volume's geometry), or None, and what is wrong."""
     why = _unreadable(file)
     if why:
         return None, [why]
+    if file_suffix(file) in NIFTI_SUFFIXES:
+        return volume_image_problems(file)
+    return _picture_problems(file)
+
+
+def _picture_problems(file: Path) -> tuple[tuple[int, int] | None, list[str]]:
+    """The picture's size (width, height) from its header, or None, and what is wrong with it."""
     try:
         picture = Image.open(file)
     except Image.UnidentifiedImageError:
@@ -252,17 +290,29 @@ def _pixel_problems(picture: Image.Image) -> list[str]:
     return [f"every pixel has the same value {value}: a constant image holds nothing to segment"]
 
 
-def _mask_problems(
-    file: Path, image_size: tuple[int, int] | None, channel: int | None, threshold: int | None
-) -> list[str]:
-    """What is wrong with a mask: unreadable, not the image's size, or values that would be guessed.
+def _mask_problems(file: Path, image: Layout | None, channel: int | None, threshold: int | None) -> list[str]:
+    """What is wrong with a mask: unreadable, not laid out as the image, or values that would be guessed.
 
-    ``image_size`` is None when the image could not be opened; ``threshold`` is None when neither
-    the row nor the data settings give one, and then the mask must be binary.
+    ``image`` is None when the image could not be opened or is of another kind; ``threshold`` is
+    None when neither the row nor the data settings give one, and then the mask must be binary.
+    A volume's mask has no channels: ``channel`` applies to colour pictures.
     """
     why = _unreadable(file)
     if why:
         return [why]
+    if file_suffix(file) in NIFTI_SUFFIXES:
+        distinct, problems = volume_mask_problems(file, image if isinstance(image, Geometry) else None)
+        if distinct is None:
+            return problems
+        value_problem = _lesion_value_problem(distinct, 1, threshold, _VOLUME_HINTS)
+        return problems + ([value_problem] if value_problem else [])
+    return _picture_mask_problems(file, image if isinstance(image, tuple) else None, channel, threshold)
+
+
+def _picture_mask_problems(
+    file: Path, image_size: tuple[int, int] | None, channel: int | None, threshold: int | None
+) -> list[str]:
+    """What is wrong with a picture mask; ``image_size`` is the image's (width, height) or None."""
     try:
         picture = Image.open(file)
     except Image.UnidentifiedImageError:
@@ -291,9 +341,7 @@ def _mask_value_problem(
     """Why the mask's values cannot be read without guessing, or None.
 
     Reuses the rules of io.pictures.read_picture_mask: a colour mask whose channels differ needs a
-    channel; a label mask (0/1) needs nothing; any other mask must be binary unless a threshold is
-    set; and a binary mask whose lesion value is not above the threshold would silently read as
-    lesion-free.
+    channel; the lesion channel's values then follow :func:`_lesion_value_problem`.
     """
     colour = channels.shape[2] == 3
     if colour and channel is None:
@@ -312,18 +360,31 @@ def _mask_value_problem(
                 "mask_channel / mask_threshold columns"
             )
     values = lesion_values(channels, channel, file)  # the ambiguous case was answered above
-    distinct = distinct_values(values)
+    return _lesion_value_problem(distinct_values(values), scale, threshold, _PICTURE_HINTS)
+
+
+def _lesion_value_problem(
+    distinct: np.ndarray, scale: int, threshold: int | None, hints: tuple[str, str]
+) -> str | None:
+    """Why a mask's sorted distinct values cannot be read as lesion / not lesion unguessed, or None.
+
+    A label mask (0/1) needs nothing; any other mask must be binary unless a threshold is set;
+    and a binary mask whose lesion value is not above the threshold would silently read as
+    lesion-free. ``scale`` lifts the 8-bit threshold to the values' range (257 for 16 bits).
+    """
     if is_label_mask(distinct):
         return None
     if not is_binary(distinct):
         if threshold is not None:
             return None
+        cause, suits = hints
         return (
             f"values are not binary: {distinct.size} distinct values from {distinct[0]} to "
-            f"{distinct[-1]} (lossy JPEG?): set data.mask_threshold (values above it are lesion; "
-            "127 suits 0/255 masks) or a mask_threshold column"
+            f"{distinct[-1]} ({cause}): set data.mask_threshold (values above it are lesion; "
+            f"{suits}) or a mask_threshold column"
         )
-    lesion = int(distinct[-1])
+    # .item() keeps a float mask's 0.5 a fraction: int() would make it 0 and hide the problem.
+    lesion = distinct[-1].item()
     cut = DEFAULT_MASK_THRESHOLD if threshold is None else threshold
     if 0 < lesion <= cut * scale:
         return (

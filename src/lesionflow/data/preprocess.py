@@ -25,21 +25,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from tqdm import tqdm
 
 from lesionflow.data.axis_columns import axis_cell
-from lesionflow.data.geometry import field_of_view_box, resize_image, resize_mask, resize_scale
+from lesionflow.data.geometry import (
+    field_of_view_box,
+    foreground,
+    resize_image,
+    resize_mask,
+    resize_scale,
+)
 from lesionflow.data.manifest import load_manifest_mask, read_manifest
 from lesionflow.data.subsets import read_split
 from lesionflow.data.tiles import checked_tile_and_stride, cut_tiles, tile_origins, tile_rows, tile_weights
 from lesionflow.io.geometry import Geometry
-from lesionflow.io.readers import read_geometry, read_image, write_image, write_mask
+from lesionflow.io.pictures import PICTURE_SUFFIXES
+from lesionflow.io.readers import file_suffix, read_geometry, read_image, write_image, write_mask
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
 
-# none: pixels as read, in [0, 1]; image: each channel of each image to mean 0 and std 1.
-NORMALISATIONS = ("none", "image")
+# none: values as read; image: each channel of each image to mean 0 and std 1; foreground: the
+# same with the field of view's statistics, background 0; percentile: clipped to the field of
+# view's 0.5th-99.5th percentiles first (MRI has a few very bright voxels).
+NORMALISATIONS = ("none", "image", "foreground", "percentile")
+CLIP_PERCENTILES = (0.5, 99.5)
 # The keys of the preprocess section, as the schema (pipeline/config.schema.yaml) lists them;
 # a test holds the two together, and the schema alone gives their defaults.
 SETTING_KEYS = ("crop_field_of_view", "max_size", "normalise", "tile_size", "tile_stride", "stitch_weights")
@@ -67,9 +78,40 @@ def normalise_channels(
     return normalised, mean, std
 
 
-# How a preprocessed image and its mask are stored (see _save_image).
+def normalise_foreground(image: np.ndarray, clip: bool) -> np.ndarray:
+    """Each channel z-scored with the statistics of the field of view; the background set to 0.
+
+    The field of view is every pixel brighter than the foreground threshold (see
+    ``geometry.foreground``), with its enclosed holes filled so that dark structures inside the
+    head (ventricles in FLAIR) count; unlike the crop, it is not opened, which would zero the
+    head's rim. With ``clip`` each channel is first clipped to :data:`CLIP_PERCENTILES` of its
+    field-of-view values. An image without a field of view is normalised over all its pixels.
+    """
+    inside = ndimage.binary_fill_holes(foreground(image))
+    if not inside.any():
+        inside = np.ones(image.shape[1:], dtype=bool)
+    image = image.astype(np.float32)
+    expand = (slice(None),) + (None,) * (image.ndim - 1)
+    if clip:
+        low, high = np.percentile(image[:, inside], CLIP_PERCENTILES, axis=1)
+        image = np.clip(image, low[expand], high[expand])
+    values = image[:, inside]
+    normalised = normalise_channels(image, values.mean(axis=1), values.std(axis=1))[0]
+    normalised[:, ~inside] = 0
+    return normalised
+
+
+def normalised(image: np.ndarray, method: str) -> np.ndarray:
+    """``image`` normalised by ``preprocess.normalise`` (one of :data:`NORMALISATIONS`)."""
+    if method == "image":
+        return normalise_channels(image)[0]
+    if method in ("foreground", "percentile"):
+        return normalise_foreground(image, clip=method == "percentile")
+    return image
+
+
+# How a preprocessed image is stored (see _save_image); masks by their source's kind (mask_suffix).
 IMAGE_SUFFIX = ".npy"
-MASK_SUFFIX = ".png"
 ITEM_COLUMNS = ["image_id", "subject", "image", "mask", "source_image_id"]
 # Geometry columns hold one value per spatial axis as a JSON list (see axis_columns), so 2D and 3D
 # tables have the same columns; axis_columns.read_axis_columns parses them back.
@@ -149,9 +191,15 @@ def prepare_image(image: np.ndarray, mask: np.ndarray, settings: Mapping[str, An
     image, mask = image[(slice(None), *box)], mask[box]
     scale = 1.0 if settings["max_size"] is None else resize_scale(image.shape[1:], settings["max_size"])
     image, mask = resize_image(image, scale), resize_mask(mask, scale)
-    if settings["normalise"] == "image":
-        image = normalise_channels(image)[0]
-    return Prepared(image, mask, box, scale)
+    return Prepared(normalised(image, settings["normalise"]), mask, box, scale)
+
+
+def mask_suffix(source_mask: str | os.PathLike) -> str:
+    """How the preprocessed masks of a source mask are stored: PNG for pictures, else ``.npy``.
+
+    A PNG can be opened to look at; volumes have no picture format.
+    """
+    return ".png" if file_suffix(source_mask) in PICTURE_SUFFIXES else ".npy"
 
 
 def _save_image(image: np.ndarray, path: Path) -> None:
@@ -187,7 +235,7 @@ def _image_row(
         "subject": str(row["subject"]),
         "split": split,
         "image": str(out / "images" / f"{image_id}{IMAGE_SUFFIX}"),
-        "mask": str(out / "masks" / f"{image_id}{MASK_SUFFIX}"),
+        "mask": str(out / "masks" / f"{image_id}{mask_suffix(row['mask'])}"),
         "original_image": row["image"],
         "original_mask": row["mask"],
         **_geometry_cells(original, prepared.box, prepared.mask.shape),
@@ -200,13 +248,14 @@ def _write_tiles(
     prepared: Prepared, image_row: Mapping[str, Any], settings: Mapping[str, Any], out: Path
 ) -> list[dict[str, Any]]:
     tile = settings["tile_size"]
+    suffix = Path(image_row["mask"]).suffix
     origins = tile_origins(prepared.mask.shape, tile, settings["tile_stride"])
     rows = tile_rows(image_row["image_id"], image_row["subject"], origins)
     for row, (_, image_tile, mask_tile) in zip(
         rows, cut_tiles(prepared.image, prepared.mask, origins, tile), strict=True
     ):
         row["image"] = str(out / "tiles" / f"{row['image_id']}{IMAGE_SUFFIX}")
-        row["mask"] = str(out / "tile_masks" / f"{row['image_id']}{MASK_SUFFIX}")
+        row["mask"] = str(out / "tile_masks" / f"{row['image_id']}{suffix}")
         row["lesion_pixels"] = int(mask_tile.sum())
         _save_image(image_tile, Path(row["image"]))
         write_mask(row["mask"], mask_tile)

@@ -22,6 +22,8 @@ from lesionflow.pipeline.errors import LesionflowError
 MIN_LESION_AREA = 3
 MAX_LESION_AREA = 400
 MAX_LESIONS_PER_IMAGE = 8
+# Subjects have 1 to this many photographs (both eyes, or visits).
+IMAGES_PER_SUBJECT = 3
 
 # Linear RGB of the retina, the exudates and the optic disc before illumination is applied.
 _EXUDATE_RGB = np.array([0.98, 0.88, 0.42])
@@ -70,20 +72,21 @@ def _check_parameters(
         raise LesionflowError(f"data.synthetic.seed: expected an integer >= 0, got {seed!r}")
 
 
-def _subject_sizes(n_images: int, rng: np.random.Generator) -> list[int]:
-    """Images per subject (1 to 3) adding up to exactly ``n_images``."""
+def images_per_subject(n_images: int, most: int, rng: np.random.Generator) -> list[int]:
+    """Images per subject (1 to ``most``) adding up to exactly ``n_images``."""
     sizes: list[int] = []
     while sum(sizes) < n_images:
-        sizes.append(int(rng.integers(1, 4)))
+        sizes.append(int(rng.integers(1, most + 1)))
     sizes[-1] -= sum(sizes) - n_images
     return sizes
 
 
-def _lesion_free_flags(sizes: list[int], n_free: int, rng: np.random.Generator) -> list[bool]:
-    """Mark exactly ``n_free`` images lesion-free, whole subjects first.
+def lesion_free_flags(sizes: list[int], n_free: int, rng: np.random.Generator) -> list[list[bool]]:
+    """Per subject, which of its images are lesion-free: exactly ``n_free`` in all, whole subjects first.
 
     Real patients tend to be either affected or not, so lesion status is mostly shared within a
-    subject; the subject where the count runs out ends up mixed, which keeps the split honest.
+    subject; the subject where the count runs out ends up mixed (its first images lesion-free, as
+    when lesions appear between two visits), which keeps the split honest.
     """
     flags = [[False] * size for size in sizes]
     remaining = n_free
@@ -93,7 +96,7 @@ def _lesion_free_flags(sizes: list[int], n_free: int, rng: np.random.Generator) 
         take = min(remaining, sizes[subject])
         flags[subject][:take] = [True] * take
         remaining -= take
-    return [flag for subject_flags in flags for flag in subject_flags]
+    return flags
 
 
 def _smooth_curve(start: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -290,8 +293,9 @@ def generate_dataset(
     _check_parameters(n_images, image_size, lesion_free_fraction, seed)
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    sizes = _subject_sizes(n_images, rng)
-    lesion_free = _lesion_free_flags(sizes, int(round(lesion_free_fraction * n_images)), rng)
+    sizes = images_per_subject(n_images, IMAGES_PER_SUBJECT, rng)
+    by_subject = lesion_free_flags(sizes, int(round(lesion_free_fraction * n_images)), rng)
+    lesion_free = [flag for flags in by_subject for flag in flags]
     width = max(4, len(str(len(sizes))))
 
     rows = []

@@ -6,7 +6,7 @@ Must never choose or change a setting: test predictions are read once, with lock
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,12 +17,13 @@ from lesionflow.data.geometry import ORIGINAL_RESOLUTION
 from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.artifact_names import FILE_NAMES
 from lesionflow.evaluation.bootstrap import Resampler
-from lesionflow.evaluation.lesions import size_bin_labels
-from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, score_images
+from lesionflow.evaluation.lesions import size_bin_labels, volume_bin_labels
+from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, ScoreTables
 from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale
-from lesionflow.evaluation.summary import resampler_record, summarise
-from lesionflow.evaluation.tune import check_probs_in_split, load_reference_masks
-from lesionflow.pipeline.artifacts import load_arrays, read_json, write_csv, write_json
+from lesionflow.evaluation.summary import resampler_record, summarise, volume_detection
+from lesionflow.evaluation.tune import ReferenceMasks, check_probs_in_split, paired_images
+from lesionflow.io.geometry import Loaded, pixel_geometry
+from lesionflow.pipeline.artifacts import open_arrays, read_json, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
 
 LOCKED_KEYS = (
@@ -54,6 +55,7 @@ def read_locked(path: str | os.PathLike) -> dict:
 SETTING_KEYS: dict[str, tuple[str, ...] | None] = {
     "lesion_matching": ("connectivity", "criterion", "min_overlap"),
     "size_bins": None,
+    "size_bins_mm3": None,
     "bootstrap": ("n_resamples", "seed", "confidence"),
 }
 
@@ -83,6 +85,14 @@ def evaluation_settings(settings: Mapping) -> dict:
     resolved = dict(settings)
     resolved["size_bins"] = list(resolved["size_bins"])
     size_bin_labels(resolved["size_bins"])  # validates the edges, naming evaluate.size_bins
+    edges_mm3 = resolved["size_bins_mm3"]
+    if edges_mm3 is not None:
+        if not isinstance(edges_mm3, list | tuple):
+            raise LesionflowError(
+                f"evaluate.size_bins_mm3 must be null or a list of edges in mm³, got {edges_mm3!r}"
+            )
+        resolved["size_bins_mm3"] = list(edges_mm3)
+        volume_bin_labels(edges_mm3)  # validates the edges, naming evaluate.size_bins_mm3
     return resolved
 
 
@@ -93,14 +103,46 @@ def lesion_matching(settings: Mapping, locked: Mapping) -> LesionMatching:
     return LesionMatching(int(connectivity), rules["criterion"], float(rules["min_overlap"]))
 
 
-def check_connectivity(matching: LesionMatching, masks: Mapping[str, np.ndarray]) -> None:
-    """Refuse, naming the config key, a lesion connectivity the masks' axes cannot have."""
-    ndim = next((mask.ndim for mask in masks.values()), None)
-    if ndim is not None and not 1 <= matching.connectivity <= ndim:
+def check_connectivity(matching: LesionMatching, ndim: int) -> None:
+    """Refuse, naming the config key, a lesion connectivity that masks of ``ndim`` axes cannot have."""
+    if not 1 <= matching.connectivity <= ndim:
         raise LesionflowError(
             f"evaluate.lesion_matching.connectivity is {matching.connectivity}, but the masks have "
             f"{ndim} spatial axes: use 1 to {ndim} (or null for the connectivity tuning locked)"
         )
+
+
+def score_pairs(
+    pairs: Iterable[tuple[str, np.ndarray, Loaded]],
+    subjects: Mapping[str, str],
+    locked: Mapping,
+    matching: LesionMatching,
+    size_bins: Sequence[int],
+    scales: Mapping[str, float] | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply ``locked`` to each ``(image_id, probability map, reference mask)``; return the tables.
+
+    Pairs are scored as they come and dropped, so a lazy ``pairs`` (:func:`tune.paired_images`)
+    holds one image at a time. Distances and mm³ volumes use each mask's geometry. ``scales``
+    gives, per id, the resize of maps that are not at the original resolution (tiles), so that
+    locked pixel areas are applied at that scale; None for maps at the original resolution.
+    """
+    tables = ScoreTables(matching, size_bins)
+    for image_id, prob, mask in pairs:
+        check_connectivity(matching, mask.array.ndim)
+        rules = locked if scales is None else locked_at_scale(locked, scales[image_id], np.ndim(prob))
+        pred, score, present = apply_locked(prob, rules)
+        tables.add(
+            image_id,
+            subjects[image_id],
+            pred,
+            mask.array,
+            np.asarray(prob, dtype=np.float32),
+            mask.geometry,
+            presence_score=score,
+            presence_pred=present,
+        )
+    return tables.tables()
 
 
 def score_subset(
@@ -115,40 +157,34 @@ def score_subset(
     """Apply ``locked`` to every probability map; return the per-image and per-lesion tables.
 
     ``matching`` and ``size_bins`` are the evaluate section's (see :func:`lesion_matching`).
-
-    ``scales`` gives, per id, the resize of maps that are not at the original resolution (tiles),
-    so that locked pixel areas are applied at that scale.
+    ``masks`` are plain arrays, measured in pixels; the stage streams masks with their geometry
+    through :func:`score_pairs` instead. ``scales`` as in :func:`score_pairs`.
     """
-    ids = sorted(probs)
-    preds, scores, calls = [], [], []
-    for image_id in ids:
-        rules = locked if scales is None else locked_at_scale(locked, scales[image_id])
-        mask, score, present = apply_locked(probs[image_id], rules)
-        preds.append(mask)
-        scores.append(score)
-        calls.append(present)
-    return score_images(
-        ids,
-        [subjects[i] for i in ids],
-        preds,
-        [masks[i] for i in ids],
-        [np.asarray(probs[i], dtype=np.float32) for i in ids],
-        scores,
-        calls,
-        matching=matching,
-        size_bins=size_bins,
+    pairs = (
+        (i, probs[i], Loaded(np.asarray(masks[i], dtype=bool), pixel_geometry(np.shape(masks[i]))))
+        for i in sorted(probs)
     )
+    return score_pairs(pairs, subjects, locked, matching, size_bins, scales)
 
 
-def _load_subset(
-    manifest: str | os.PathLike, split_df: pd.DataFrame, probs_path: str | os.PathLike, subset: str
-) -> tuple[dict, dict]:
+def _score_file(
+    level: Level,
+    split_df: pd.DataFrame,
+    subset: str,
+    locked: Mapping,
+    matching: LesionMatching,
+    size_bins: Sequence[int],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    probs_path = level.probs[subset]
     if not Path(probs_path).is_file():
         raise LesionflowError(f"probability file {probs_path} does not exist")
-    probs = load_arrays(probs_path)
-    check_probs_in_split(probs, split_df, subset, probs_path)
-    shapes = {i: p.shape for i, p in probs.items()}
-    return probs, load_reference_masks(manifest, sorted(probs), shapes)
+    subjects = dict(zip(split_df["image_id"], split_df["subject"], strict=True))
+    with open_arrays(probs_path) as probs:
+        check_probs_in_split(probs, split_df, subset, probs_path)
+        masks = ReferenceMasks(level.manifest, sorted(probs))
+        return score_pairs(
+            paired_images(probs, masks), subjects, locked, matching, size_bins, level.scales
+        )
 
 
 @dataclass(frozen=True)
@@ -177,14 +213,9 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
     matching = lesion_matching(settings, locked)
     boot = settings["bootstrap"]
     split_df = read_split(level.split)
-    subjects = dict(zip(split_df["image_id"], split_df["subject"], strict=True))
     summary: dict = {"level": level.name, "resolution": level.resolution}
     for subset in ("val", "test"):
-        probs, masks = _load_subset(level.manifest, split_df, level.probs[subset], subset)
-        check_connectivity(matching, masks)
-        table, lesions = score_subset(
-            probs, masks, subjects, locked, matching, settings["size_bins"], level.scales
-        )
+        table, lesions = _score_file(level, split_df, subset, locked, matching, settings["size_bins"])
         write_csv(table, out / names["per_item"].format(subset))
         write_csv(lesions, out / names["lesions"].format(subset))
         resampler = Resampler.from_subjects(
@@ -192,6 +223,8 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
             "evaluate.bootstrap",
         )
         summary[subset] = summarise(table, lesions, resampler, settings["size_bins"])
+        if settings["size_bins_mm3"] is not None:
+            summary[subset].update(volume_detection(table, lesions, settings["size_bins_mm3"], resampler))
         summary[subset]["bootstrap"] = resampler_record(resampler, boot["seed"])
     summary["locked"] = locked
     summary["settings"] = {**settings, "lesion_matching": asdict(matching)}

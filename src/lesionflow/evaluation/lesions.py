@@ -173,3 +173,42 @@ def size_bin_index(sizes: np.ndarray, edges: Sequence[int]) -> np.ndarray:
     values = _check_edges(edges)
     bins = np.searchsorted(np.asarray(values, dtype=np.int64), np.asarray(sizes), side="right")
     return bins.astype(np.int64)
+
+
+def _check_volume_edges(edges: Sequence[float]) -> list[float]:
+    values = list(edges)
+    numbers = all(
+        isinstance(e, int | float | np.integer | np.floating) and not isinstance(e, bool) for e in values
+    )
+    increasing = numbers and all(b > a for a, b in zip(values[:-1], values[1:], strict=True))
+    if not increasing or not all(np.isfinite(float(e)) and e > 0 for e in values):
+        raise LesionflowError(
+            f"evaluate.size_bins_mm3 must be null or strictly increasing positive numbers (mm³), "
+            f"got {values!r}"
+        )
+    return [float(e) for e in values]
+
+
+def volume_bin_labels(edges: Sequence[float]) -> list[str]:
+    """Labels of the lesion-volume bins (mm³) cut at ``edges`` (evaluate.size_bins_mm3).
+
+    ``[1, 10]`` gives ``["<1", "1 to <10", ">=10"]``: volumes are continuous, so a bin is written
+    with its lower edge included and its upper edge excluded. No edges give the single bin ``["all"]``.
+    """
+    values = _check_volume_edges(edges)
+    if not values:
+        return ["all"]
+    middle = [f"{lo:g} to <{hi:g}" for lo, hi in zip(values[:-1], values[1:], strict=True)]
+    return [f"<{values[0]:g}", *middle, f">={values[-1]:g}"]
+
+
+def volume_bin_index(volumes: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Bin of each volume (int64 indices into :func:`volume_bin_labels`); -1 for an unknown (NaN) volume.
+
+    A volume equal to an edge goes up, as in :func:`size_bin_index`.
+    """
+    values = _check_volume_edges(edges)
+    volumes = np.asarray(volumes, dtype=np.float64)
+    bins = np.searchsorted(np.asarray(values, dtype=np.float64), volumes, side="right")
+    # searchsorted sorts NaN above every edge; a lesion without a physical volume is in no bin.
+    return np.where(np.isnan(volumes), -1, bins).astype(np.int64)

@@ -9,7 +9,11 @@ why and how they differ from nnU-Net, MONAI and MetricsReloaded):
 - dice and iou are NaN when reference and prediction are both empty (undefined, not 1);
   they are 0 when exactly one of them is empty.
 - precision is NaN when the prediction is empty; recall is NaN when the reference is empty.
-- hd95 and msd are NaN when either mask is empty (no surface to measure from).
+- hd95 and msd are NaN when either mask is empty (no surface to measure from); they are in the
+  reference mask's physical units: millimetres for a NIfTI mask (its header's spacing), pixels for
+  pictures and arrays, whose files carry no physical size (``distance_unit`` says which).
+- ``*_volume_mm3`` and a lesion's ``volume_mm3`` are voxel counts times the product of the spacing;
+  they are NaN (an empty cell) for pictures and arrays, never a pixel count under a mm³ name.
 - pearson is NaN when the probability map (or prediction) or the reference is constant.
 - ``*_pos`` metrics average over reference-positive images only; lesion-free images are judged
   by their false-positive burden instead.
@@ -25,9 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lesionflow.data.axis_columns import axis_cell
 from lesionflow.evaluation.lesions import LesionMatch, match_lesions, size_bin_index, size_bin_labels
 from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts
 from lesionflow.evaluation.surface import surface_distances
+from lesionflow.io.geometry import Geometry, pixel_geometry
 
 PER_IMAGE_COLUMNS = [
     "image_id",
@@ -52,10 +58,18 @@ PER_IMAGE_COLUMNS = [
     "fp_lesion_area",
     "presence_score",
     "presence_pred",
+    # Appended after the 2D columns so every earlier column keeps its place.
+    "spacing",
+    "distance_unit",
+    "gt_volume_mm3",
+    "pred_volume_mm3",
 ]
 
 # One row per reference lesion: what lesion-wise detection by size is computed from.
-LESION_COLUMNS = ["image_id", "subject", "lesion", "size", "size_bin", "detected"]
+LESION_COLUMNS = ["image_id", "subject", "lesion", "size", "size_bin", "detected", "volume_mm3"]
+
+# What hd95 and msd are measured in: the reference mask's physical unit, or its pixel grid.
+PHYSICAL_UNIT, PIXEL_UNIT = "mm", "pixels"
 
 # Reference (gt) x prediction: every image belongs to exactly one group, and each is reported apart.
 GROUPS = ("gt_pos_pred_pos", "gt_pos_pred_empty", "gt_empty_pred_pos", "gt_empty_pred_empty")
@@ -66,9 +80,16 @@ CONVENTIONS = {
     "dice_iou": "NaN when reference and prediction are both empty; 0 when exactly one is empty",
     "precision": "NaN when the prediction is empty",
     "recall": "NaN when the reference is empty",
-    "hd95": "symmetric 95th-percentile Hausdorff distance between mask edges, in pixels (voxels); "
+    "hd95": "symmetric 95th-percentile Hausdorff distance between mask edges, in distance_unit; "
     "NaN when either mask is empty",
-    "msd": "symmetric mean surface distance (MONAI's definition), in pixels; NaN when either is empty",
+    "msd": "symmetric mean surface distance (MONAI's definition), in distance_unit; "
+    "NaN when either is empty",
+    "distance_unit": "mm when the reference mask is a NIfTI volume (each axis scaled by its header's "
+    "spacing, recorded per image in spacing), pixels (voxels) for pictures and arrays; a subset whose "
+    "images differ says mixed",
+    "volume_mm3": "gt_volume_mm3, pred_volume_mm3 and a lesion's volume_mm3 are voxel counts times the "
+    "product of the spacing (mm², not mm³, for a 2D NIfTI); empty for pictures and arrays; gt_pixels, "
+    "pred_pixels, size and size_bins stay in pixels (voxels)",
     "pearson": "Pearson r of probability map (or prediction) and reference over all pixels; "
     "NaN when either is constant",
     "pos": "*_pos metrics are means over images whose reference is non-empty",
@@ -243,6 +264,95 @@ def image_metrics(
     return score_image(pred, gt, prob, matching=matching)[0]
 
 
+def distance_unit(geometry: Geometry) -> str:
+    """:data:`PHYSICAL_UNIT` for a mask read with an affine (NIfTI), :data:`PIXEL_UNIT` otherwise.
+
+    Pictures and arrays have unit spacing and no affine (``io.geometry.pixel_geometry``): their
+    spacing is a pixel, not a length.
+    """
+    return PHYSICAL_UNIT if geometry.affine is not None else PIXEL_UNIT
+
+
+def voxel_volume_mm3(geometry: Geometry) -> float:
+    """The volume of one voxel (area of one pixel of a 2D NIfTI) in mm³; NaN without physical spacing."""
+    if distance_unit(geometry) != PHYSICAL_UNIT:
+        return float("nan")
+    return float(np.prod(np.asarray(geometry.spacing, dtype=np.float64)))
+
+
+class ScoreTables:
+    """The per-image and per-lesion tables, built one image at a time.
+
+    Only the rows are kept, never an image, so a caller that reads one image, adds it and drops it
+    holds one image's memory whatever the number of images. ``size_bins`` are evaluate.size_bins.
+    """
+
+    def __init__(self, matching: LesionMatching, size_bins: Sequence[int]) -> None:
+        self.matching = matching
+        self.size_bins = list(size_bins)
+        self._labels = size_bin_labels(self.size_bins)
+        self._rows: list[dict] = []
+        self._lesions: list[pd.DataFrame] = []
+
+    def add(
+        self,
+        image_id: str,
+        subject: str,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        prob: np.ndarray | None,
+        geometry: Geometry,
+        *,
+        presence_score: float | None,
+        presence_pred: bool | None,
+    ) -> None:
+        """Score one image; a presence score or call that is None is left NaN.
+
+        ``prob`` is the map Pearson r is computed from (None: the prediction). ``geometry`` is the
+        reference mask's: its spacing scales hd95, msd and the mm³ volumes.
+        """
+        row, match = score_image(pred, gt, prob, matching=self.matching, spacing=geometry.spacing)
+        voxel = voxel_volume_mm3(geometry)
+        row = {"image_id": str(image_id), "subject": str(subject), **row}
+        row["gt_size_bin"] = (
+            self._labels[int(size_bin_index(np.array([row["gt_pixels"]]), self.size_bins)[0])]
+            if row["gt_pixels"] > 0
+            else ""
+        )
+        row["presence_score"] = np.nan if presence_score is None else float(presence_score)
+        row["presence_pred"] = np.nan if presence_pred is None else bool(presence_pred)
+        row["spacing"] = axis_cell(float(s) for s in geometry.spacing)
+        row["distance_unit"] = distance_unit(geometry)
+        row["gt_volume_mm3"] = row["gt_pixels"] * voxel
+        row["pred_volume_mm3"] = row["pred_pixels"] * voxel
+        self._rows.append(row)
+        if match.n_ref:
+            bins = size_bin_index(match.ref_sizes, self.size_bins)
+            self._lesions.append(
+                pd.DataFrame(
+                    {
+                        "image_id": str(image_id),
+                        "subject": str(subject),
+                        "lesion": np.arange(1, match.n_ref + 1),
+                        "size": match.ref_sizes,
+                        "size_bin": [self._labels[b] for b in bins],
+                        "detected": match.ref_detected,
+                        "volume_mm3": match.ref_sizes * voxel,
+                    }
+                )
+            )
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The per-image table (:data:`PER_IMAGE_COLUMNS`) and per-lesion table (:data:`LESION_COLUMNS`)."""
+        per_image = pd.DataFrame(self._rows, columns=PER_IMAGE_COLUMNS)
+        lesions = (
+            pd.concat(self._lesions, ignore_index=True)
+            if self._lesions
+            else pd.DataFrame({c: pd.Series(dtype=object) for c in LESION_COLUMNS})
+        )
+        return per_image, lesions[LESION_COLUMNS]
+
+
 def score_images(
     ids: Sequence[str],
     subjects: Sequence[str],
@@ -254,44 +364,25 @@ def score_images(
     *,
     matching: LesionMatching,
     size_bins: Sequence[int],
+    geometries: Sequence[Geometry] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image table (:data:`PER_IMAGE_COLUMNS`) and per-reference-lesion table (:data:`LESION_COLUMNS`).
 
-    Images may differ in shape, so they are scored one at a time. Missing presence scores or
-    predictions are left NaN (never derived silently). ``size_bins`` are evaluate.size_bins.
+    Images may differ in shape, so they are scored one at a time (see :class:`ScoreTables`).
+    Missing presence scores or predictions are left NaN (never derived silently). ``size_bins``
+    are evaluate.size_bins. ``geometries`` are the reference masks' (None: pixel geometry, so
+    distances are in pixels and mm³ volumes are empty).
     """
-    labels = size_bin_labels(size_bins)
-    rows, lesion_frames = [], []
+    tables = ScoreTables(matching, size_bins)
     for i, image_id in enumerate(ids):
-        prob = None if probs is None else probs[i]
-        row, match = score_image(preds[i], gts[i], prob, matching=matching)
-        row = {"image_id": str(image_id), "subject": str(subjects[i]), **row}
-        row["gt_size_bin"] = (
-            labels[int(size_bin_index(np.array([row["gt_pixels"]]), size_bins)[0])]
-            if row["gt_pixels"] > 0
-            else ""
+        tables.add(
+            image_id,
+            subjects[i],
+            preds[i],
+            gts[i],
+            None if probs is None else probs[i],
+            pixel_geometry(np.shape(gts[i])) if geometries is None else geometries[i],
+            presence_score=None if presence_scores is None else presence_scores[i],
+            presence_pred=None if presence_preds is None else presence_preds[i],
         )
-        row["presence_score"] = np.nan if presence_scores is None else float(presence_scores[i])
-        row["presence_pred"] = np.nan if presence_preds is None else bool(presence_preds[i])
-        rows.append(row)
-        if match.n_ref:
-            bins = size_bin_index(match.ref_sizes, size_bins)
-            lesion_frames.append(
-                pd.DataFrame(
-                    {
-                        "image_id": str(image_id),
-                        "subject": str(subjects[i]),
-                        "lesion": np.arange(1, match.n_ref + 1),
-                        "size": match.ref_sizes,
-                        "size_bin": [labels[b] for b in bins],
-                        "detected": match.ref_detected,
-                    }
-                )
-            )
-    per_image = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
-    lesions = (
-        pd.concat(lesion_frames, ignore_index=True)
-        if lesion_frames
-        else pd.DataFrame({c: pd.Series(dtype=object) for c in LESION_COLUMNS})
-    )
-    return per_image, lesions[LESION_COLUMNS]
+    return tables.tables()

@@ -85,14 +85,14 @@ def apply_locked(prob: np.ndarray, locked: Mapping) -> tuple[np.ndarray, float, 
     return mask, score, True
 
 
-def locked_at_scale(locked: Mapping, scale: float) -> dict:
-    """``locked`` for maps resized by ``scale``: pixel areas multiplied by ``scale`` squared.
+def locked_at_scale(locked: Mapping, scale: float, spatial_dims: int) -> dict:
+    """``locked`` for maps resized by ``scale``: pixel areas multiplied by ``scale ** spatial_dims``.
 
     The minimum lesion area (and an area presence threshold) were chosen on original-size
-    images; on a map downscaled by 0.3 the same lesion covers 0.09 of the pixels. Areas are
-    rounded, and a positive minimum stays at least 1 pixel.
+    images; on a map downscaled by 0.3 the same lesion covers 0.09 of the pixels (0.027 of the
+    voxels of a volume). Areas are rounded, and a positive minimum stays at least 1 pixel.
     """
-    factor = float(scale) ** 2
+    factor = float(scale) ** spatial_dims
     scaled = dict(locked)
     if locked["min_lesion_area"] > 0:
         scaled["min_lesion_area"] = max(1, round(locked["min_lesion_area"] * factor))

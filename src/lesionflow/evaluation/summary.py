@@ -12,8 +12,8 @@ import pandas as pd
 
 from lesionflow.evaluation import bootstrap
 from lesionflow.evaluation.bootstrap import Estimate, Resampler
-from lesionflow.evaluation.lesions import size_bin_labels
-from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS
+from lesionflow.evaluation.lesions import size_bin_labels, volume_bin_index, volume_bin_labels
+from lesionflow.evaluation.metrics import DICE_ALL_CONVENTION, GROUPS, PHYSICAL_UNIT, PIXEL_UNIT
 from lesionflow.evaluation.overlap import dice_all_values
 
 # Means over reference-positive images: summary name -> per-image column.
@@ -31,6 +31,8 @@ EMPTY_MEANS = {
     "fp_area_per_empty_image": "fp_lesion_area",
 }
 LESION_COUNTS = ("n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_fn", "lesion_tp_pred", "lesion_fp")
+# What distance_unit says when a subset's images were measured in different units.
+MIXED_UNITS = "mixed"
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -100,17 +102,78 @@ def image_estimates(per_image: pd.DataFrame, resampler: Resampler) -> dict[str, 
     return out
 
 
+def _detection_by_bin(
+    lesions: pd.DataFrame, bins: np.ndarray, labels: Sequence[str], resampler: Resampler
+) -> dict[str, Estimate]:
+    """Detection rate of the lesions whose bin (one per row of ``lesions``) is each label."""
+    subjects = lesions["subject"].astype(str).to_numpy()
+    detected = lesions["detected"].astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
+    return {
+        label: bootstrap.mean(detected[bins == label].astype(float), subjects[bins == label], resampler)
+        for label in labels
+    }
+
+
 def detection_estimates(
     lesions: pd.DataFrame, size_bins: Sequence[int], resampler: Resampler
 ) -> dict[str, Estimate]:
     """Detection rate of reference lesions per size bin (label -> Estimate), every bin present."""
-    subjects = lesions["subject"].astype(str).to_numpy()
-    detected = lesions["detected"].astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
     bins = lesions["size_bin"].astype(str).to_numpy()
-    return {
-        label: bootstrap.mean(detected[bins == label].astype(float), subjects[bins == label], resampler)
-        for label in size_bin_labels(size_bins)
-    }
+    return _detection_by_bin(lesions, bins, size_bin_labels(size_bins), resampler)
+
+
+def volume_detection_estimates(
+    lesions: pd.DataFrame, edges_mm3: Sequence[float], resampler: Resampler
+) -> dict[str, Estimate]:
+    """Detection rate of reference lesions per volume bin in mm³ (evaluate.size_bins_mm3).
+
+    Lesions without a physical volume (an empty ``volume_mm3``: pictures, arrays) are in no bin.
+    """
+    labels = volume_bin_labels(edges_mm3)
+    index = volume_bin_index(_numbers(lesions, "volume_mm3"), edges_mm3)
+    bins = np.array([labels[i] if i >= 0 else "" for i in index], dtype=object)
+    return _detection_by_bin(lesions, bins, labels, resampler)
+
+
+def detection_records(estimates: Mapping[str, Estimate]) -> list[dict]:
+    """The ``detection_by_size`` records of per-bin estimates: size_bin, rate, interval, n_lesions."""
+    return [
+        {"size_bin": label, **_rename(bootstrap.describe(estimate, "rate"))}
+        for label, estimate in estimates.items()
+    ]
+
+
+def volume_detection(
+    per_image: pd.DataFrame, lesions: pd.DataFrame, edges_mm3: Sequence[float], resampler: Resampler
+) -> dict:
+    """The summary keys of the detection breakdown by lesion volume (evaluate.size_bins_mm3).
+
+    ``detection_by_size_mm3`` holds ``detection_by_size`` records when every image has a physical
+    spacing; otherwise it is null and ``detection_by_size_mm3_reason`` says why (pictures, arrays
+    and preprocessed ``.npy`` tiles have no mm³), rather than bins that silently leave lesions out.
+    """
+    unit = distance_unit_of(per_image)
+    if unit not in (PHYSICAL_UNIT, None):
+        return {
+            "detection_by_size_mm3": None,
+            "detection_by_size_mm3_reason": f"distances and sizes of these images are in {unit}, "
+            "not mm: their masks have no physical spacing (pictures, arrays or preprocessed tiles)",
+        }
+    estimates = volume_detection_estimates(lesions, edges_mm3, resampler)
+    return {"detection_by_size_mm3": detection_records(estimates)}
+
+
+def distance_unit_of(per_image: pd.DataFrame) -> str | None:
+    """The unit of a per-image table's hd95 and msd: one unit, :data:`MIXED_UNITS`, or None for no image.
+
+    A table written before the ``distance_unit`` column existed measured in pixels.
+    """
+    if "distance_unit" not in per_image.columns:
+        return PIXEL_UNIT if len(per_image) else None
+    units = sorted(set(per_image["distance_unit"].astype(str)))
+    if not units:
+        return None
+    return units[0] if len(units) == 1 else MIXED_UNITS
 
 
 def _nan_counts(per_image: pd.DataFrame) -> dict[str, int]:
@@ -160,11 +223,9 @@ def summarise(
     scored = ~np.isnan(_numbers(per_image, "presence_score"))
     out["presence_n_positive"] = int((gt_pos & scored).sum())
     out["presence_n_negative"] = int((~gt_pos & scored).sum())
-    out["detection_by_size"] = [
-        {"size_bin": label, **_rename(bootstrap.describe(estimate, "rate"))}
-        for label, estimate in detection_estimates(lesions, size_bins, resampler).items()
-    ]
+    out["detection_by_size"] = detection_records(detection_estimates(lesions, size_bins, resampler))
     out["nan_counts"] = _nan_counts(per_image)
+    out["distance_unit"] = distance_unit_of(per_image)
     return out
 
 

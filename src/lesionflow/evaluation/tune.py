@@ -6,18 +6,20 @@ Never reads test-split predictions: run_tune refuses any probability file holdin
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from lesionflow.data.manifest import load_manifest_mask, read_manifest
+from lesionflow.data.manifest import read_manifest, read_manifest_mask
 from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts, segmentation_summary
 from lesionflow.evaluation.postprocess import PRESENCE_SOURCES, component_sizes
-from lesionflow.pipeline.artifacts import load_arrays, write_csv, write_json
+from lesionflow.io.geometry import Loaded
+from lesionflow.pipeline.artifacts import open_arrays, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
 
 OBJECTIVES = ("dice_pos", "iou_pos", "dice_all")
@@ -115,25 +117,56 @@ def check_probs_in_split(
         )
 
 
-def load_reference_masks(
-    manifest: str | os.PathLike, ids: Sequence[str], shapes: Mapping[str, tuple] | None = None
-) -> dict[str, np.ndarray]:
-    """Load the reference masks of ``ids`` from the manifest; check shapes against ``shapes``."""
-    table = read_manifest(manifest).set_index("image_id", drop=False)
-    absent = [i for i in ids if i not in table.index]
-    if absent:
-        raise LesionflowError(f"manifest {manifest} has no rows for image ids {absent[:5]}")
-    masks = {}
-    for image_id in ids:
-        row = table.loc[image_id]
-        mask = np.asarray(load_manifest_mask(row), dtype=bool)
-        if shapes is not None and tuple(mask.shape) != tuple(shapes[image_id]):
+class ReferenceMasks(Mapping[str, Loaded]):
+    """The reference masks of some image ids of a manifest, each read from its file when looked up.
+
+    Nothing is cached: a caller that keeps one mask at a time holds one mask, whatever the number of
+    images. Values are bool arrays with their geometry (spacing in mm for NIfTI, 1 for pictures).
+    """
+
+    def __init__(self, manifest: str | os.PathLike, ids: Sequence[str]) -> None:
+        table = read_manifest(manifest).set_index("image_id", drop=False)
+        absent = [i for i in ids if i not in table.index]
+        if absent:
+            raise LesionflowError(f"manifest {manifest} has no rows for image ids {absent[:5]}")
+        self._rows = {image_id: table.loc[image_id] for image_id in ids}
+
+    def __getitem__(self, image_id: str) -> Loaded:
+        array, geometry = read_manifest_mask(self._rows[image_id])
+        return Loaded(np.asarray(array, dtype=bool), geometry)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def path(self, image_id: str) -> str:
+        """The mask file of ``image_id``, for messages."""
+        return str(self._rows[image_id]["mask"])
+
+    def checked(self, image_id: str, shape: tuple) -> Loaded:
+        """The mask of ``image_id``; raises, naming its file, unless it has its map's ``shape``."""
+        mask = self[image_id]
+        if tuple(mask.array.shape) != tuple(shape):
             raise LesionflowError(
-                f"mask {row['mask']} of image {image_id} has shape {mask.shape}, "
-                f"its probability map has shape {tuple(shapes[image_id])}"
+                f"mask {self.path(image_id)} of image {image_id} has shape {mask.array.shape}, "
+                f"its probability map has shape {tuple(shape)}"
             )
-        masks[image_id] = mask
-    return masks
+        return mask
+
+
+def paired_images(
+    probs: Mapping[str, np.ndarray], masks: ReferenceMasks
+) -> Iterator[tuple[str, np.ndarray, Loaded]]:
+    """``(image_id, probability map, reference mask)`` in image-id order, read one pair at a time.
+
+    With lazy ``probs`` (``artifacts.open_arrays``) a subset is never held at once. Shapes are
+    checked as in :meth:`ReferenceMasks.checked`.
+    """
+    for image_id in sorted(probs):
+        prob = probs[image_id]
+        yield image_id, prob, masks.checked(image_id, prob.shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,10 +195,57 @@ def _component_counts(
     return sizes[1:], overlap[1:]
 
 
+@dataclass(frozen=True)
+class ImageCounts:
+    """What tuning needs of one validation image, so maps are read once and then dropped.
+
+    ``pred`` and ``inter`` (thresholds x areas) are the predicted pixels and their overlap with
+    the reference once components under each area are removed; ``area_at_t`` (thresholds) the
+    predicted pixels before removal.
+    """
+
+    gt_pixels: int
+    max_prob: float
+    area_at_t: np.ndarray
+    pred: np.ndarray
+    inter: np.ndarray
+
+
+def image_counts(prob: np.ndarray, gt: np.ndarray, settings: Mapping) -> ImageCounts:
+    """The :class:`ImageCounts` of one image over the grid of the ``tune`` settings."""
+    cfg = check_tune_settings(settings)
+    prob = np.asarray(prob, dtype=np.float32)
+    gt = np.asarray(gt, dtype=bool)
+    check_connectivity(cfg["connectivity"], [prob])
+    thresholds, areas = cfg["thresholds"], cfg["min_lesion_areas"]
+    # From component statistics, so each threshold is labelled once whatever the number of areas.
+    pred = np.zeros((len(thresholds), len(areas)))
+    inter = np.zeros_like(pred)
+    area_at_t = np.zeros(len(thresholds))
+    for ti, t in enumerate(thresholds):
+        sizes, overlap = _component_counts(prob, gt, t, cfg["connectivity"])
+        area_at_t[ti] = sizes.sum()
+        for ai, a in enumerate(areas):
+            keep = sizes >= a
+            pred[ti, ai] = sizes[keep].sum()
+            inter[ti, ai] = overlap[keep].sum()
+    return ImageCounts(int(np.count_nonzero(gt)), float(prob.max()), area_at_t, pred, inter)
+
+
 def tune_on_validation(
     probs: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], settings: Mapping
 ) -> tuple[dict, pd.DataFrame]:
     """Grid-search threshold x min_lesion_area with presence gating on validation images.
+
+    Each image is read once, in image-id order, and reduced to its :class:`ImageCounts`; see
+    :func:`tune_on_counts` for the choice.
+    """
+    cfg = check_tune_settings(settings)
+    return tune_on_counts([image_counts(probs[i], masks[i], cfg) for i in sorted(probs)], cfg)
+
+
+def tune_on_counts(counts: Sequence[ImageCounts], settings: Mapping) -> tuple[dict, pd.DataFrame]:
+    """Choose the grid point from the per-image counts of the validation images (in image-id order).
 
     For each pixel threshold the presence threshold is chosen by Youden's J on the presence
     scores against reference presence; with one class only, it falls back to "any pixel at the
@@ -173,30 +253,16 @@ def tune_on_validation(
     smallest area). Returns the ``locked`` dict and the grid table (one row per combination).
     """
     cfg = check_tune_settings(settings)
-    ids = sorted(probs)
-    if not ids:
+    if not counts:
         raise LesionflowError("no validation probability maps to tune on")
     thresholds, areas = cfg["thresholds"], cfg["min_lesion_areas"]
-    gts = [np.asarray(masks[i], dtype=bool) for i in ids]
-    maps = [np.asarray(probs[i], dtype=np.float32) for i in ids]
-    check_connectivity(cfg["connectivity"], maps)
-    gt_pixels = np.array([np.count_nonzero(g) for g in gts])
+    gt_pixels = np.array([c.gt_pixels for c in counts])
     truth = gt_pixels > 0
-    max_prob = np.array([float(p.max()) for p in maps])
-
-    # counts[t, a, i]: predicted pixels and overlap per image, from component statistics so
-    # each (image, threshold) is labelled once whatever the number of areas.
-    pred = np.zeros((len(thresholds), len(areas), len(ids)))
-    inter = np.zeros_like(pred)
-    area_at_t = np.zeros((len(thresholds), len(ids)))
-    for i, (prob, gt) in enumerate(zip(maps, gts, strict=True)):
-        for ti, t in enumerate(thresholds):
-            sizes, overlap = _component_counts(prob, gt, t, cfg["connectivity"])
-            area_at_t[ti, i] = sizes.sum()
-            for ai, a in enumerate(areas):
-                keep = sizes >= a
-                pred[ti, ai, i] = sizes[keep].sum()
-                inter[ti, ai, i] = overlap[keep].sum()
+    max_prob = np.array([c.max_prob for c in counts])
+    # [t, a, i] and [t, i], as the grid below reads them.
+    pred = np.stack([c.pred for c in counts], axis=-1)
+    inter = np.stack([c.inter for c in counts], axis=-1)
+    area_at_t = np.stack([c.area_at_t for c in counts], axis=-1)
 
     rows = []
     for ti, t in enumerate(thresholds):
@@ -246,7 +312,7 @@ def tune_on_validation(
     if np.isnan(values).all():
         raise LesionflowError(
             f"tune.objective {cfg['objective']!r} is undefined on every grid point: validation "
-            f"has {int(truth.sum())} lesion-positive images of {len(ids)}"
+            f"has {int(truth.sum())} lesion-positive images of {len(counts)}"
         )
     best = int(np.argmax(np.where(np.isnan(values), -np.inf, values)))
     grid["selected"] = np.arange(len(grid)) == best
@@ -261,7 +327,7 @@ def tune_on_validation(
         "connectivity": cfg["connectivity"],
         "objective": cfg["objective"],
         "objective_value": float(row["objective_value"]),
-        "n_val_images": len(ids),
+        "n_val_images": len(counts),
         "chosen_on": "validation",
     }
     return locked, grid
@@ -279,15 +345,20 @@ def run_tune(
     settings: Mapping,
     out_dir: str | os.PathLike,
 ) -> dict:
-    """Tune on validation probabilities; write ``locked.json`` and ``tuning_grid.csv``."""
+    """Tune on validation probabilities; write ``locked.json`` and ``tuning_grid.csv``.
+
+    Maps and masks are read one image at a time and reduced to :class:`ImageCounts`, so memory is
+    one image plus a few numbers per image and grid point.
+    """
     cfg = check_tune_settings(settings)
     split_df = read_split(split)
     if not Path(probs_path).is_file():
         raise LesionflowError(f"probability file {probs_path} does not exist")
-    probs = load_arrays(probs_path)
-    check_probs_in_split(probs, split_df, "val", probs_path)
-    masks = load_reference_masks(manifest, sorted(probs), {i: p.shape for i, p in probs.items()})
-    locked, grid = tune_on_validation(probs, masks, cfg)
+    with open_arrays(probs_path) as probs:
+        check_probs_in_split(probs, split_df, "val", probs_path)
+        masks = ReferenceMasks(manifest, sorted(probs))
+        counts = [image_counts(prob, mask.array, cfg) for _, prob, mask in paired_images(probs, masks)]
+    locked, grid = tune_on_counts(counts, cfg)
     out = Path(out_dir)
     write_csv(grid, out / "tuning_grid.csv")
     write_json(out / "locked.json", locked)

@@ -144,3 +144,13 @@ def write_png_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         # The temporary file has no .png suffix for PIL to go by, so the format is named.
         Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+
+
+def write_png_probability(path: str | os.PathLike, prob: np.ndarray) -> None:
+    """Write a ``(H, W)`` probability map in [0, 1] as an 8-bit grey PNG (0 to 255), atomically.
+
+    For looking at, beside the mask: 8 bits keep a probability to 0.004.
+    """
+    levels = np.rint(np.clip(prob, 0, 1) * 255).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        Image.fromarray(levels).save(tmp, format="PNG")

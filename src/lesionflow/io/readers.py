@@ -16,13 +16,21 @@ import numpy as np
 from lesionflow.io.arrays import array_geometry, read_array, read_array_mask, write_array
 from lesionflow.io.geometry import Geometry, Loaded, pixel_geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD
-from lesionflow.io.nifti import NIFTI_SUFFIXES, nifti_geometry, read_nifti, read_nifti_mask, write_nifti
+from lesionflow.io.nifti import (
+    NIFTI_SUFFIXES,
+    nifti_geometry,
+    read_nifti,
+    read_nifti_mask,
+    write_nifti,
+    write_nifti_like,
+)
 from lesionflow.io.pictures import (
     PICTURE_SUFFIXES,
     picture_geometry,
     read_picture,
     read_picture_mask,
     write_png_mask,
+    write_png_probability,
 )
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -122,3 +130,39 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, geometry: Geometry | N
     """Write a bool ``(*spatial)`` mask as a 0/255 PNG, a ``.npy`` or NIfTI (uint8, ``geometry``'s affine)."""
     writer = _chosen(MASK_WRITERS, path, "mask")
     writer(path, mask, geometry or pixel_geometry(mask.shape))
+
+
+def _write_npy_map(path: str | os.PathLike, array: np.ndarray, source: str | os.PathLike) -> None:
+    del source  # an array's geometry is its shape
+    write_array(path, np.asarray(array, dtype=np.float32))
+
+
+# How a prediction is written beside its source, by the source's suffix: the suffix of the file
+# written, and a writer for masks and one for probability maps. Volumes keep the source's affine,
+# orientation and header; pictures and arrays are their size.
+_LIKE_SOURCE: dict[str, tuple[str, Callable[..., None], Callable[..., None]]] = {
+    **dict.fromkeys(
+        PICTURE_SUFFIXES,
+        (".png", lambda p, m, s: write_png_mask(p, m), lambda p, a, s: write_png_probability(p, a)),
+    ),
+    ".npy": (".npy", _write_npy_map, _write_npy_map),
+    **dict.fromkeys(NIFTI_SUFFIXES, (".nii.gz", write_nifti_like, write_nifti_like)),
+}
+
+
+def export_suffix(source: str | os.PathLike) -> str:
+    """The suffix of a prediction written like ``source``: ``.nii.gz`` for NIfTI, ``.png`` for pictures."""
+    return _chosen(_LIKE_SOURCE, source, "image")[0]
+
+
+def write_mask_like(path: str | os.PathLike, mask: np.ndarray, source: str | os.PathLike) -> None:
+    """Write a bool mask, laid out as ``source`` reads, in ``source``'s own format and geometry."""
+    _chosen(_LIKE_SOURCE, source, "image")[1](path, np.asarray(mask, dtype=bool), source)
+
+
+def write_map_like(path: str | os.PathLike, prob: np.ndarray, source: str | os.PathLike) -> None:
+    """Write a probability map, laid out as ``source`` reads, in ``source``'s format and geometry.
+
+    NIfTI as float32; pictures as an 8-bit grey PNG; arrays as float32 ``.npy``.
+    """
+    _chosen(_LIKE_SOURCE, source, "image")[2](path, np.asarray(prob, dtype=np.float32), source)

@@ -26,7 +26,7 @@ from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
 from lesionflow.data.tiles import Stitcher, tile_id, tile_origins
 from lesionflow.io.readers import read_image
 from lesionflow.model.networks import build_network, resolve_device
-from lesionflow.model.tta import get_transforms, window_probabilities
+from lesionflow.model.tta import checked_names, get_transforms, window_probabilities
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
@@ -103,10 +103,12 @@ def run_infer(
         raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
     infer = complete_section(settings, "infer", ("tta", "batch_size", "sw_overlap", "device"))
     transforms = list(infer["tta"])
-    get_transforms(transforms)  # fail on a bad name before loading anything
+    checked_names(transforms)  # fail on a bad name before loading anything
     started = time.perf_counter()
     device = resolve_device(infer["device"], "infer.device")
     model, checkpoint = load_model(model_path, device)
+    # Only the checkpoint knows the spatial axes: flip2 of a 2D model fails before any image is read.
+    get_transforms(transforms, checkpoint["spatial_dims"])
     preprocess = artifacts.read_json(preprocess_path)["settings"]
     rows = read_image_table(images_path, subset)
     channels, spatial_dims = checkpoint["in_channels"], checkpoint["spatial_dims"]

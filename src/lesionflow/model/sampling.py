@@ -21,6 +21,7 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    SpatialPadd,
 )
 from torch.utils.data import Sampler
 
@@ -72,18 +73,28 @@ class LesionBatchSampler(Sampler[list[int]]):
 def training_transforms(
     augment: dict[str, bool], patch_size: Sequence[int] | None, spatial_shape: Sequence[int]
 ) -> Compose:
-    """MONAI dictionary transforms applied jointly to ``image`` and ``label``."""
+    """MONAI dictionary transforms applied jointly to ``image`` and ``label`` (``(C, *spatial)``).
+
+    Crops of ``patch_size`` (half centred on a lesion voxel; smaller items zero-padded first), a
+    random flip of every spatial axis, quarter turns in the first two spatial axes (when the crop
+    is square there) and intensity jitter, as ``augment`` asks. ``spatial_shape`` is the items'
+    spatial shape, used when there is no patch.
+    """
     keys = ["image", "label"]
     steps: list[Any] = []
     if patch_size is not None:
+        # An item smaller than the patch along an axis (a head cropped to few slices) is padded
+        # with zeros, the background of a normalised image, so every crop has the patch's shape.
+        steps.append(SpatialPadd(keys, spatial_size=list(patch_size)))
         # Half of the crops are centred on a lesion pixel, so small lesions are not drowned out.
         steps.append(RandCropByPosNegLabeld(
             keys, label_key="label", spatial_size=list(patch_size), pos=1.0, neg=1.0,
             num_samples=1,
         ))
-    if augment["flip"]:
-        steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in (0, 1)]
     shape = list(patch_size) if patch_size is not None else list(spatial_shape)
+    if augment["flip"]:
+        # One flip per spatial axis, in axis order: 2D keeps its two flips and random draws.
+        steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(shape))]
     # A quarter turn of a non-square crop would give batches of mixed shapes; flips cover 180.
     if augment["rotate90"] and shape[0] == shape[1]:
         steps.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)))

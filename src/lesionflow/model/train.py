@@ -117,10 +117,6 @@ def _roi_size(train_images: list[np.ndarray], patch_size: list[int] | None) -> l
             f"train.patch_size: training images have {len(shapes)} different shapes; "
             "set a patch size to train on crops"
         )
-    if patch_size is not None and any(
-        any(s < p for s, p in zip(shape, patch_size, strict=True)) for shape in shapes
-    ):
-        raise LesionflowError(f"train.patch_size: {patch_size} is larger than a training image")
     return list(patch_size) if patch_size is not None else list(next(iter(shapes)))
 
 

@@ -5,6 +5,7 @@ Never thresholds or post-processes: it returns probabilities; tuning decides wha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,48 +16,89 @@ from lesionflow.data.tiles import crop_or_pad
 from lesionflow.model.networks import forward_logits
 from lesionflow.pipeline.errors import LesionflowError
 
-# Spatial tensors are (B, C, *spatial); the transforms act on the first two spatial axes, so the
-# same code serves (H, W) images and (H, W, D) volumes.
-_AXES = (2, 3)
+# Spatial tensors are (B, C, *spatial): spatial axis i is tensor dimension 2 + i. Quarter turns act
+# on the first two spatial axes, so the same turns serve (H, W) images and (H, W, D) volumes.
+_LEAD = 2
+_TURN_AXES = (0, 1)
+# There is a mirror flip of every set of spatial axes a volume has, named by them: flip0 ... flip012.
+_MAX_SPATIAL_DIMS = 3
 
 
 @dataclass(frozen=True)
 class TTATransform:
-    """A spatial transform, its inverse, and whether it swaps the first two spatial axes."""
+    """A spatial transform, its inverse, the spatial axes it moves, whether it swaps the first two."""
 
     forward: Callable[[torch.Tensor], torch.Tensor]
     inverse: Callable[[torch.Tensor], torch.Tensor]
+    axes: tuple[int, ...] = ()
     swaps_axes: bool = False
 
 
-def _flip(dims: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: torch.flip(x, dims=dims)
+def _flip(axes: tuple[int, ...]) -> TTATransform:
+    dims = tuple(_LEAD + axis for axis in axes)
+
+    def flip(x: torch.Tensor) -> torch.Tensor:
+        return torch.flip(x, dims=dims)
+
+    # A flip is its own inverse.
+    return TTATransform(flip, flip, axes)
 
 
-def _rot(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda x: torch.rot90(x, k=k, dims=_AXES)
+def _turn(k: int) -> TTATransform:
+    dims = tuple(_LEAD + axis for axis in _TURN_AXES)
+    return TTATransform(
+        lambda x: torch.rot90(x, k=k, dims=dims),
+        lambda x: torch.rot90(x, k=-k, dims=dims),
+        _TURN_AXES,
+        swaps_axes=k % 2 == 1,
+    )
 
 
+def _mirror_flips() -> dict[str, TTATransform]:
+    subsets = itertools.chain.from_iterable(
+        itertools.combinations(range(_MAX_SPATIAL_DIMS), n) for n in range(1, _MAX_SPATIAL_DIMS + 1)
+    )
+    return {"flip" + "".join(map(str, axes)): _flip(axes) for axes in subsets}
+
+
+# The 2D names came first: vflip is flip0, hflip flip1 and hvflip flip01, with the same dims.
 TRANSFORMS: dict[str, TTATransform] = {
     "identity": TTATransform(lambda x: x, lambda x: x),
-    "hflip": TTATransform(_flip((3,)), _flip((3,))),
-    "vflip": TTATransform(_flip((2,)), _flip((2,))),
-    "hvflip": TTATransform(_flip(_AXES), _flip(_AXES)),
-    "rot90": TTATransform(_rot(1), _rot(-1), swaps_axes=True),
-    "rot180": TTATransform(_rot(2), _rot(-2)),
-    "rot270": TTATransform(_rot(3), _rot(-3), swaps_axes=True),
+    "hflip": _flip((1,)),
+    "vflip": _flip((0,)),
+    "hvflip": _flip((0, 1)),
+    "rot90": _turn(1),
+    "rot180": _turn(2),
+    "rot270": _turn(3),
+    **_mirror_flips(),
 }
 
 
-def get_transforms(names: Sequence[str]) -> list[TTATransform]:
-    """Look up TTA transforms by name; an unknown name is the user's `infer.tta` mistake."""
+def checked_names(names: Sequence[str]) -> list[str]:
+    """``names`` as a list, if every one is a known transform; else the user's `infer.tta` mistake."""
     unknown = [name for name in names if name not in TRANSFORMS]
     if unknown or not names:
         raise LesionflowError(
             f"infer.tta: unknown transform(s) {unknown!r}; expected a non-empty list of "
             f"{', '.join(TRANSFORMS)}"
         )
-    return [TRANSFORMS[name] for name in names]
+    return list(names)
+
+
+def get_transforms(names: Sequence[str], spatial_dims: int) -> list[TTATransform]:
+    """The TTA transforms named ``names`` for images of ``spatial_dims`` spatial axes.
+
+    Raises LesionflowError naming `infer.tta` for an unknown name, or for a transform that moves
+    an axis the images do not have (``flip2`` of a 2D image).
+    """
+    chosen = {name: TRANSFORMS[name] for name in checked_names(names)}
+    for name, transform in chosen.items():
+        if any(axis >= spatial_dims for axis in transform.axes):
+            raise LesionflowError(
+                f"infer.tta: {name} moves spatial axis {max(transform.axes)}, but the images have "
+                f"{spatial_dims} spatial axes (0 to {spatial_dims - 1})"
+            )
+    return [chosen[name] for name in names]
 
 
 def _roi_for(transform: TTATransform, roi_size: Sequence[int] | None) -> list[int] | None:
@@ -106,13 +148,14 @@ def predict_probabilities(
     Images of equal shape are stacked into batches of ``batch_size``; ``progress(n)`` is called
     after each batch with the number of images it held.
     """
-    chosen = get_transforms(transforms)
+    checked_names(transforms)
     model.eval()
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape), []).append(index)
     results: list[np.ndarray | None] = [None] * len(images)
-    for indices in by_shape.values():
+    for shape, indices in by_shape.items():
+        chosen = get_transforms(transforms, len(shape) - 1)
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
             batch = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
@@ -143,7 +186,7 @@ def window_probabilities(
     one batch of windows is ever on the device. Stitching the maps with Gaussian weights gives
     MONAI's sliding-window inference over the same windows.
     """
-    chosen = get_transforms(transforms)
+    chosen = get_transforms(transforms, len(window))
     model.eval()
     origins = [tuple(int(v) for v in origin) for origin in origins]
     for start in range(0, len(origins), batch_size):

@@ -108,3 +108,16 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load every array of an .npz written by :func:`save_arrays`."""
     with np.load(path, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
+
+
+@contextlib.contextmanager
+def open_arrays(path: str | os.PathLike) -> Iterator[Mapping[str, np.ndarray]]:
+    """Yield the arrays of an .npz (:func:`save_arrays`, :func:`array_writer`) as a lazy mapping.
+
+    The names come from the archive's directory; an array is read and decompressed only when it is
+    looked up (again at each lookup, nothing is cached), so a caller that keeps one array at a time
+    holds one image, whatever the number in the file. The file is closed when the block ends.
+    """
+    # numpy's NpzFile is already such a mapping; the context manager fixes when it closes.
+    with np.load(path, allow_pickle=False) as data:
+        yield data

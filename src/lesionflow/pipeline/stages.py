@@ -96,6 +96,12 @@ _REGISTRY = (
         sections={"evaluate": None},
     ),
     Stage(
+        "export",
+        "locked masks and probability maps of val and test in each source's format and geometry",
+        script="export",
+        reads=("data", "infer", "tune"),
+    ),
+    Stage(
         "breakdown",
         "zero-Dice breakdown of the test images: why each scored zero",
         script="breakdown",
@@ -152,7 +158,9 @@ _REGISTRY = (
         "results/runs/<name>/: a copy of one run's notebooks, tables and figures, by its name",
         script="run_view",
         scope="across_runs",
-        reads=("split", "train", "tune", "evaluate", "breakdown", "analyse", "training_report"),
+        reads=(
+            "split", "train", "tune", "evaluate", "export", "breakdown", "analyse", "training_report",
+        ),
     ),
 )
 

@@ -182,7 +182,7 @@ def detection_table(section: Mapping[str, Any]) -> pd.DataFrame:
     """Detection rate of reference lesions per size bin, with interval and lesion count."""
     rows = [
         {
-            "size_bin (pixels)": row.get("size_bin"),
+            "size_bin (pixels or voxels)": row.get("size_bin"),
             "reference lesions": row.get("n_lesions"),
             "detection rate": format_value(row.get("rate"), n=row.get("n_lesions")),
             "interval": section_interval_text(row, "rate"),
@@ -190,7 +190,7 @@ def detection_table(section: Mapping[str, Any]) -> pd.DataFrame:
         for row in section.get("detection_by_size", [])
     ]
     return pd.DataFrame(
-        rows, columns=["size_bin (pixels)", "reference lesions", "detection rate", "interval"]
+        rows, columns=["size_bin (pixels or voxels)", "reference lesions", "detection rate", "interval"]
     )
 
 
@@ -221,7 +221,7 @@ def plot_detection_by_size(section: Mapping[str, Any], title: str = "Lesion dete
         text = f"n={row.get('n_lesions', 0)}" + ("" if np.isfinite(rate) else "\nundefined")
         ax.text(xi, 1.03, text, ha="center", va="bottom", fontsize="small")
     ax.set_xticks(x, labels)
-    ax.set_xlabel("reference lesion size (pixels)")
+    ax.set_xlabel("reference lesion size (pixels or voxels)")
     ax.set_ylabel("detected share of reference lesions")
     ax.set_ylim(0, 1.18)
     ax.set_title(title)
@@ -274,7 +274,8 @@ def lesion_free_report(per_image: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     )
     columns = [
         c
-        for c in ("image_id", "subject", "pred_pixels", "presence_score", "presence_pred")
+        # pred_volume_ml is there for volumes (reports.data_report.with_lesion_volume).
+        for c in ("image_id", "subject", "pred_pixels", "pred_volume_ml", "presence_score", "presence_pred")
         if c in per_image.columns
     ]
     listed = hits[columns].sort_values("pred_pixels", ascending=False, kind="stable")

@@ -23,8 +23,9 @@ METRIC_NAMES = {
     "iou_pos": "IoU, lesion-positive images",
     "precision_pos": "pixel precision, lesion-positive images",
     "recall_pos": "pixel recall, lesion-positive images",
-    "hd95_pos": "HD95 (pixels), lesion-positive images",
-    "msd_pos": "mean surface distance (pixels)",
+    # Distances are in mm for NIfTI volumes, pixels for pictures (summary.json: distance_unit).
+    "hd95_pos": "HD95 (mm, or pixels for pictures), lesion-positive images",
+    "msd_pos": "mean surface distance (mm, or pixels for pictures)",
     "dice_all": "Dice, all images",
     "false_positive_rate_empty": "false-positive rate, lesion-free images",
     "fp_lesions_per_empty_image": "false-positive lesions per lesion-free image",
