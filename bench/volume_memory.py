@@ -1,5 +1,8 @@
 """Benchmark: peak memory (RSS) of the data, preprocess, infer, tune and evaluate stages on 256³ volumes.
 
+It never writes outside a temporary folder, except the JSON report (``--out``), and never fixes a
+number: every peak and reference is measured in the same run.
+
 The claim checked: every stage holds one volume plus one batch of patches at a time, so its peak
 does not grow with the number of volumes, and evaluating a subset never holds all its volumes at
 once. The volumes are our own: K = 6 head-like volumes of SIZE³ voxels (1 mm, RAS), a bright
@@ -11,7 +14,7 @@ are val, 2-5 test, one subject each. Each measurement runs in a fresh Python pro
 - bare references, in the same run: one per stage, a process that makes the stage module's
   imports and reads ONE source volume as float32 with its mask (``io.readers.read_image`` /
   ``read_mask``), i.e. "imports + one volume", the least a stage reading these volumes can need
-  (the infer, tune and evaluate imports pull in torch, sklearn or scipy, preprocess's do not);
+  (imports differ a lot: preprocess pulls in torch through ``data.geometry``, as infer does);
 - data (``run_data``, source manifest: the manifest check and the tables) of 2 and of 6 volumes;
 - preprocess (crop the field of view, percentile normalisation, no tiles) of 2 and of 6 volumes;
 - infer (untrained default 3D MONAI UNet, windows of ROI = [96, 96, 64] scaled by SIZE / 256,
@@ -23,8 +26,11 @@ are val, 2-5 test, one subject each. Each measurement runs in a fresh Python pro
 
 The ratio peak(many) / peak(few) should stay near 1 and each peak a small multiple of its stage's
 bare reference. Peaks are ``ru_maxrss``; the parent imports nothing heavy, since a child's
-``ru_maxrss`` starts from its parent's resident size (see bench/memory.py). Run with 2 CPUs it
-takes about 10 minutes at the default size; develop with ``--size 64``:
+``ru_maxrss`` starts from its parent's resident size (see bench/memory.py). As there, expect a few
+tens of MiB of growth over the first volumes from glibc's rising mmap threshold (preprocess of 6
+volumes: +29 MiB over 2; flat with MALLOC_MMAP_THRESHOLD_=1048576). On 2 CPUs it takes about
+5 minutes at the default size (seconds grow with other load on the machine); develop with
+``--size 64`` (1 minute):
 
     .venv/bin/python bench/volume_memory.py [--size 256] [--out bench/out/volume_memory.json]
 """

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 from manifests import small_manifest, write_manifest
 
-from lesionflow.data.manifest import default_image_id, read_manifest
+from lesionflow.data.manifest import default_image_id, load_manifest_image, read_manifest
 from lesionflow.pipeline.errors import LesionflowError
 
 
@@ -92,3 +94,21 @@ def test_the_default_image_id_of_a_gzipped_nifti_drops_the_whole_suffix():
     assert default_image_id("scans/sub-01_flair.nii.gz") == "sub-01_flair"
     assert default_image_id("images/0042_1.png") == "0042_1"
     assert default_image_id("a.b.nii") == "a.b"
+
+
+def test_further_image_columns_are_absolute_and_stacked_as_channels_after_the_image(tmp_path):
+    for folder, value in (("flair", 1.0), ("t1", 2.0), ("t2", 3.0)):
+        (tmp_path / folder).mkdir()
+        volume = nib.Nifti1Image(np.full((4, 3, 2), value, dtype=np.float32), np.eye(4))
+        nib.save(volume, tmp_path / folder / "a.nii")
+    nib.save(nib.Nifti1Image(np.zeros((4, 3, 1), dtype=np.float32), np.eye(4)), tmp_path / "t1" / "small.nii")
+    manifest = write_manifest(
+        tmp_path, "image,image_t1,image_t2,mask,subject\nflair/a.nii,t1/a.nii,t2/a.nii,flair/a.nii,s\n"
+    )
+    row = read_manifest(manifest).to_dict("records")[0]
+    assert row["image_t1"] == str(tmp_path / "t1" / "a.nii")
+    image, geometry = load_manifest_image(row)
+    assert image.shape == (3, 4, 3, 2) and geometry.shape == (4, 3, 2)
+    assert [float(channel.mean()) for channel in image] == [1.0, 2.0, 3.0]
+    with pytest.raises(LesionflowError, match=r"small\.nii \(column image_t1\) has shape \(4, 3, 1\)"):
+        load_manifest_image({**row, "image_t1": str(tmp_path / "t1" / "small.nii")})

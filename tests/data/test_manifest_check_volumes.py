@@ -295,3 +295,38 @@ def test_corrupt_header_field_is_a_line_not_a_crash(tmp_path, offset, value, wha
     mask = _volume(tmp_path / "masks" / "a.nii", _labels())
     manifest = _manifest(tmp_path, [f"images/a.nii,{mask},s1"])
     assert _problem_lines(manifest) == [_line(manifest, 2, "image", "images/a.nii", what)]
+
+
+def test_further_images_of_a_case_are_checked_and_must_share_the_image_grid(tmp_path):
+    shifted = _oblique_affine()
+    shifted[:3, 3] += [0.0, 0.0, 3.0]
+    rows = [
+        ",".join([
+            _volume(tmp_path / "flair" / "a.nii.gz", _image()),
+            _volume(tmp_path / "t1" / "a.nii.gz", _image() * 2),
+            _volume(tmp_path / "masks" / "a.nii.gz", _labels()),
+            "s_a",
+        ]),
+        ",".join([
+            _volume(tmp_path / "flair" / "b.nii.gz", _image()),
+            _volume(tmp_path / "t1" / "b.nii.gz", _image(), shifted),
+            _volume(tmp_path / "masks" / "b.nii.gz", _labels()),
+            "s_b",
+        ]),
+        ",".join([
+            _volume(tmp_path / "flair" / "c.nii.gz", _image()),
+            "t1/missing.nii.gz",
+            _volume(tmp_path / "masks" / "c.nii.gz", _labels()),
+            "s_c",
+        ]),
+    ]
+    manifest = _manifest(tmp_path, rows, header="image,image_t1,mask,subject")
+    lines = _problem_lines(manifest)
+    assert len(lines) == 2
+    assert f"row 3, column 'image_t1', file {tmp_path / 't1' / 'b.nii.gz'}: affine differs" in lines[0]
+    assert "the image_t1 must be on the image's grid" in lines[0]
+    missing = tmp_path / "t1" / "missing.nii.gz"
+    assert lines[1] == (
+        f"manifest {manifest}, row 4, column 'image_t1', file {missing}: "
+        "does not exist (paths are relative to the manifest's folder)"
+    )

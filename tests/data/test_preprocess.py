@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from schema_settings import split_settings, synthetic_settings
+from scipy import ndimage
 
 from lesionflow.data.axis_columns import read_axis_columns
 from lesionflow.data.geometry import (
@@ -268,3 +269,60 @@ def test_volumes_are_preprocessed_with_npy_masks_and_their_geometry_recorded(tmp
     assert row["mask"].endswith(".npy") and row["lesion_pixels"] == 1
     assert read_mask(row["mask"]).array[3, 3, 4]
     assert read_image(row["image"]).array.shape == (1, 10, 8, 8)
+
+
+def write_head_volumes(folder, spacing):
+    """Two head volumes (``head_volume``) with a one-voxel lesion, and a split of them."""
+    folder.mkdir()
+    rows = []
+    for name in ("a", "b"):
+        affine = np.diag([*spacing, 1.0])
+        mask = np.zeros((14, 12, 10), dtype=np.uint8)
+        mask[6:8, 5:7, 4:6] = 1
+        nib.save(nib.Nifti1Image(head_volume()[0], affine), folder / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), folder / f"{name}_mask.nii.gz")
+        rows.append(
+            {"image_id": name, "subject": name, "image": f"{name}.nii.gz", "mask": f"{name}_mask.nii.gz"}
+        )
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    pd.DataFrame({"image_id": ["a", "b"], "subject": ["a", "b"], "split": ["train", "val"]}).to_csv(
+        folder / "split.csv", index=False
+    )
+    return folder / "manifest.csv", folder / "split.csv"
+
+
+def test_volumes_are_resampled_to_the_target_spacing_and_map_back_to_their_grid(tmp_path):
+    manifest, split = write_head_volumes(tmp_path / "source", (0.8, 0.8, 2.0))
+    settings = complete({"target_spacing": [1.6, 1.6, 1.0]})
+    run_preprocess(manifest, split, settings, tmp_path / "out")
+    images = read_axis_columns(pd.read_csv(tmp_path / "out" / "images.csv", dtype={"image_id": str}))
+    row = images.set_index("image_id").loc["a"]
+    assert row["shape"] == (7, 6, 20) and row["spacing"] == pytest.approx((1.6, 1.6, 1.0))
+    assert row["scale"] == pytest.approx((0.5 * 0.5 * 2.0) ** (1 / 3))
+    resampled = read_mask(row["mask"]).array
+    assert resampled.dtype == bool and resampled.sum() == 2 * 2
+    # A map of the resampled grid goes back onto the 14 x 12 x 10 original.
+    back = restore_map(resampled.astype(np.float32), images.set_index("image_id").loc["a"].to_dict())
+    assert back.shape == (14, 12, 10)
+    np.testing.assert_allclose(ndimage.center_of_mass(back), (6.5, 5.5, 4.5), atol=0.5)
+
+
+def test_a_target_spacing_of_the_wrong_length_names_the_key_and_the_image(tmp_path):
+    manifest, split = write_head_volumes(tmp_path / "source", (1.0, 1.0, 1.0))
+    wrong = r"preprocess\.target_spacing: \[1\.0, 1\.0\] has 2 values.*a\.nii\.gz has 3"
+    with pytest.raises(LesionflowError, match=wrong):
+        run_preprocess(manifest, split, complete({"target_spacing": [1.0, 1.0]}), tmp_path / "out")
+
+
+def test_further_images_of_a_case_become_channels_even_with_nothing_to_change(tmp_path):
+    manifest, split = write_head_volumes(tmp_path / "source", (1.0, 1.0, 1.0))
+    table = pd.read_csv(manifest)
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(head_volume(2.0)[0], np.eye(4)), tmp_path / "source" / f"{name}_t1.nii.gz")
+    table.insert(3, "image_t1", [f"{name}_t1.nii.gz" for name in table["image_id"]])
+    table.to_csv(manifest, index=False)
+    run_preprocess(manifest, split, complete({}), tmp_path / "out")
+    items = read_manifest(tmp_path / "out" / "manifest.csv")
+    image = read_image(items.set_index("image_id").loc["a", "image"]).array
+    assert image.shape == (2, 14, 12, 10)
+    np.testing.assert_allclose(image[1], 2 * image[0])

@@ -101,39 +101,70 @@ def resized_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
     return tuple(max(1, round(size * scale)) for size in shape)
 
 
-def _interpolate(array: np.ndarray, scale: float, mode_down: str = "area") -> np.ndarray:
-    """``(C, *spatial)`` float32 resized by ``scale`` (area average down, linear up)."""
-    size = resized_shape(array.shape[1:], scale)
-    mode = mode_down if scale < 1 else UPSAMPLING_MODES[len(size)]
+def _interpolate(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``(C, *spatial)`` float32 resized to ``size``: area average if no side grows, else linear."""
+    size = tuple(int(n) for n in size)
+    shrinks = all(new <= old for new, old in zip(size, array.shape[1:], strict=True))
+    mode = "area" if shrinks else UPSAMPLING_MODES[len(size)]
     options: dict[str, Any] = {} if mode == "area" else {"align_corners": False}
     # from_numpy shares the caller's memory: only the (smaller) result is allocated.
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
     return F.interpolate(tensor, size=size, mode=mode, **options)[0].numpy()
 
 
-def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """A ``(C, *spatial)`` image resized by ``scale``, keeping its aspect; scale 1 returns it as is.
+def resize_image_to(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A ``(C, *spatial)`` image resized to spatial ``shape``; its own shape returns it as is.
 
-    Downscaling averages the source pixels under each output pixel (area interpolation, free of
-    aliasing); upscaling is (bi/tri)linear.
+    Where no side grows, each output pixel averages the source pixels under it (area
+    interpolation, free of aliasing); otherwise interpolation is (bi/tri)linear.
     """
-    if scale == 1:
+    if tuple(shape) == image.shape[1:]:
         return image
-    return _interpolate(image, scale)
+    return _interpolate(image, shape)
 
 
-def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
-    """A bool ``(*spatial)`` mask resized by ``scale``, still bool; scale 1 returns it as is.
+def resize_mask_to(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A bool ``(*spatial)`` mask resized to ``shape``, still bool; its own shape returns it as is.
 
     The mask is area-averaged and cut at 0.5 (a majority vote of the source pixels under each
     output pixel) rather than sampled with nearest neighbour: nearest keeps or drops a small lesion
     by where one sample happens to fall, and shifts outlines by up to a source pixel, while the
     vote is deterministic and keeps the lesion area on average. Ties count as lesion, so a lesion
-    covering half an output pixel is kept. Upscaling interpolates linearly and cuts at 0.5 too.
+    covering half an output pixel is kept. Where a side grows it interpolates linearly and cuts
+    at 0.5 too.
     """
+    if tuple(shape) == mask.shape:
+        return mask
+    return _interpolate(mask[None].astype(np.float32), shape)[0] >= 0.5
+
+
+def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """A ``(C, *spatial)`` image resized by ``scale``, keeping its aspect (see :func:`resize_image_to`)."""
+    return image if scale == 1 else _interpolate(image, resized_shape(image.shape[1:], scale))
+
+
+def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A bool ``(*spatial)`` mask resized by ``scale``, still bool (see :func:`resize_mask_to`)."""
     if scale == 1:
         return mask
-    return _interpolate(mask[None].astype(np.float32), scale)[0] >= 0.5
+    return _interpolate(mask[None].astype(np.float32), resized_shape(mask.shape, scale))[0] >= 0.5
+
+
+def resampled_shape(
+    shape: Sequence[int], factors: Sequence[float], max_size: int | None
+) -> tuple[tuple[int, ...], float]:
+    """The spatial shape after resampling each axis by ``factors`` and fitting ``max_size``, and its scale.
+
+    ``factors`` are the source spacing over the target spacing (1 where there is no target).
+    The scale is the geometric mean of the per-axis factors (so ``scale ** ndim`` is the ratio of
+    voxel counts, which locked lesion areas follow); it is exactly the ``max_size`` fit when
+    every factor is 1.
+    """
+    resampled = [size * factor for size, factor in zip(shape, factors, strict=True)]
+    fit = 1.0 if max_size is None else resize_scale(resampled, max_size)
+    new_shape = tuple(max(1, round(size * fit)) for size in resampled)
+    mean_factor = float(np.prod(factors)) ** (1 / len(factors))
+    return new_shape, (1.0 if mean_factor == 1 else mean_factor) * fit
 
 
 def resize_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -7,7 +7,7 @@ naming the manifest, the row and the column. Pixels are checked by ``manifest_ch
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lesionflow.io.geometry import Loaded
-from lesionflow.io.readers import file_suffix, read_mask
+from lesionflow.io.readers import file_suffix, read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 REQUIRED_COLUMNS = ("image", "mask", "subject")
@@ -23,6 +23,9 @@ REQUIRED_COLUMNS = ("image", "mask", "subject")
 SUBSETS = ("train", "val", "test")
 # Optional manifest columns that say how to read a colour or unusual mask, row by row.
 MASK_CHANNEL_COLUMN = "mask_channel"
+# Optional further images of a case (other MRI sequences: image_t1, image_t2), stacked as channels
+# after ``image``, in column order; ``image`` stays the reference whose geometry the mask shares.
+MODALITY_PREFIX = "image_"
 MASK_THRESHOLD_COLUMN = "mask_threshold"
 
 
@@ -87,6 +90,11 @@ def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def modality_columns(columns: Iterable[str]) -> list[str]:
+    """The manifest's further image columns (``image_<name>``, not ``image_id``), in column order."""
+    return [c for c in columns if c.startswith(MODALITY_PREFIX) and c != "image_id"]
+
+
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
 
@@ -94,6 +102,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     file stem. Paths are relative to the manifest's folder. Every cell is read as text, so
     subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1, 2) and
     ``mask_threshold`` (0-254) columns say how to read colour masks (see ``io.readers.read_mask``).
+    Further ``image_<name>`` columns (``image_t1``) name more images of the same case, stacked as
+    channels after ``image`` (see :func:`load_manifest_image`); their paths are made absolute too.
     Errors name the manifest, the row (header = row 1) and the column. Only the table and the
     files' existence are checked, so later stages can re-read the data stage's manifest cheaply;
     the pixel-level checks of a user's manifest are ``manifest_check.validate_manifest``.
@@ -105,7 +115,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     has_ids = "image_id" in frame.columns
     ids: list[str] = []
     first_row_of_id: dict[str, int] = {}
-    columns: dict[str, list[Any]] = {"image": [], "mask": []}
+    files = ["image", "mask", *modality_columns(frame.columns)]
+    columns: dict[str, list[Any]] = {column: [] for column in files}
     mask_options: dict[str, list[int | None]] = {
         c: [] for c in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN) if c in frame.columns
     }
@@ -114,7 +125,9 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         for column in REQUIRED_COLUMNS + (("image_id",) if has_ids else ()):
             if record[column].strip() == "":
                 raise _row_error(path, row, column, "expected a value, found an empty cell")
-        for column in ("image", "mask"):
+        for column in files:
+            if record[column].strip() == "":
+                raise _row_error(path, row, column, "expected a value, found an empty cell")
             file = manifest_file(folder, record[column])
             if not file.is_file():
                 raise _row_error(
@@ -145,8 +158,8 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
     result = frame.copy()
     result["image_id"] = ids
-    result["image"] = columns["image"]
-    result["mask"] = columns["mask"]
+    for column in files:
+        result[column] = columns[column]
     for column, values in mask_options.items():
         result[column] = pd.array(values, dtype="Int64")
     extras = [c for c in frame.columns if c not in ("image_id", "subject", "image", "mask")]
@@ -181,6 +194,28 @@ def read_manifest_mask(row: Mapping[str, Any]) -> Loaded:
     affine for pictures and arrays (see ``io.geometry.Geometry``).
     """
     return read_mask(row["mask"], **_mask_reading(row))
+
+
+def load_manifest_image(row: Mapping[str, Any]) -> Loaded:
+    """The image of one manifest row as ``(C, *spatial)``: ``image``, then each ``image_<name>``.
+
+    The geometry is ``image``'s. Raises LesionflowError naming the file whose spatial shape
+    differs from ``image``'s (the manifest check also compares their affines).
+    """
+    image, geometry = read_image(row["image"])
+    extra = modality_columns(row)
+    if not extra:
+        return Loaded(image, geometry)
+    arrays = [image]
+    for column in extra:
+        other = read_image(row[column]).array
+        if other.shape[1:] != image.shape[1:]:
+            raise LesionflowError(
+                f"image {row[column]} (column {column}) has shape {other.shape[1:]}, but the row's "
+                f"image {row['image']} has {image.shape[1:]}: a case's images must share one grid"
+            )
+        arrays.append(other)
+    return Loaded(np.concatenate(arrays, axis=0), geometry)
 
 
 def load_manifest_mask(row: Mapping[str, Any]) -> np.ndarray:

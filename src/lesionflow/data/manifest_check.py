@@ -32,10 +32,11 @@ from lesionflow.data.manifest import (
     default_image_id,
     manifest_file,
     mask_setting,
+    modality_columns,
     parse_mask_option,
     read_manifest_table,
 )
-from lesionflow.data.volume_check import volume_image_problems, volume_mask_problems
+from lesionflow.data.volume_check import alignment_problems, volume_image_problems, volume_mask_problems
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
 from lesionflow.io.nifti import NIFTI_SUFFIXES
@@ -158,6 +159,8 @@ def _row_problems(
     if image is not None:
         layout, what = _image_problems(image)
         problems.extend(Problem(row, "image", image, text) for text in what)
+    for column in modality_columns(record):
+        problems.extend(_modality_problems(record, row, column, folder, image, layout))
     if mask is not None:
         mixed = _mixed_kinds(image, mask)
         if mixed:
@@ -168,7 +171,27 @@ def _row_problems(
     return problems
 
 
-def _mixed_kinds(image: Path | None, mask: Path) -> str | None:
+def _modality_problems(
+    record: Mapping[str, str], row: int, column: str, folder: Path, image: Path | None, layout: Layout | None
+) -> list[Problem]:
+    """The problems of a further image of the case (``image_t1``): its own, and its grid against ``image``."""
+    if record[column].strip() == "":
+        return [Problem(row, column, None, "expected a value, found an empty cell")]
+    file = manifest_file(folder, record[column])
+    other, what = _image_problems(file)
+    problems = [Problem(row, column, file, text) for text in what]
+    mixed = _mixed_kinds(image, file, column.replace("_", " "))
+    if mixed:
+        return [*problems, Problem(row, column, file, mixed)]
+    if isinstance(other, Geometry) and isinstance(layout, Geometry):
+        problems += [Problem(row, column, file, text) for text in alignment_problems(other, layout, column)]
+    elif isinstance(other, tuple) and isinstance(layout, tuple) and other != layout:
+        size = f"size {other[0]}x{other[1]} differs from the image's {layout[0]}x{layout[1]}"
+        problems.append(Problem(row, column, file, size))
+    return problems
+
+
+def _mixed_kinds(image: Path | None, mask: Path, what: str = "mask") -> str | None:
     """Why a picture's mask is a volume or a volume's mask a picture, or None."""
     image_kind = _KINDS.get(file_suffix(image)) if image is not None else None
     mask_kind = _KINDS.get(file_suffix(mask))
@@ -176,7 +199,7 @@ def _mixed_kinds(image: Path | None, mask: Path) -> str | None:
         return None
     return (
         f"is a {mask_kind} but the image is a {image_kind} ({file_suffix(image)}); an image and its "
-        "mask must both be 2D pictures or both NIfTI volumes"
+        f"{what} must both be 2D pictures or both NIfTI volumes"
     )
 
 

@@ -32,16 +32,22 @@ from lesionflow.data.axis_columns import axis_cell
 from lesionflow.data.geometry import (
     field_of_view_box,
     foreground,
-    resize_image,
-    resize_mask,
+    resampled_shape,
+    resize_image_to,
+    resize_mask_to,
     resize_scale,
 )
-from lesionflow.data.manifest import load_manifest_mask, read_manifest
+from lesionflow.data.manifest import (
+    load_manifest_image,
+    load_manifest_mask,
+    modality_columns,
+    read_manifest,
+)
 from lesionflow.data.subsets import read_split
 from lesionflow.data.tiles import checked_tile_and_stride, cut_tiles, tile_origins, tile_rows, tile_weights
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.pictures import PICTURE_SUFFIXES
-from lesionflow.io.readers import file_suffix, read_geometry, read_image, write_image, write_mask
+from lesionflow.io.readers import file_suffix, read_geometry, write_image, write_mask
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
@@ -53,7 +59,10 @@ NORMALISATIONS = ("none", "image", "foreground", "percentile")
 CLIP_PERCENTILES = (0.5, 99.5)
 # The keys of the preprocess section, as the schema (pipeline/config.schema.yaml) lists them;
 # a test holds the two together, and the schema alone gives their defaults.
-SETTING_KEYS = ("crop_field_of_view", "max_size", "normalise", "tile_size", "tile_stride", "stitch_weights")
+SETTING_KEYS = (
+    "crop_field_of_view", "target_spacing", "max_size", "normalise", "tile_size", "tile_stride",
+    "stitch_weights",
+)
 
 
 def normalise_channels(
@@ -146,6 +155,15 @@ def preprocess_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(settings)
     if resolved["max_size"] is not None:
         resize_scale((1, 1), resolved["max_size"])  # validates it, naming preprocess.max_size
+    target = resolved["target_spacing"]
+    if target is not None and (
+        not isinstance(target, list | tuple)
+        or not target
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in target)
+    ):
+        raise LesionflowError(
+            f"preprocess.target_spacing: expected null or a list of positive sizes (mm), got {target!r}"
+        )
     if resolved["tile_size"] is not None:
         if resolved["tile_stride"] is None:
             resolved["tile_stride"] = resolved["tile_size"]
@@ -165,6 +183,7 @@ def is_identity(settings: Mapping[str, Any]) -> bool:
     """Whether ``settings`` leave every image as it is: no crop, resize, normalisation or tiles."""
     return (
         not settings["crop_field_of_view"]
+        and settings["target_spacing"] is None
         and settings["max_size"] is None
         and settings["normalise"] == "none"
         and settings["tile_size"] is None
@@ -181,16 +200,39 @@ class Prepared:
     scale: float
 
 
-def prepare_image(image: np.ndarray, mask: np.ndarray, settings: Mapping[str, Any]) -> Prepared:
-    """Crop to the field of view, resize and normalise one image and its mask, as configured."""
+def resample_factors(spacing: Sequence[float], target: Sequence[float] | None, source: str) -> list[float]:
+    """Per axis, the source spacing over ``preprocess.target_spacing`` (all 1 without a target).
+
+    Raises LesionflowError naming the key and ``source`` when the target has another number of
+    axes than the image.
+    """
+    if target is None:
+        return [1.0] * len(spacing)
+    if len(target) != len(spacing):
+        raise LesionflowError(
+            f"preprocess.target_spacing: {list(target)} has {len(target)} values, but {source} has "
+            f"{len(spacing)} spatial axes (spacing {list(spacing)})"
+        )
+    return [float(have) / float(want) for have, want in zip(spacing, target, strict=True)]
+
+
+def prepare_image(
+    image: np.ndarray, mask: np.ndarray, spacing: Sequence[float], settings: Mapping[str, Any], source: str
+) -> Prepared:
+    """Crop to the field of view, resample, resize and normalise one image and its mask, as configured.
+
+    ``spacing`` is the image's voxel size (its reader's), used with ``target_spacing``; ``source``
+    names the image in errors.
+    """
     box = (
         field_of_view_box(image)
         if settings["crop_field_of_view"]
         else tuple(slice(0, size) for size in image.shape[1:])
     )
     image, mask = image[(slice(None), *box)], mask[box]
-    scale = 1.0 if settings["max_size"] is None else resize_scale(image.shape[1:], settings["max_size"])
-    image, mask = resize_image(image, scale), resize_mask(mask, scale)
+    factors = resample_factors(spacing, settings["target_spacing"], source)
+    shape, scale = resampled_shape(image.shape[1:], factors, settings["max_size"])
+    image, mask = resize_image_to(image, shape), resize_mask_to(mask, shape)
     return Prepared(normalised(image, settings["normalise"]), mask, box, scale)
 
 
@@ -291,8 +333,8 @@ def _prepared_tables(
         zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
         unit="image", file=sys.stderr,
     ):
-        image, geometry = read_image(row["image"])
-        prepared = prepare_image(image, load_manifest_mask(row), settings)
+        image, geometry = load_manifest_image(row)
+        prepared = prepare_image(image, load_manifest_mask(row), geometry.spacing, settings, row["image"])
         image_row = _image_row(row, split, geometry, prepared, out)
         del image
         _save_image(prepared.image, Path(image_row["image"]))
@@ -327,7 +369,8 @@ def run_preprocess(
     out = Path(out_dir).absolute()
     manifest_df = read_manifest(manifest_path)
     split_df = read_split(split_path).set_index("image_id").loc[manifest_df["image_id"]].reset_index()
-    if is_identity(settings):
+    # Several images per case are stacked into one file, so they are never read in place.
+    if is_identity(settings) and not modality_columns(manifest_df.columns):
         items, images = _identity_tables(manifest_df, split_df)
     else:
         items, images = _prepared_tables(manifest_df, split_df, settings, out)

@@ -177,8 +177,11 @@ def _largest_displacement(mask: Geometry, image: Geometry) -> float:
     return float(np.linalg.norm(moved, axis=1).max())
 
 
-def _alignment_problems(mask: Geometry, image: Geometry) -> list[str]:
-    """Whether the mask's voxels lie on the image's: the same shape, and affines that agree."""
+def alignment_problems(mask: Geometry, image: Geometry, what: str = "mask") -> list[str]:
+    """Whether a volume's voxels lie on the image's: the same shape, and affines that agree.
+
+    ``what`` names the volume in the message: the mask, or another image of the case.
+    """
     problems = []
     if mask.shape != image.shape:
         mask_shape, image_shape = _shape_text(mask.shape), _shape_text(image.shape)
@@ -190,7 +193,7 @@ def _alignment_problems(mask: Geometry, image: Geometry) -> list[str]:
         flipped = "" if mask_axes == image_axes else f"; it is oriented {mask_axes}, the image {image_axes}"
         problems.append(
             f"affine differs from the image's: it puts a voxel up to {moved:.3g} mm from where the "
-            f"image's does (tolerance {tolerance:.3g} mm){flipped}; the mask must be on the image's grid"
+            f"image's does (tolerance {tolerance:.3g} mm){flipped}; the {what} must be on the image's grid"
         )
     return problems
 
@@ -216,7 +219,7 @@ def volume_mask_problems(file: Path, image: Geometry | None) -> tuple[np.ndarray
     if volume is None:
         return None, problems
     if geometry is not None and image is not None:
-        problems += _alignment_problems(geometry, image)
+        problems += alignment_problems(geometry, image)
     values, why = volume_voxels(file, volume)
     if values is None:
         return None, [*problems, str(why)]
