@@ -19,37 +19,12 @@ from lesionflow.evaluation.artifact_names import FILE_NAMES
 from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.lesions import size_bin_labels, volume_bin_labels
 from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, ScoreTables
-from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale
+from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale, read_locked
 from lesionflow.evaluation.summary import resampler_record, summarise, volume_detection
 from lesionflow.evaluation.tune import ReferenceMasks, check_probs_in_split, paired_images
 from lesionflow.io.geometry import Loaded, pixel_geometry
-from lesionflow.pipeline.artifacts import open_arrays, read_json, write_csv, write_json
+from lesionflow.pipeline.artifacts import open_arrays, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
-
-LOCKED_KEYS = (
-    "threshold",
-    "min_lesion_area",
-    "presence_threshold",
-    "presence_score",
-    "connectivity",
-)
-
-
-def read_locked(path: str | os.PathLike) -> dict:
-    """Read ``locked.json`` and check it holds every setting evaluation applies."""
-    if not Path(path).is_file():
-        raise LesionflowError(f"locked settings file {path} does not exist")
-    locked = read_json(path)
-    missing = [key for key in LOCKED_KEYS if locked.get(key) is None]
-    if missing:
-        raise LesionflowError(f"locked settings file {path} lacks the keys {missing}")
-    if locked.get("chosen_on") != "validation":
-        raise LesionflowError(
-            f"locked settings file {path} says chosen_on={locked.get('chosen_on')!r}; "
-            "only settings chosen on validation may be applied"
-        )
-    return locked
-
 
 # The keys evaluate reads; their defaults live only in the config schema.
 SETTING_KEYS: dict[str, tuple[str, ...] | None] = {

@@ -18,8 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionflow.data.manifest import read_manifest
-from lesionflow.evaluation.evaluate import read_locked
-from lesionflow.evaluation.postprocess import apply_locked
+from lesionflow.evaluation.postprocess import apply_locked, read_locked
 from lesionflow.io.readers import export_suffix, write_map_like, write_mask_like
 from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.errors import LesionflowError

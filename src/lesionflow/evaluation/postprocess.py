@@ -5,11 +5,14 @@ Must never choose its own settings: thresholds and areas come from the locked tu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from lesionflow.pipeline.artifacts import read_json
 from lesionflow.pipeline.errors import LesionflowError
 
 PRESENCE_SOURCES = ("max_probability", "lesion_area")
@@ -68,6 +71,31 @@ def presence_score(prob: np.ndarray, source: str, threshold: float) -> float:
     raise LesionflowError(
         f"tune.presence_score must be one of {list(PRESENCE_SOURCES)}, got {source!r}"
     )
+
+
+LOCKED_KEYS = (
+    "threshold",
+    "min_lesion_area",
+    "presence_threshold",
+    "presence_score",
+    "connectivity",
+)
+
+
+def read_locked(path: str | os.PathLike) -> dict:
+    """Read ``locked.json`` and check it holds every setting :func:`apply_locked` applies."""
+    if not Path(path).is_file():
+        raise LesionflowError(f"locked settings file {path} does not exist")
+    locked = read_json(path)
+    missing = [key for key in LOCKED_KEYS if locked.get(key) is None]
+    if missing:
+        raise LesionflowError(f"locked settings file {path} lacks the keys {missing}")
+    if locked.get("chosen_on") != "validation":
+        raise LesionflowError(
+            f"locked settings file {path} says chosen_on={locked.get('chosen_on')!r}; "
+            "only settings chosen on validation may be applied"
+        )
+    return locked
 
 
 def apply_locked(prob: np.ndarray, locked: Mapping) -> tuple[np.ndarray, float, bool]:
