@@ -20,7 +20,7 @@ from lesionflow.data.dataset import (
     summarise_dataset,
 )
 from lesionflow.data.manifest import lesion_presence, read_manifest
-from lesionflow.io.readers import read_image, read_mask
+from lesionflow.io.readers import read_geometry, read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 IDRID = Path(__file__).resolve().parents[3] / "shared" / "data" / "idrid-ex"
@@ -140,3 +140,21 @@ def test_real_idrid_images_and_red_on_black_jpeg_masks_load():
     mask = read_mask(row["mask"], channel=0).array
     assert mask.shape == image.shape[1:]
     assert 0.0005 <= mask.mean() <= 0.066
+
+
+def test_the_built_in_brain_volumes_get_3d_shape_spacing_and_affine_in_the_image_table(tmp_path):
+    settings = {
+        "source": "synthetic",
+        "manifest": None,
+        "synthetic": {
+            "kind": "brain", "n_images": 12, "image_size": 32, "lesion_free_fraction": 0.25, "seed": 2,
+        },
+    }
+    run_data(settings, tmp_path / "out")
+    images = read_axis_columns(pd.read_csv(tmp_path / "out" / "images.csv", dtype={"image_id": str}))
+    manifest = read_manifest(tmp_path / "out" / "manifest.csv").set_index("image_id")
+    assert list(images.columns) == list(IMAGE_TABLE_COLUMNS) and (images["lesion_pixels"] == 0).sum() == 3
+    for row in images.to_dict("records"):
+        geometry = read_geometry(manifest.loc[row["image_id"], "image"])
+        assert row["shape"] == geometry.shape and row["spacing"] == geometry.spacing
+        np.testing.assert_allclose(json.loads(row["affine"]), geometry.affine, atol=1e-6)

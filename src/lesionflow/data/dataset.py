@@ -6,6 +6,7 @@ file, the row and the column), and never copies a user's image.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,9 +54,15 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
 
 # ``shape`` and ``spacing`` hold one value per spatial axis as a JSON list (see axis_columns);
 # spacing is millimetres for NIfTI volumes and 1.0 for pictures, whose files have no physical size.
+# Both come from the image's header, as does a volume's affine.
 IMAGE_TABLE_COLUMNS = [
-    "image_id", "subject", "shape", "spacing", "lesion_pixels", "lesion_fraction", "n_lesions",
+    "image_id", "subject", "shape", "spacing", "affine", "lesion_pixels", "lesion_fraction", "n_lesions",
 ]
+
+
+def affine_cell(affine: np.ndarray | None) -> str:
+    """A volume's 4 x 4 voxel-to-world matrix (RAS, as read) as a JSON list of rows; empty for pictures."""
+    return "" if affine is None else json.dumps(np.round(affine, 6).tolist())
 LESION_TABLE_COLUMNS = ["image_id", "subject", "lesion_pixels"]
 
 
@@ -64,11 +71,12 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 
     Lesions are connected components of face neighbours (4 in 2D, 6 in 3D: scipy.ndimage.label's
     default). Masks are read one at a time, so a dataset of large images never sits in memory at
-    once; the spacing comes from the mask's header.
+    once; spacing and affine come from the image's header.
     """
     images, lesions = [], []
     for row in manifest_df.to_dict("records"):
         mask = load_manifest_mask(row)
+        geometry = read_geometry(row["image"])
         labels, count = ndimage.label(mask)
         sizes = np.bincount(labels.ravel())[1:]
         image_id, subject = str(row["image_id"]), str(row["subject"])
@@ -77,7 +85,8 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
                 "image_id": image_id,
                 "subject": subject,
                 "shape": axis_cell(mask.shape),
-                "spacing": axis_cell(read_geometry(row["mask"]).spacing),
+                "spacing": axis_cell(geometry.spacing),
+                "affine": affine_cell(geometry.affine),
                 "lesion_pixels": int(mask.sum()),
                 "lesion_fraction": float(mask.mean()),
                 "n_lesions": int(count),
