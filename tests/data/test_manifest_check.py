@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manifests import write_manifest, write_pair
 from PIL import Image
 
 from lesionflow.data.dataset import run_data
@@ -277,3 +278,17 @@ def test_files_whose_suffix_no_reader_takes_are_reported_with_the_suffixes_that_
     assert "row 3, column 'image'" in lines[0] and "unsupported file suffix '.dcm'" in lines[0]
     assert ".png, .jpg" in lines[0]
     assert "row 4, column 'image'" in lines[1] and "NumPy files are not supported yet" in lines[1]
+
+
+def test_a_split_cell_that_is_not_a_subset_is_one_problem_line(tmp_path):
+    for name, pixels in (("a", 5), ("b", 0)):
+        write_pair(tmp_path, name, pixels)
+    manifest = write_manifest(
+        tmp_path,
+        "image,mask,subject,split\nimages/a.png,masks/a.png,1,train\nimages/b.png,masks/b.png,2,tset\n",
+    )
+    (problem,) = check_manifest(manifest)
+    assert problem.line(manifest) == (
+        f"manifest {manifest}, row 3, column 'split', file {tmp_path / 'images' / 'b.png'}: "
+        "expected one of train, val, test, got 'tset'"
+    )

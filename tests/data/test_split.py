@@ -13,6 +13,7 @@ import pytest
 from schema_settings import split_settings, synthetic_settings
 
 from lesionflow.data.dataset import read_manifest
+from lesionflow.data.manifest import lesion_presence
 from lesionflow.data.split import make_split, run_split, split_summary
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.errors import LesionflowError
@@ -138,3 +139,43 @@ def test_split_entry_point_reports_a_bad_setting_in_one_line(
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and stderr.startswith("lesionflow: error: split.")
     assert not (tmp_path / "split.csv").exists()
+
+
+def manifest_with_split(manifest: pd.DataFrame, tmp_path: Path, subsets: list[str]) -> Path:
+    """The generated manifest with a ``split`` column, written where run_split reads it."""
+    fixed = manifest.assign(split=subsets)
+    fixed.to_csv(tmp_path / "manifest.csv", index=False)
+    return tmp_path / "manifest.csv"
+
+
+def subject_subsets(manifest: pd.DataFrame) -> list[str]:
+    """A split by subject: every subject's images in one subset, in a fixed rotation."""
+    order = {subject: i for i, subject in enumerate(dict.fromkeys(manifest["subject"]))}
+    return [("train", "train", "val", "test")[order[s] % 4] for s in manifest["subject"]]
+
+
+def test_a_split_column_in_the_manifest_fixes_every_subset_and_fractions_are_not_used(manifest, tmp_path):
+    subsets = subject_subsets(manifest)
+    run_split(manifest_with_split(manifest, tmp_path, subsets), split_settings(seed=7), tmp_path / "out")
+    split = pd.read_csv(tmp_path / "out" / "split.csv", dtype={"image_id": str, "subject": str})
+    assert split["split"].tolist() == subsets
+    assert split["image_id"].tolist() == manifest["image_id"].tolist()
+    assert split["lesion_positive"].tolist() == lesion_presence(manifest).tolist()
+
+
+def test_a_fixed_split_that_puts_a_subject_in_two_subsets_is_refused_naming_it(manifest, tmp_path):
+    subsets = subject_subsets(manifest)
+    counts = manifest["subject"].value_counts(sort=False)
+    first = counts[counts > 1].index[0]
+    rows = np.flatnonzero(manifest["subject"].to_numpy() == first)
+    subsets[rows[1]] = "test" if subsets[rows[0]] != "test" else "val"
+    path = manifest_with_split(manifest, tmp_path, subsets)
+    with pytest.raises(LesionflowError, match=rf"column 'split': 1 subject\(s\).*subject '{first}' in"):
+        run_split(path, split_settings(), tmp_path / "out")
+    assert not (tmp_path / "out" / "split.csv").exists()
+
+
+def test_a_fixed_split_without_a_validation_subset_is_refused(manifest, tmp_path):
+    subsets = [s if s != "val" else "train" for s in subject_subsets(manifest)]
+    with pytest.raises(LesionflowError, match=r"column 'split': no image is in val"):
+        run_split(manifest_with_split(manifest, tmp_path, subsets), split_settings(), tmp_path / "out")

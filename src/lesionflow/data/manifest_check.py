@@ -29,6 +29,7 @@ from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_THRESHOLD_COLUMN,
     REQUIRED_COLUMNS,
+    SUBSETS,
     default_image_id,
     manifest_file,
     mask_setting,
@@ -152,6 +153,10 @@ def _row_problems(
     duplicate = _duplicate_id(record, row, has_ids, first_row_of_id)
     if duplicate:
         problems.append(Problem(row, "image_id" if has_ids else "image", image, duplicate))
+    # An optional split column fixes the row's subset (see data.split.fixed_split).
+    if "split" in record and record["split"].strip() not in SUBSETS:
+        what = f"expected one of {', '.join(SUBSETS)}, got {record['split']!r}"
+        problems.append(Problem(row, "split", image, what))
     options, option_problems = _mask_options(record, defaults)
     problems.extend(Problem(row, column, mask, what) for column, what in option_problems)
 

@@ -6,6 +6,7 @@ It must never put one subject's images into two subsets: that leaks the patient 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,9 @@ from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
 
+# A manifest column that fixes each image's subset (a published split, or nnU-Net's folds written
+# out): when the data stage's manifest has it, the split stage uses it instead of drawing one.
+SPLIT_COLUMN = "split"
 # More folds let fractions such as 0.7 / 0.15 / 0.15 be met exactly, but each fold must still
 # hold a few subjects of each stratum for the stratification to mean anything.
 MAX_FOLDS = 20
@@ -109,6 +113,45 @@ def make_split(
     return split_df
 
 
+def fixed_split(manifest_df: pd.DataFrame) -> pd.DataFrame:
+    """The split that the manifest's ``split`` column gives: ``image_id, subject, split, lesion_positive``.
+
+    Checked as a drawn split is: every row is in train, val or test (the manifest check reports
+    bad cells row by row), no subject is in two subsets, and no subset is empty. Raises
+    LesionflowError naming the column and the first offending subject, with their count.
+    """
+    subsets = manifest_df[SPLIT_COLUMN].astype(str).str.strip()
+    unknown = sorted(set(subsets) - set(SUBSETS))
+    if unknown:
+        raise LesionflowError(
+            f"manifest column '{SPLIT_COLUMN}': values {unknown} are not {', '.join(SUBSETS)}"
+        )
+    subjects = manifest_df["subject"].astype(str)
+    per_subject = subsets.groupby(subjects.to_numpy()).unique()
+    shared = per_subject[per_subject.map(len) > 1]
+    if len(shared):
+        first = shared.index[0]
+        raise LesionflowError(
+            f"manifest column '{SPLIT_COLUMN}': {len(shared)} subject(s) have images in two subsets, "
+            f"e.g. subject {first!r} in {' and '.join(sorted(shared.iloc[0]))}; a subject's images "
+            "must share one subset, or the patient leaks into evaluation"
+        )
+    empty = [name for name in SUBSETS if not (subsets == name).any()]
+    if empty:
+        raise LesionflowError(
+            f"manifest column '{SPLIT_COLUMN}': no image is in {empty[0]}; train, val and test "
+            "each need images"
+        )
+    return pd.DataFrame(
+        {
+            "image_id": manifest_df["image_id"].astype(str).to_numpy(),
+            "subject": subjects.to_numpy(),
+            "split": subsets.to_numpy(),
+            "lesion_positive": lesion_presence(manifest_df).to_numpy(),
+        }
+    )
+
+
 def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
     """Images, lesion-positive images and their rate per subset, rows train, val, test."""
     rows = []
@@ -131,6 +174,8 @@ def run_split(
 ) -> None:
     """The split stage: write ``split.csv`` and ``split_summary.csv``.
 
+    A ``split`` column in the manifest fixes every image's subset (:func:`fixed_split`); the
+    fractions and seed are then not used. Otherwise the split is drawn by :func:`make_split`.
     The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
     figure edit into the key of every stage after it, training included.
     """
@@ -140,7 +185,12 @@ def run_split(
         raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(allowed)}")
     settings = complete_section({"split": settings}, "split", allowed)
     out = Path(out_dir)
-    split_df = make_split(read_manifest(manifest_path), **settings)
+    manifest_df = read_manifest(manifest_path)
+    if SPLIT_COLUMN in manifest_df.columns:
+        split_df = fixed_split(manifest_df)
+        print(f"split: the manifest's '{SPLIT_COLUMN}' column fixes every subset", file=sys.stderr)
+    else:
+        split_df = make_split(manifest_df, **settings)
     summary_df = split_summary(split_df)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")
