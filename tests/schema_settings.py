@@ -18,9 +18,15 @@ def synthetic_settings(**partial) -> dict:
     return {key: value for key, value in section.items() if key != "kind"}
 
 
-def split_settings(**partial) -> dict:
-    """The split section, the keyword arguments of make_split, schema defaults filled."""
+def split_section(**partial) -> dict:
+    """The split section as the split stage receives it, schema defaults filled."""
     return top_level_section("split", **partial)
+
+
+def split_settings(**partial) -> dict:
+    """The keyword arguments of make_split (fractions and seed), schema defaults filled."""
+    section = split_section(**partial)
+    return {key: section[key] for key in ("train", "val", "test", "seed")}
 
 
 def evaluate_settings(**partial) -> dict:

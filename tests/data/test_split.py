@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from schema_settings import split_settings, synthetic_settings
+from schema_settings import split_section, split_settings, synthetic_settings
 
 from lesionflow.data.dataset import read_manifest
 from lesionflow.data.manifest import lesion_presence
@@ -112,7 +112,7 @@ def test_split_summary_counts_rows_in_train_val_test_order():
 
 
 def test_run_split_writes_split_and_summary_and_draws_nothing(manifest_path, tmp_path):
-    run_split(manifest_path, {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}, tmp_path)
+    run_split(manifest_path, split_section(), tmp_path)
     split = pd.read_csv(tmp_path / "split.csv", dtype={"subject": str})
     assert split["subject"].str.len().eq(4).all()  # leading zeros survive the round trip
     summary = pd.read_csv(tmp_path / "split_summary.csv")
@@ -123,14 +123,14 @@ def test_run_split_writes_split_and_summary_and_draws_nothing(manifest_path, tmp
 
 def test_run_split_refuses_incomplete_settings_naming_the_missing_keys(manifest_path, tmp_path):
     with pytest.raises(LesionflowError, match=r"missing split\.val, split\.seed"):
-        run_split(manifest_path, {"train": 0.6, "test": 0.4}, tmp_path)
+        run_split(manifest_path, {"train": 0.6, "test": 0.4, "nnunet_splits": None, "fold": 0}, tmp_path)
     assert not (tmp_path / "split.csv").exists()
 
 
 def test_split_entry_point_reports_a_bad_setting_in_one_line(
     manifest_path, tmp_path, monkeypatch, capsys
 ):
-    settings = json.dumps({"train": 0.6, "val": 0.3, "test": 0.2, "seed": 0})
+    settings = json.dumps(split_section(val=0.3))
     argv = ["split.py", "--manifest", str(manifest_path), "--settings", settings]
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exited:
@@ -156,7 +156,7 @@ def subject_subsets(manifest: pd.DataFrame) -> list[str]:
 
 def test_a_split_column_in_the_manifest_fixes_every_subset_and_fractions_are_not_used(manifest, tmp_path):
     subsets = subject_subsets(manifest)
-    run_split(manifest_with_split(manifest, tmp_path, subsets), split_settings(seed=7), tmp_path / "out")
+    run_split(manifest_with_split(manifest, tmp_path, subsets), split_section(seed=7), tmp_path / "out")
     split = pd.read_csv(tmp_path / "out" / "split.csv", dtype={"image_id": str, "subject": str})
     assert split["split"].tolist() == subsets
     assert split["image_id"].tolist() == manifest["image_id"].tolist()
@@ -171,11 +171,55 @@ def test_a_fixed_split_that_puts_a_subject_in_two_subsets_is_refused_naming_it(m
     subsets[rows[1]] = "test" if subsets[rows[0]] != "test" else "val"
     path = manifest_with_split(manifest, tmp_path, subsets)
     with pytest.raises(LesionflowError, match=rf"column 'split': 1 subject\(s\).*subject '{first}' in"):
-        run_split(path, split_settings(), tmp_path / "out")
+        run_split(path, split_section(), tmp_path / "out")
     assert not (tmp_path / "out" / "split.csv").exists()
 
 
 def test_a_fixed_split_without_a_validation_subset_is_refused(manifest, tmp_path):
     subsets = [s if s != "val" else "train" for s in subject_subsets(manifest)]
     with pytest.raises(LesionflowError, match=r"column 'split': no image is in val"):
-        run_split(manifest_with_split(manifest, tmp_path, subsets), split_settings(), tmp_path / "out")
+        run_split(manifest_with_split(manifest, tmp_path, subsets), split_section(), tmp_path / "out")
+
+
+def write_nnunet_splits(path: Path, manifest: pd.DataFrame) -> list[dict[str, list[str]]]:
+    """Two folds over the subjects' rotation of ``subject_subsets``; its 'test' images are left out."""
+    subsets = subject_subsets(manifest)
+    ids = manifest["image_id"].tolist()
+    train = [i for i, s in zip(ids, subsets, strict=True) if s == "train"]
+    val = [i for i, s in zip(ids, subsets, strict=True) if s == "val"]
+    half = len(train) // 2
+    folds = [{"train": val + train[:half], "val": train[half:]}, {"train": train, "val": val}]
+    path.write_text(json.dumps(folds))
+    return folds
+
+
+def test_a_fold_of_an_nnunet_splits_file_gives_train_and_val_and_every_other_image_is_test(
+    manifest_path, manifest, tmp_path
+):
+    folds = write_nnunet_splits(tmp_path / "splits_final.json", manifest)
+    settings = split_section(nnunet_splits=str(tmp_path / "splits_final.json"), fold=1)
+    run_split(manifest_path, settings, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "split.csv", dtype={"image_id": str})
+    split = table.set_index("image_id")["split"]
+    assert sorted(split[split == "train"].index) == sorted(folds[1]["train"])
+    assert sorted(split[split == "val"].index) == sorted(folds[1]["val"])
+    assert (split == "test").sum() == len(manifest) - len(folds[1]["train"]) - len(folds[1]["val"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "message"),
+    [
+        ({"train": []}, 0, r"is not an nnU-Net splits file \(a list of"),
+        ([{"train": ["0000_1"], "val": ["nope"]}], 0, r"fold 0 of .* names 1 case\(s\) that are not .*nope"),
+        ([{"train": ["0000_1"], "val": ["0000_1"]}], 0, r"puts 1 case\(s\) in train and val, e\.g\. 0000_1"),
+        ([{"train": ["0000_1"], "val": []}], 3, r"split\.fold: 3, but .* has 1 folds \(0 to 0\)"),
+    ],
+)
+def test_a_bad_nnunet_splits_file_is_refused_naming_the_key(
+    manifest_path, tmp_path, folds, fold, message
+):
+    (tmp_path / "splits_final.json").write_text(json.dumps(folds))
+    settings = split_section(nnunet_splits=str(tmp_path / "splits_final.json"), fold=fold)
+    with pytest.raises(LesionflowError, match=message):
+        run_split(manifest_path, settings, tmp_path / "out")
+    assert not (tmp_path / "out" / "split.csv").exists()

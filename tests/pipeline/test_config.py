@@ -28,7 +28,9 @@ def test_defaults_fill_every_section():
     assert run["train"]["epochs"] == 30 and run["train"]["batch_size"] == 8
     assert run["tune"]["thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7]
     assert config.data["synthetic"]["n_images"] == 240
-    assert config.split == {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 0}
+    assert config.split == {
+        "train": 0.6, "val": 0.2, "test": 0.2, "seed": 0, "nnunet_splits": None, "fold": 0,
+    }
 
 
 def test_misspelt_key_error_names_the_key_and_suggests_the_right_one():

@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from codebase import REPO_CODE
 from PIL import Image
 from tiny_data import write_tiny_manifest
 
 from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.plan import PLAN_ENV, build_plan, plan_from_record, plan_record, shared_plan
 
 
@@ -64,6 +66,29 @@ def test_split_seed_changes_split_and_later_keys_only(tmp_path):
     assert one.runs["a"]["data"] == two.runs["a"]["data"]
     assert one.runs["a"]["split"] != two.runs["a"]["split"]
     assert one.runs["a"]["train"] != two.runs["a"]["train"]
+
+
+def test_an_nnunet_splits_file_enters_the_split_key_by_content_not_by_path(tmp_path):
+    folds = [{"train": ["a"], "val": ["b"]}]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    for folder in ("one", "two"):
+        (tmp_path / folder / "splits_final.json").write_text(json.dumps(folds))
+    here = plan_for({"a": {}}, tmp_path, split={"nnunet_splits": "one/splits_final.json"})
+    moved = plan_for({"a": {}}, tmp_path, split={"nnunet_splits": "two/splits_final.json"})
+    assert here.runs["a"] == moved.runs["a"]
+    (tmp_path / "two" / "splits_final.json").write_text(json.dumps([{"train": ["b"], "val": ["a"]}]))
+    edited = plan_for({"a": {}}, tmp_path, split={"nnunet_splits": "two/splits_final.json"})
+    assert edited.runs["a"]["data"] == here.runs["a"]["data"]
+    assert edited.runs["a"]["split"] != here.runs["a"]["split"]
+    # The job reads the file where it is: an absolute path.
+    (job,) = edited.jobs["split"].values()
+    assert job.settings["nnunet_splits"] == str(tmp_path / "two" / "splits_final.json")
+
+
+def test_a_missing_nnunet_splits_file_names_the_key(tmp_path):
+    with pytest.raises(LesionflowError, match=r"split\.nnunet_splits: file .*gone\.json does not exist"):
+        plan_for({"a": {}}, tmp_path, split={"nnunet_splits": "gone.json"})
 
 
 def test_manifest_source_key_changes_with_one_pixel(tmp_path):

@@ -5,6 +5,7 @@ It must never put one subject's images into two subsets: that leaks the patient 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -152,6 +153,51 @@ def fixed_split(manifest_df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _nnunet_folds(path: str | os.PathLike) -> list[dict[str, list[str]]]:
+    """The folds of an nnU-Net ``splits_final.json``, checked; LesionflowError naming the file."""
+    expected = 'a list of {"train": [case ids], "val": [case ids]}, one per fold'
+    try:
+        folds = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LesionflowError(f"split.nnunet_splits: cannot read {path} ({err})") from None
+    well_formed = isinstance(folds, list) and folds and all(
+        isinstance(fold, dict)
+        and all(isinstance(fold.get(part), list) for part in ("train", "val"))
+        and all(isinstance(case, str) for part in ("train", "val") for case in fold[part])
+        for fold in folds
+    )
+    if not well_formed:
+        raise LesionflowError(f"split.nnunet_splits: {path} is not an nnU-Net splits file ({expected})")
+    return folds
+
+
+def nnunet_subsets(path: str | os.PathLike, fold: int, image_ids: pd.Series) -> list[str]:
+    """Each image's subset from fold ``fold`` of an nnU-Net splits file: train, val, else test.
+
+    The cases it names must be image ids of the manifest, and none may be in both train and val.
+    """
+    folds = _nnunet_folds(path)
+    if not 0 <= fold < len(folds):
+        raise LesionflowError(
+            f"split.fold: {fold}, but {path} has {len(folds)} folds (0 to {len(folds) - 1})"
+        )
+    train, val = set(folds[fold]["train"]), set(folds[fold]["val"])
+    ids = set(image_ids.astype(str))
+    unknown = sorted((train | val) - ids)
+    if unknown:
+        raise LesionflowError(
+            f"split.nnunet_splits: fold {fold} of {path} names {len(unknown)} case(s) that are not "
+            f"image ids of the manifest, e.g. {', '.join(unknown[:5])}"
+        )
+    both = sorted(train & val)
+    if both:
+        raise LesionflowError(
+            f"split.nnunet_splits: fold {fold} of {path} puts {len(both)} case(s) in train and val, "
+            f"e.g. {', '.join(both[:5])}"
+        )
+    return ["train" if i in train else "val" if i in val else "test" for i in image_ids.astype(str)]
+
+
 def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
     """Images, lesion-positive images and their rate per subset, rows train, val, test."""
     rows = []
@@ -179,18 +225,27 @@ def run_split(
     The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
     figure edit into the key of every stage after it, training included.
     """
-    allowed = ("train", "val", "test", "seed")
+    allowed = ("train", "val", "test", "seed", "nnunet_splits", "fold")
     unknown = [key for key in settings if key not in allowed]
     if unknown:
         raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(allowed)}")
     settings = complete_section({"split": settings}, "split", allowed)
     out = Path(out_dir)
     manifest_df = read_manifest(manifest_path)
+    if settings["nnunet_splits"] is not None:
+        if SPLIT_COLUMN in manifest_df.columns:
+            raise LesionflowError(
+                f"split.nnunet_splits: the manifest has a '{SPLIT_COLUMN}' column too; give the "
+                "split one way, not both"
+            )
+        subsets = nnunet_subsets(settings["nnunet_splits"], settings["fold"], manifest_df["image_id"])
+        manifest_df = manifest_df.assign(**{SPLIT_COLUMN: subsets})
     if SPLIT_COLUMN in manifest_df.columns:
         split_df = fixed_split(manifest_df)
         print(f"split: the manifest's '{SPLIT_COLUMN}' column fixes every subset", file=sys.stderr)
     else:
-        split_df = make_split(manifest_df, **settings)
+        fractions = {key: settings[key] for key in ("train", "val", "test", "seed")}
+        split_df = make_split(manifest_df, **fractions)
     summary_df = split_summary(split_df)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")

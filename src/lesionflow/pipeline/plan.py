@@ -96,6 +96,24 @@ def _data_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     }
 
 
+def _split_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
+    """The split section as the job gets it (an absolute splits file) and as its key sees it.
+
+    An nnU-Net splits file enters the key by its content, so editing it reruns the split and
+    everything after it, while moving it reruns nothing.
+    """
+    split = dict(config.split)
+    if split["nnunet_splits"] is None:
+        return split, split
+    path = (workdir / split["nnunet_splits"]).resolve()
+    if not path.is_file():
+        raise LesionflowError(f"split.nnunet_splits: file {path} does not exist")
+    cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
+    content = cache.content_hash(path)
+    cache.save()
+    return {**split, "nnunet_splits": str(path)}, {**split, "nnunet_splits": content}
+
+
 def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
     """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
     workdir = Path(workdir)
@@ -103,7 +121,7 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
     data_settings, data_key_params = _data_settings(config, workdir)
     # What identifies the dataset in reports: its generator settings or its files' content.
     plan.dataset_fingerprint = digest(data_key_params, length=16)
-    shared = {"data": (data_settings, data_key_params), "split": (config.split, config.split)}
+    shared = {"data": (data_settings, data_key_params), "split": _split_settings(config, workdir)}
     for name, run in config.runs.items():
         keys: dict[str, str] = {}
         for stage in KEYED_STAGES:
