@@ -16,14 +16,9 @@ from lesionflow.data.geometry import (
     resize_scale,
     restore_map,
 )
+from lesionflow.data.intensity import normalise_channels, normalised
 from lesionflow.data.manifest import read_manifest
-from lesionflow.data.preprocess import (
-    SETTING_KEYS,
-    normalise_channels,
-    normalised,
-    preprocess_settings,
-    run_preprocess,
-)
+from lesionflow.data.preprocess import SETTING_KEYS, preprocess_settings, run_preprocess
 from lesionflow.data.split import make_split
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.data.tiles import cut_tiles, tile_id, tile_origins

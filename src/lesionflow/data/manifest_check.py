@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
@@ -37,17 +36,16 @@ from lesionflow.data.manifest import (
     parse_mask_option,
     read_manifest_table,
 )
+from lesionflow.data.picture_check import picture_image_problems, picture_mask_channels
 from lesionflow.data.volume_check import alignment_problems, volume_image_problems, volume_mask_problems
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
 from lesionflow.io.nifti import NIFTI_SUFFIXES
 from lesionflow.io.pictures import (
     GREY_CHANNEL_SPREAD,
-    PICTURE_ERRORS,
     PICTURE_SUFFIXES,
     colour_spread,
     lesion_values,
-    mask_channels,
 )
 from lesionflow.io.readers import file_suffix
 from lesionflow.pipeline.errors import LesionflowError
@@ -63,8 +61,6 @@ Layout = tuple[int, int] | Geometry
 # Why a mask's values may not be binary, and what threshold suits it, as each kind's line says.
 _PICTURE_HINTS = ("lossy JPEG?", "127 suits 0/255 masks")
 _VOLUME_HINTS = ("a multi-label or resampled mask?", "0 makes every non-zero label lesion")
-# PIL's own message for a file it does not recognise repeats the path, which the line already names.
-_UNIDENTIFIED = "cannot be opened as an image: not a PNG, JPEG, TIFF or GIF picture"
 
 
 @dataclass(frozen=True)
@@ -259,11 +255,6 @@ def _unreadable(file: Path) -> str | None:
     return None
 
 
-def _reason(err: Exception) -> str:
-    # PIL's messages can span lines; a report line must not.
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _image_problems(file: Path) -> tuple[Layout | None, list[str]]:
     """The image's layout (a picture's size, a volume's geometry), or None, and what is wrong."""
     why = _unreadable(file)
@@ -271,51 +262,7 @@ def _image_problems(file: Path) -> tuple[Layout | None, list[str]]:
         return None, [why]
     if file_suffix(file) in NIFTI_SUFFIXES:
         return volume_image_problems(file)
-    return _picture_problems(file)
-
-
-def _picture_problems(file: Path) -> tuple[tuple[int, int] | None, list[str]]:
-    """The picture's size (width, height) from its header, or None, and what is wrong with it."""
-    try:
-        picture = Image.open(file)
-    except Image.UnidentifiedImageError:
-        return None, [_UNIDENTIFIED]
-    except PICTURE_ERRORS as err:
-        return None, [f"cannot be opened as an image ({_reason(err)})"]
-    with picture:
-        size = picture.size
-        try:
-            picture.load()
-        except PICTURE_ERRORS as err:
-            return size, [f"cannot be decoded ({_reason(err)}); is it truncated?"]
-        return size, _pixel_problems(picture)
-
-
-def _pixel_problems(picture: Image.Image) -> list[str]:
-    """NaN pixels, unreadable float data, or an image whose pixels are all equal."""
-    if picture.mode == "F":
-        # Float TIFFs are the only 2D pictures that can hold NaN; their pixels are needed here.
-        values = np.asarray(picture, dtype=np.float32)
-        problems = []
-        nan = int(np.isnan(values).sum())
-        if nan:
-            problems.append(f"{nan} of {values.size} pixels are NaN")
-        problems.append("32-bit float images are not supported; save it as 8- or 16-bit PNG or TIFF")
-        return problems
-    # Two different pixels prove a picture is not constant; only when they agree is every pixel
-    # scanned (getextrema runs in C, without a numpy copy of the picture).
-    width, height = picture.size
-    if picture.getpixel((0, 0)) != picture.getpixel((width // 2, height // 2)):
-        return []
-    extrema = picture.getextrema()
-    per_band = extrema if isinstance(extrema[0], tuple) else (extrema,)
-    # Alpha is dropped by io.pictures.read_picture, so a constant picture with varying alpha is
-    # still constant.
-    seen = [pair for pair, band in zip(per_band, picture.getbands(), strict=True) if band != "A"]
-    if any(low != high for low, high in seen):
-        return []
-    value = seen[0][0] if len(seen) == 1 else tuple(low for low, _ in seen)
-    return [f"every pixel has the same value {value}: a constant image holds nothing to segment"]
+    return picture_image_problems(file)
 
 
 def _mask_problems(file: Path, image: Layout | None, channel: int | None, threshold: int | None) -> list[str]:
@@ -334,31 +281,9 @@ def _mask_problems(file: Path, image: Layout | None, channel: int | None, thresh
             return problems
         value_problem = _lesion_value_problem(distinct, 1, threshold, _VOLUME_HINTS)
         return problems + ([value_problem] if value_problem else [])
-    return _picture_mask_problems(file, image if isinstance(image, tuple) else None, channel, threshold)
-
-
-def _picture_mask_problems(
-    file: Path, image_size: tuple[int, int] | None, channel: int | None, threshold: int | None
-) -> list[str]:
-    """What is wrong with a picture mask; ``image_size`` is the image's (width, height) or None."""
-    try:
-        picture = Image.open(file)
-    except Image.UnidentifiedImageError:
-        return [_UNIDENTIFIED]
-    except PICTURE_ERRORS as err:
-        return [f"cannot be opened as an image ({_reason(err)})"]
-    problems: list[str] = []
-    with picture:
-        if image_size is not None and picture.size != image_size:
-            width, height = picture.size
-            problems.append(f"size {width}x{height} differs from the image's {image_size[0]}x{image_size[1]}")
-        try:
-            picture.load()
-        except PICTURE_ERRORS as err:
-            return [*problems, f"cannot be decoded ({_reason(err)}); is it truncated?"]
-        if picture.mode == "F":
-            return [*problems, "32-bit float masks are not supported; save it as an 8-bit PNG"]
-        channels, scale = mask_channels(picture)
+    channels, scale, problems = picture_mask_channels(file, image if isinstance(image, tuple) else None)
+    if channels is None:
+        return problems
     value_problem = _mask_value_problem(channels, scale, channel, threshold, file)
     return problems + ([value_problem] if value_problem else [])
 

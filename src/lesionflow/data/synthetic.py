@@ -14,14 +14,16 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
+from lesionflow.data.cohort import check_parameters, images_per_subject, lesion_free_flags
 from lesionflow.pipeline import artifacts
-from lesionflow.pipeline.errors import LesionflowError
 
 # Lesion areas are drawn log-uniformly so tiny (3-10 px) lesions exist but most pixels sit in
 # lesions of tens to hundreds of pixels, like hard exudates on a real fundus photograph.
 MIN_LESION_AREA = 3
 MAX_LESION_AREA = 400
 MAX_LESIONS_PER_IMAGE = 8
+# Below this the disc, vessels and lesions no longer fit.
+MIN_IMAGE_SIZE = 32
 # Subjects have 1 to this many photographs (both eyes, or visits).
 IMAGES_PER_SUBJECT = 3
 
@@ -43,60 +45,6 @@ class _Background:
     disc_radius: float
     fovea_centre: np.ndarray
     vessel_darkening: np.ndarray  # (H, W) in [0, 1), before the per-image shift
-
-
-def _check_parameters(
-    n_images: int, image_size: int, lesion_free_fraction: float, seed: int
-) -> None:
-    def is_int(value: object) -> bool:
-        return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-    if not is_int(n_images) or n_images < 1:
-        raise LesionflowError(
-            f"data.synthetic.n_images: expected an integer >= 1, got {n_images!r}"
-        )
-    if not is_int(image_size) or image_size < 32:
-        raise LesionflowError(
-            f"data.synthetic.image_size: expected an integer >= 32, got {image_size!r}"
-        )
-    if (
-        not isinstance(lesion_free_fraction, int | float | np.floating)
-        or isinstance(lesion_free_fraction, bool)
-        or not 0.0 <= float(lesion_free_fraction) <= 1.0
-    ):
-        raise LesionflowError(
-            "data.synthetic.lesion_free_fraction: expected a number in [0, 1], "
-            f"got {lesion_free_fraction!r}"
-        )
-    if not is_int(seed) or seed < 0:
-        raise LesionflowError(f"data.synthetic.seed: expected an integer >= 0, got {seed!r}")
-
-
-def images_per_subject(n_images: int, most: int, rng: np.random.Generator) -> list[int]:
-    """Images per subject (1 to ``most``) adding up to exactly ``n_images``."""
-    sizes: list[int] = []
-    while sum(sizes) < n_images:
-        sizes.append(int(rng.integers(1, most + 1)))
-    sizes[-1] -= sum(sizes) - n_images
-    return sizes
-
-
-def lesion_free_flags(sizes: list[int], n_free: int, rng: np.random.Generator) -> list[list[bool]]:
-    """Per subject, which of its images are lesion-free: exactly ``n_free`` in all, whole subjects first.
-
-    Real patients tend to be either affected or not, so lesion status is mostly shared within a
-    subject; the subject where the count runs out ends up mixed (its first images lesion-free, as
-    when lesions appear between two visits), which keeps the split honest.
-    """
-    flags = [[False] * size for size in sizes]
-    remaining = n_free
-    for subject in rng.permutation(len(sizes)):
-        if remaining == 0:
-            break
-        take = min(remaining, sizes[subject])
-        flags[subject][:take] = [True] * take
-        remaining -= take
-    return flags
 
 
 def _smooth_curve(start: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -290,7 +238,7 @@ def generate_dataset(
     bright yellow exudate-like lesions of 3 to a few hundred pixels. Masks are 0/255 PNGs and
     manifest paths are relative to ``out_dir``.
     """
-    _check_parameters(n_images, image_size, lesion_free_fraction, seed)
+    check_parameters(n_images, image_size, lesion_free_fraction, seed, (MIN_IMAGE_SIZE, None), "photographs")
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     sizes = images_per_subject(n_images, IMAGES_PER_SUBJECT, rng)
