@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import children
+from children import peak_mb, save_untrained_model, write_csv
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid-ex"
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "memory.json"
@@ -51,11 +52,6 @@ N_FEW = 2
 
 
 # ---------------------------------------------------------------- children (one measurement each)
-
-
-def peak_mb() -> float:
-    """The peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stage_result(record: dict[str, Any]) -> dict[str, Any]:
@@ -95,22 +91,7 @@ def child_preprocess(job: dict[str, Any]) -> dict[str, Any]:
 
 def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:
     """Save an untrained UNet in the checkpoint format that ``infer.load_model`` reads."""
-    import torch
-
-    from lesionflow.model.networks import build_network
-
-    torch.manual_seed(0)
-    model = build_network(MODEL_SETTINGS, in_channels=3, out_channels=1)
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "model_settings": MODEL_SETTINGS,
-        "in_channels": 3,
-        "out_channels": 1,
-        "spatial_dims": 2,
-        "roi_size": ROI_SIZE,
-    }
-    torch.save(checkpoint, job["model"])
-    return {"parameters": sum(p.numel() for p in model.parameters())}
+    return save_untrained_model(job["model"], MODEL_SETTINGS, 3, ROI_SIZE, 0)
 
 
 def child_infer(job: dict[str, Any]) -> dict[str, Any]:
@@ -133,13 +114,8 @@ CHILDREN = {
 
 
 def run_child(kind: str, job: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter and return the JSON it prints last."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, json.dumps(job)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        sys.exit(f"bench/memory.py: the {kind} child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run one measurement of this script in a fresh interpreter."""
+    return children.run_child(__file__, kind, job)
 
 
 def read_rows(data: Path) -> list[dict[str, str]]:
@@ -151,15 +127,6 @@ def read_rows(data: Path) -> list[dict[str, str]]:
         row["mask"] = str((data / row["mask"]).resolve())
         row["mask_channel"], row["mask_threshold"] = str(MASK_CHANNEL), str(MASK_THRESHOLD)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> Path:
-    """Write ``rows`` (only ``columns``) to a CSV file and return its path."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def split_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -40,15 +40,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import children
+from children import peak_mb, save_untrained_model, write_csv
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "volume_memory.json"
 DEFAULT_SIZE = 256
@@ -75,11 +76,6 @@ STAGES = tuple(STAGE_MODULES)
 
 
 # ---------------------------------------------------------------- children (one measurement each)
-
-
-def peak_mb() -> float:
-    """The peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def roi_size(size: int) -> list[int]:
@@ -193,18 +189,7 @@ def child_preprocess(job: dict[str, Any]) -> dict[str, Any]:
 
 def child_checkpoint(job: dict[str, Any]) -> dict[str, Any]:
     """Save an untrained UNet as the train stage saves model.pt (weights + model_info)."""
-    import torch
-
-    from lesionflow.model.networks import build_network
-
-    torch.manual_seed(SEED)
-    model = build_network(MODEL_SETTINGS, in_channels=1, out_channels=1)
-    model_info = {
-        "model_settings": MODEL_SETTINGS, "in_channels": 1, "out_channels": 1, "spatial_dims": 3,
-        "patch_size": job["roi_size"], "roi_size": job["roi_size"],
-    }
-    torch.save({"state_dict": model.state_dict(), **model_info, "best_epoch": 0}, job["model"])
-    return {"parameters": sum(p.numel() for p in model.parameters())}
+    return save_untrained_model(job["model"], MODEL_SETTINGS, 1, job["roi_size"], SEED)
 
 
 def child_infer(job: dict[str, Any]) -> dict[str, Any]:
@@ -260,30 +245,17 @@ CHILDREN = {
 
 
 def run_child(kind: str, job: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter and return the JSON it prints last."""
+    """Run one measurement of this script in a fresh interpreter, printing how long it took."""
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", kind, json.dumps(job)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        sys.exit(f"bench/volume_memory.py: the {kind} child failed:\n{done.stderr[-3000:]}")
+    result = children.run_child(__file__, kind, job)
     print(f"  {kind:<11} {time.perf_counter() - start:6.1f}s", file=sys.stderr)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file."""
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> Path:
-    """Write ``rows`` (only ``columns``) to a CSV file and return its path."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def copy_entries(source: Path, target: Path, names: set[str]) -> Path:

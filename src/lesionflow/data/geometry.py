@@ -33,14 +33,13 @@ ORIGINAL_RESOLUTION = (
 )
 
 
-def foreground_threshold(image: np.ndarray) -> float:
-    """The brightness above which a pixel or voxel of a ``(C, *spatial)`` image is field of view.
+def foreground_threshold(brightest: np.ndarray) -> float:
+    """The value above which a pixel or voxel is field of view, given its brightest channel.
 
     Pictures, read in [0, 1], use :data:`FOV_THRESHOLD`. Other intensities (MRI or CT as stored)
     have no fixed scale, so the same fraction of the brightest channel's 99.5th percentile is
     used: a percentile rather than the maximum, which one hot voxel would move.
     """
-    brightest = image.max(axis=0)
     if brightest.min() >= 0 and brightest.max() <= 1:
         return FOV_THRESHOLD
     return FOV_THRESHOLD * float(np.percentile(brightest, 99.5))
@@ -48,8 +47,9 @@ def foreground_threshold(image: np.ndarray) -> float:
 
 def foreground(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
     """Pixels whose brightest channel exceeds ``threshold`` (by default :func:`foreground_threshold`)."""
-    cut = foreground_threshold(image) if threshold is None else threshold
-    return image.max(axis=0) > cut
+    # The brightest channel is computed once: for a 4288 x 2848 photograph it is a 49 MB pass.
+    brightest = image.max(axis=0)
+    return brightest > (foreground_threshold(brightest) if threshold is None else threshold)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -140,14 +140,12 @@ def resize_mask_to(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 def resize_image(image: np.ndarray, scale: float) -> np.ndarray:
     """A ``(C, *spatial)`` image resized by ``scale``, keeping its aspect (see :func:`resize_image_to`)."""
-    return image if scale == 1 else _interpolate(image, resized_shape(image.shape[1:], scale))
+    return resize_image_to(image, resized_shape(image.shape[1:], scale))
 
 
 def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     """A bool ``(*spatial)`` mask resized by ``scale``, still bool (see :func:`resize_mask_to`)."""
-    if scale == 1:
-        return mask
-    return _interpolate(mask[None].astype(np.float32), resized_shape(mask.shape, scale))[0] >= 0.5
+    return resize_mask_to(mask, resized_shape(mask.shape, scale))
 
 
 def resampled_shape(

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from lesionflow.data.manifest import read_manifest
 from lesionflow.evaluation.postprocess import apply_locked, read_locked
 from lesionflow.io.readers import export_suffix, write_map_like, write_mask_like
-from lesionflow.pipeline.artifacts import write_json
+from lesionflow.pipeline.artifacts import open_arrays, write_json
 from lesionflow.pipeline.errors import LesionflowError
 
 SUBSETS = ("val", "test")
@@ -38,8 +38,8 @@ def export_subset(
     Maps are read one at a time from the archive, so a subset of volumes is never held at once.
     """
     records = []
-    with np.load(probs_path, allow_pickle=False) as archive:
-        for image_id in tqdm(archive.files, desc=f"export {subset}", unit="image", file=sys.stderr):
+    with open_arrays(probs_path) as archive:
+        for image_id in tqdm(list(archive), desc=f"export {subset}", unit="image", file=sys.stderr):
             if image_id not in sources:
                 raise LesionflowError(f"{probs_path}: image id {image_id!r} is not in the manifest")
             prob = archive[image_id].astype(np.float32)

@@ -134,6 +134,15 @@ def read_nifti_mask(
     return Loaded(lesion_mask(values, threshold), _geometry(volume))
 
 
+def _save(path: str | os.PathLike, image: nib.Nifti1Image) -> None:
+    """Write ``image`` atomically; ``.nii.gz`` gzipped with no timestamp, so equal images give equal bytes."""
+    payload = image.to_bytes()
+    if str(path).lower().endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
 def write_nifti(path: str | os.PathLike, array: np.ndarray, geometry: Geometry) -> None:
     """Write a ``(*spatial)`` or ``(C, *spatial)`` array as NIfTI with ``geometry``'s affine, atomically.
 
@@ -155,11 +164,7 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, geometry: Geometry) 
     if affine is None:
         affine = np.diag([*geometry.spacing, *(1.0,) * (_MAX_SPATIAL_DIMS - len(geometry.spacing)), 1.0])
     # nibabel sets the header's zooms from the affine, as it does for any image it saves.
-    payload = nib.Nifti1Image(np.ascontiguousarray(data), affine).to_bytes()
-    if str(path).lower().endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    _save(path, nib.Nifti1Image(np.ascontiguousarray(data), affine))
 
 
 def write_nifti_like(path: str | os.PathLike, array: np.ndarray, source: str | os.PathLike) -> None:
@@ -184,8 +189,4 @@ def write_nifti_like(path: str | os.PathLike, array: np.ndarray, source: str | o
     image = nib.Nifti1Image(np.ascontiguousarray(data), reference.affine, header=header)
     image.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]))
     image.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]))
-    payload = image.to_bytes()
-    if str(path).lower().endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=GZIP_LEVEL, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    _save(path, image)
