@@ -1,7 +1,8 @@
 # lesionflow: data -> split -> preprocess -> train -> infer (TTA) -> tune on validation, locked
 # -> evaluate -> export (predictions in each source's geometry) -> zero-Dice breakdown
 # -> analysis and training-report notebooks -> leaderboard -> comparison notebook -> run views
-# -> report.
+# -> report. Regression runs (task: regression) go from train to infer_scores (TTA) -> calibrate
+# on validation, locked -> evaluate_scores -> regression notebook, and into their own leaderboard.
 # Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
 # lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 
@@ -52,7 +53,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/breakdown.smk"
 include: "workflow/rules/analyse.smk"
+include: "workflow/rules/infer_scores.smk"
+include: "workflow/rules/calibrate.smk"
+include: "workflow/rules/evaluate_scores.smk"
+include: "workflow/rules/analyse_scores.smk"
 include: "workflow/rules/training_report.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/compare_report.smk"
 include: "workflow/rules/run_view.smk"
+include: "workflow/rules/score_run_view.smk"

@@ -57,7 +57,10 @@ N_VAL, N_TEST, N_TEST_FEW = 2, 4, 2
 N_VOLUMES = N_VAL + N_TEST
 N_FEW = 2
 SEED = 0
-DATA = {"source": "manifest", "mask_channel": None, "mask_threshold": None}
+DATA = {
+    "source": "manifest", "mask_channel": None, "mask_threshold": None,
+    "score_column": None, "score_range": None, "invalid_scores": "error",
+}
 PREPROCESS = {"crop_field_of_view": True, "normalise": "percentile"}
 INFER = {"tta": ["identity", "flip2"], "batch_size": 2, "device": "cpu"}
 MODEL_SETTINGS = {"network": "UNet", "spatial_dims": 3, "kwargs": {}}

@@ -8,6 +8,7 @@ import argparse
 import json
 
 from lesionflow.evaluation.leaderboard import run_compare
+from lesionflow.evaluation.score_leaderboard import run_regression_compare
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
 
 
@@ -27,24 +28,44 @@ def _name_paths(texts: list[str], flag: str) -> dict[str, str]:
 
 @exit_on_user_error
 def main() -> None:
-    """Parse ``--summary`` and ``--per-image`` NAME=PATH lists, ``--baseline``, settings, ``--out``."""
-    parser = argparse.ArgumentParser(description="Leaderboard of runs on their test metrics.")
-    parser.add_argument("--summary", nargs="+", required=True, help="NAME=PATH of each run's summary.json")
+    """Parse the segmentation and regression runs' NAME=PATH lists, baselines, settings, ``--out``."""
+    parser = argparse.ArgumentParser(description="Leaderboards of runs on their test metrics.")
+    parser.add_argument(
+        "--summary", nargs="+", default=[], help="NAME=PATH of each segmentation run's summary.json"
+    )
     parser.add_argument(
         "--per-image", nargs="+", help="NAME=PATH of each run's per_image_test.csv (paired tests)"
     )
-    parser.add_argument("--baseline", required=True, help="run name the deltas are taken against")
+    parser.add_argument(
+        "--score-summary", nargs="+", default=[], help="NAME=PATH of each regression run's summary.json"
+    )
+    parser.add_argument(
+        "--per-case", nargs="+", default=[], help="NAME=PATH of each regression run's per_case_test.csv"
+    )
+    parser.add_argument("--baseline", default="", help="segmentation run the deltas are taken against")
+    parser.add_argument("--score-baseline", default="", help="regression run the deltas are taken against")
     parser.add_argument(
         "--settings",
         required=True,
         help="the config's compare section, defaults filled, plus every run's tags "
         "({'tags': {run: [tag, ...]}}), as JSON",
     )
-    parser.add_argument("--out", required=True, help="output folder for leaderboard.csv and .png")
+    parser.add_argument(
+        "--out", required=True, help="output folder for leaderboard.csv, .png and leaderboard_regression.csv"
+    )
     args = parser.parse_args()
+    settings = json.loads(args.settings)
     summaries = _name_paths(args.summary, "--summary")
     per_image = _name_paths(args.per_image, "--per-image") if args.per_image else None
-    run_compare(summaries, args.baseline, args.out, per_image, json.loads(args.settings))
+    # Each table has its own baseline: the config's, or the first run of its task.
+    run_compare(summaries, args.baseline, args.out, per_image, {**settings, "baseline": args.baseline})
+    run_regression_compare(
+        _name_paths(args.score_summary, "--score-summary"),
+        _name_paths(args.per_case, "--per-case"),
+        args.score_baseline,
+        args.out,
+        {**settings, "baseline": args.score_baseline},
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from manifests import write_manifest, write_pair
 from PIL import Image
+from schema_settings import top_level_section
 
 from lesionflow.data.dataset import run_data
 from lesionflow.data.manifest_check import ManifestProblems, check_manifest, validate_manifest
@@ -17,6 +19,8 @@ from lesionflow.io.readers import read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "data.py"
+# The score settings the plan always passes to the data stage; the schema's defaults: no score.
+NO_SCORES = {key: top_level_section("data")[key] for key in ("score_column", "score_range", "invalid_scores")}
 WIDTH, HEIGHT = 16, 12
 
 
@@ -219,12 +223,12 @@ def test_gif_and_tiff_pictures_pass_and_load(tmp_path):
 def test_run_data_stops_before_writing_anything(bad_manifest, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ManifestProblems):
-        run_data({"source": "manifest", "manifest": str(bad_manifest)}, out)
+        run_data({"source": "manifest", "manifest": str(bad_manifest), **NO_SCORES}, out)
     assert not out.exists()
 
 
 def test_data_cli_prints_one_line_per_problem_and_exits_2(bad_manifest, tmp_path):
-    settings = f'{{"source": "manifest", "manifest": "{bad_manifest}"}}'
+    settings = json.dumps({"source": "manifest", "manifest": str(bad_manifest), **NO_SCORES})
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--settings", settings, "--out", str(tmp_path / "out")],
         capture_output=True,
@@ -292,3 +296,70 @@ def test_a_split_cell_that_is_not_a_subset_is_one_problem_line(tmp_path):
         f"manifest {manifest}, row 3, column 'split', file {tmp_path / 'images' / 'b.png'}: "
         "expected one of train, val, test, got 'tset'"
     )
+
+
+# Row (header = row 1) -> the score cell and what its line says; row 2 holds a valid score.
+BAD_SCORES = {
+    3: ("", "expected a score, found an empty cell"),
+    4: ("N/A", "expected a score, found 'N/A', which marks a missing value"),
+    5: ("abc", "expected a number, got 'abc'"),
+    6: ("inf", "expected a finite number, got 'inf'"),
+    7: ("40", "score 40 is outside data.score_range [0, 34]"),
+}
+
+
+def _scored_manifest(folder: Path, cells: dict[int, str]) -> Path:
+    """A clean picture per row, with the score of ``cells`` (row -> cell) in column ``loes``."""
+    rows = [f"{_clean_row(folder, f'r{row}')},{cell}" for row, cell in sorted(cells.items())]
+    return _manifest(folder, rows, "image,mask,subject,loes")
+
+
+def _score_settings(invalid_scores: str = "error") -> dict:
+    return {**NO_SCORES, "score_column": "loes", "score_range": [0, 34], "invalid_scores": invalid_scores}
+
+
+def test_each_bad_score_cell_is_one_line_naming_row_and_column_all_collected_at_once(tmp_path):
+    manifest = _scored_manifest(tmp_path, {2: "12.5", **{row: cell for row, (cell, _) in BAD_SCORES.items()}})
+    with pytest.raises(ManifestProblems) as caught:
+        validate_manifest(manifest, _score_settings())
+    error = caught.value
+    assert error.lines[0] == f"manifest {manifest}: 5 problems in 5 rows"
+    assert [problem.row for problem in error.problems] == sorted(BAD_SCORES)
+    for line, (row, (_, what)) in zip(error.lines[1:], sorted(BAD_SCORES.items()), strict=True):
+        image = tmp_path / "images" / f"r{row}.png"
+        assert line == f"manifest {manifest}, row {row}, column 'loes', file {image}: {what}"
+
+
+def test_score_problems_are_collected_with_the_file_problems_of_the_same_manifest(bad_manifest):
+    text = bad_manifest.read_text().splitlines()
+    cells = ["3", "abc", "1", "2", "3", "4", "5", "6"]  # row 3's score is bad, as is its image
+    rows = [f"{row},{cell}" for row, cell in zip(text[1:], cells, strict=True)]
+    bad_manifest.write_text("\n".join([f"{text[0]},loes", *rows]) + "\n")
+    lines = _problem_lines(bad_manifest, _score_settings())
+    row3 = [line for line in lines if ", row 3, " in line]
+    assert len(lines) == 8 and len(row3) == 2
+    assert "column 'image'" in row3[0] and "column 'loes'" in row3[1] and "got 'abc'" in row3[1]
+
+
+def test_bad_scores_are_not_problems_of_the_check_when_they_are_excluded(tmp_path):
+    manifest = _scored_manifest(tmp_path, {2: "3", 3: "N/A", 4: "99"})
+    assert check_manifest(manifest, _score_settings("exclude")) == []
+    assert len(check_manifest(manifest, _score_settings("error"))) == 2
+
+
+def test_a_missing_score_column_stops_the_check_at_once_listing_the_columns_found(tmp_path):
+    manifest = _scored_manifest(tmp_path, {2: "3"})
+    settings = {**_score_settings(), "score_column": "loes_score"}
+    with pytest.raises(LesionflowError, match=r"no column 'loes_score' \(data\.score_column\); found columns "
+                       r"image, mask, subject, loes$"):
+        check_manifest(manifest, settings)
+
+
+def test_a_user_column_named_score_is_refused_unless_it_is_the_score_column(tmp_path):
+    rows = [f"{_clean_row(tmp_path, 'a')},3,4"]
+    manifest = _manifest(tmp_path, rows, "image,mask,subject,score,loes")
+    with pytest.raises(LesionflowError, match=r"column 'score' is reserved"):
+        check_manifest(manifest, _score_settings())
+    with pytest.raises(LesionflowError, match=r"column 'score' is reserved"):
+        check_manifest(manifest, NO_SCORES)
+    assert check_manifest(manifest, {**_score_settings(), "score_column": "score"}) == []

@@ -18,7 +18,7 @@ from lesionflow.data.geometry import (
 )
 from lesionflow.data.intensity import normalise_channels, normalised
 from lesionflow.data.manifest import read_manifest
-from lesionflow.data.preprocess import SETTING_KEYS, preprocess_settings, run_preprocess
+from lesionflow.data.preprocess import IMAGE_COLUMNS, SETTING_KEYS, preprocess_settings, run_preprocess
 from lesionflow.data.split import make_split
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.data.tiles import cut_tiles, tile_id, tile_origins
@@ -321,3 +321,50 @@ def test_further_images_of_a_case_become_channels_even_with_nothing_to_change(tm
     image = read_image(items.set_index("image_id").loc["a", "image"]).array
     assert image.shape == (2, 14, 12, 10)
     np.testing.assert_allclose(image[1], 2 * image[0])
+
+
+# ---------------------------------------------------------------- scores and visits
+
+
+@pytest.fixture(scope="module")
+def scored_data(tmp_path_factory):
+    """The synthetic dataset as the data stage writes it with a score column: score and visit."""
+    root = tmp_path_factory.mktemp("scored")
+    source = generate_dataset(root / "data", **synthetic_settings(n_images=12, image_size=32, seed=4))
+    table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    table["score"] = [f"{i * 1.5}" for i in range(len(table))]
+    table["visit"] = ["1", "02", ""] * 4
+    table.to_csv(root / "data" / "manifest.csv", index=False)
+    split = make_split(read_manifest(root / "data" / "manifest.csv"), **split_settings(seed=1))
+    split.to_csv(root / "split.csv", index=False)
+    scores = dict(zip(split["image_id"], table["score"], strict=True))
+    visits = dict(zip(split["image_id"], table["visit"], strict=True))
+    return root, root / "data" / "manifest.csv", root / "split.csv", scores, visits
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"max_size": 24, "normalise": "image"}, {"tile_size": 16}],
+    ids=["identity", "prepared", "tiled"],
+)
+def test_preprocess_carries_score_and_visit_of_each_source_image(scored_data, settings):
+    root, manifest, split_path, scores, visits = scored_data
+    out = root / "_".join(settings) if settings else root / "identity"
+    run_preprocess(manifest, split_path, complete(settings), out)
+    read = {"dtype": str, "keep_default_na": False}
+    images = pd.read_csv(out / "images.csv", **read)
+    assert list(images.columns[-2:]) == ["score", "visit"]
+    assert images["score"].tolist() == [scores[i] for i in images["image_id"]]
+    assert images["visit"].tolist() == [visits[i] for i in images["image_id"]]
+    items = pd.read_csv(out / "manifest.csv", **read)
+    assert len(items) >= len(images)
+    assert items["score"].tolist() == [scores[i] for i in items["source_image_id"]]
+    assert items["visit"].tolist() == [visits[i] for i in items["source_image_id"]]
+
+
+def test_preprocess_without_scores_adds_no_score_or_visit_column(source_data):
+    root, manifest, split_path, _ = source_data
+    out = root / "no_scores"
+    run_preprocess(manifest, split_path, complete({"max_size": 24}), out)
+    assert list(pd.read_csv(out / "images.csv").columns) == IMAGE_COLUMNS
+    assert not {"score", "visit"} & set(pd.read_csv(out / "manifest.csv").columns)

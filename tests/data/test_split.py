@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from manifests import write_pair
 from schema_settings import split_section, split_settings, synthetic_settings
+from sklearn.model_selection import StratifiedGroupKFold
 
 from lesionflow.data.dataset import read_manifest
 from lesionflow.data.manifest import lesion_presence
-from lesionflow.data.split import make_split, run_split, split_summary
+from lesionflow.data.score_column import score_bins
+from lesionflow.data.split import make_score_split, make_split, run_split, split_summary
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -223,3 +226,173 @@ def test_a_bad_nnunet_splits_file_is_refused_naming_the_key(
     with pytest.raises(LesionflowError, match=message):
         run_split(manifest_path, settings, tmp_path / "out")
     assert not (tmp_path / "out" / "split.csv").exists()
+
+
+# ---------------------------------------------------------------- splits by score bin
+
+BINS = [2, 5, 10]
+SUBSETS_ORDER = ["train", "val", "test"]
+# How far a bin's share of a subset may be from its share of the whole dataset: a val or test
+# subset of about 18 images moves a share by 0.056 per image (measured: at most 0.051 for seeds
+# 0-9, against up to 0.27 when the same data are stratified by lesion presence).
+BIN_SHARE_TOLERANCE = 0.08
+LABELS = ["<2", "[2, 5)", "[5, 10)", ">=10"]
+
+
+@pytest.fixture(scope="module")
+def scored_path(tmp_path_factory) -> Path:
+    """A data-stage manifest of 60 subjects with skewed scores (most below 2, few of 10 or more).
+
+    Two in five subjects have a second visit, scored up to 3 points higher, so some subjects'
+    visits fall into two bins.
+    """
+    folder = tmp_path_factory.mktemp("scored")
+    rng = np.random.default_rng(11)
+    first = np.concatenate(
+        [rng.uniform(0, 2, 30), rng.uniform(2, 5, 15), rng.uniform(5, 10, 10), rng.uniform(10, 34, 5)]
+    )
+    rows = ["image,mask,subject,image_id,score,visit"]
+    for subject, score in enumerate(rng.permutation(first)):
+        visits = [score] + ([min(34.0, score + rng.uniform(0, 3))] if rng.random() < 0.4 else [])
+        for visit, value in enumerate(visits, start=1):
+            name = f"sub{subject:02d}_v{visit}"
+            write_pair(folder, name, lesion_pixels=int(value > 1), size=8)
+            rows.append(f"images/{name}.png,masks/{name}.png,{subject:04d},{name},{value:.3f},{visit}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def scored(scored_path) -> pd.DataFrame:
+    """The scored manifest as read_manifest gives it (scores as text)."""
+    return read_manifest(scored_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_split_keeps_every_subject_and_all_its_visits_in_one_subset(scored, seed):
+    split = make_score_split(scored, **split_settings(seed=seed), cuts=BINS)
+    assert (split.groupby("subject")["split"].nunique() == 1).all()
+    assert split["image_id"].tolist() == scored["image_id"].tolist()
+    assert scored.groupby("subject").size().max() == 2  # visits really share a subject
+
+
+def largest_bin_share_gap(split: pd.DataFrame) -> float:
+    """The largest gap between a bin's share of a subset and its share of all images."""
+    overall = split["score_bin"].value_counts(normalize=True)
+    shares = split.groupby("split")["score_bin"].value_counts(normalize=True).unstack(fill_value=0.0)
+    return float((shares[overall.index] - overall).abs().to_numpy().max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_score_split_balances_every_bin_and_rare_bins_reach_train(scored, seed):
+    split = make_score_split(scored, **split_settings(seed=seed), cuts=BINS)
+    assert largest_bin_share_gap(split) <= BIN_SHARE_TOLERANCE
+    subjects_per_bin = split.groupby("score_bin")["subject"].nunique()
+    train_bins = set(split.loc[split["split"] == "train", "score_bin"])
+    assert set(subjects_per_bin[subjects_per_bin >= 3].index) <= train_bins
+
+
+def test_score_stratification_balances_bins_better_than_presence_stratification(scored):
+    bins = score_bins(scored["score"].astype(float).to_numpy(), BINS)
+    gaps = {"score": [], "presence": []}
+    for seed in range(5):
+        by_score = make_score_split(scored, **split_settings(seed=seed), cuts=BINS)
+        gaps["score"].append(largest_bin_share_gap(by_score))
+        presence = make_split(scored, **split_settings(seed=seed)).assign(score_bin=bins)
+        gaps["presence"].append(largest_bin_share_gap(presence))
+    assert max(gaps["score"]) < np.mean(gaps["presence"])
+
+
+def test_score_bins_of_the_split_follow_the_labels(scored):
+    split = make_score_split(scored, **split_settings(), cuts=BINS)
+    scores = scored["score"].astype(float).to_numpy()
+    np.testing.assert_array_equal(split["score"], scores)
+    expected = np.select([scores < 2, scores < 5, scores < 10], LABELS[:3], LABELS[3])
+    assert split["score_bin"].tolist() == expected.tolist()
+    assert list(split.columns) == ["image_id", "subject", "split", "lesion_positive", "score", "score_bin"]
+
+
+def test_run_split_auto_stratifies_by_score_when_the_data_have_scores(scored_path, scored, tmp_path):
+    run_split(scored_path, split_section(seed=3), tmp_path)
+    written = pd.read_csv(tmp_path / "split.csv", dtype={"image_id": str, "subject": str})
+    expected = make_score_split(scored, **split_settings(seed=3), cuts=BINS)
+    assert written["split"].tolist() == expected["split"].tolist()
+    assert written["score_bin"].tolist() == expected["score_bin"].tolist()
+    np.testing.assert_allclose(written["score"], expected["score"])
+
+
+def test_run_split_with_presence_draws_the_presence_split_and_still_adds_scores(
+    scored_path, scored, tmp_path
+):
+    run_split(scored_path, split_section(stratify="presence"), tmp_path)
+    written = pd.read_csv(tmp_path / "split.csv", dtype={"image_id": str, "subject": str})
+    assert written["split"].tolist() == make_split(scored, **split_settings())["split"].tolist()
+    assert {"score", "score_bin"} <= set(written.columns)
+
+
+def test_split_summary_gains_score_statistics_and_a_count_per_bin(scored_path, tmp_path):
+    run_split(scored_path, split_section(), tmp_path)
+    split = pd.read_csv(tmp_path / "split.csv", dtype={"image_id": str, "subject": str})
+    summary = pd.read_csv(tmp_path / "split_summary.csv").set_index("split")
+    assert list(summary.columns) == [
+        "n", "lesion_positive", "lesion_rate", "score_mean", "score_median", "score_min", "score_max",
+        *(f"n_{label}" for label in LABELS),
+    ]
+    for name in ("mean", "median", "min", "max"):
+        expected = split.groupby("split")["score"].agg(name)[SUBSETS_ORDER]
+        np.testing.assert_allclose(summary.loc[SUBSETS_ORDER, f"score_{name}"], expected)
+    counts = pd.crosstab(split["split"], split["score_bin"]).reindex(SUBSETS_ORDER, columns=LABELS).fillna(0)
+    bins = summary.loc[SUBSETS_ORDER, [f"n_{label}" for label in LABELS]]
+    assert bins.to_numpy().tolist() == counts.to_numpy().tolist() and (bins.sum(axis=1) == summary["n"]).all()
+
+
+def test_split_summary_of_an_empty_subset_has_nan_score_statistics_and_zero_counts():
+    split = pd.DataFrame({"split": ["train", "val"], "lesion_positive": [True, False], "score": [1.0, 12.0]})
+    summary = split_summary(split, BINS).set_index("split")
+    assert summary.loc["test", "n"] == 0 and np.isnan(summary.loc["test", "score_mean"])
+    assert summary.loc["train", ["n_<2", "n_[2, 5)", "n_[5, 10)", "n_>=10"]].tolist() == [1, 0, 0, 0]
+    assert summary.loc["val", "n_>=10"] == 1
+
+
+def test_segmentation_outputs_have_no_score_columns(manifest_path, tmp_path):
+    run_split(manifest_path, split_section(), tmp_path)
+    split_columns = ["image_id", "subject", "split", "lesion_positive"]
+    assert list(pd.read_csv(tmp_path / "split.csv").columns) == split_columns
+    summary_columns = ["split", "n", "lesion_positive", "lesion_rate"]
+    assert list(pd.read_csv(tmp_path / "split_summary.csv").columns) == summary_columns
+
+
+@pytest.mark.parametrize("stratify", ["auto", "presence"])
+def test_presence_split_is_unchanged_a_stratified_group_kfold_dealt_test_val_train(
+    manifest_path, manifest, tmp_path, stratify
+):
+    run_split(manifest_path, split_section(seed=2, stratify=stratify), tmp_path)
+    written = pd.read_csv(tmp_path / "split.csv", dtype={"image_id": str, "subject": str})
+    # The split of before score bins existed, by hand: 5 folds for 0.6 / 0.2 / 0.2, fold 0 test,
+    # fold 1 val, the rest train.
+    subjects = manifest["subject"].astype(str).to_numpy()
+    folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=2)
+    expected = np.empty(len(manifest), dtype=object)
+    for fold, (_, held_out) in enumerate(folds.split(subjects, lesion_presence(manifest), groups=subjects)):
+        expected[held_out] = ("test", "val", "train", "train", "train")[fold]
+    assert written["split"].tolist() == expected.tolist()
+
+
+def test_score_stratification_without_scores_is_an_error_naming_split_stratify(manifest_path, tmp_path):
+    with pytest.raises(LesionflowError, match=r"^split\.stratify: 'score' needs scores, .* no 'score' col"):
+        run_split(manifest_path, split_section(stratify="score"), tmp_path)
+    assert not (tmp_path / "split.csv").exists()
+
+
+def test_bad_score_bins_are_refused_naming_the_key(scored_path, tmp_path):
+    with pytest.raises(LesionflowError, match=r"^split\.score_bins: expected a non-empty list of increasing"):
+        run_split(scored_path, split_section(score_bins=[5, 2]), tmp_path)
+
+
+def test_a_fixed_split_with_scores_gains_score_and_bin_columns(scored, tmp_path):
+    subsets = subject_subsets(scored)
+    run_split(manifest_with_split(scored, tmp_path, subsets), split_section(), tmp_path / "out")
+    written = pd.read_csv(tmp_path / "out" / "split.csv", dtype={"image_id": str, "subject": str})
+    assert written["split"].tolist() == subsets
+    assert written["score_bin"].tolist() == score_bins(scored["score"].astype(float).to_numpy(), BINS)
+    assert "n_>=10" in pd.read_csv(tmp_path / "out" / "split_summary.csv").columns

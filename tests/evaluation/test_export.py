@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from schema_settings import top_level_section
 
 from lesionflow.data.dataset import run_data
 from lesionflow.data.preprocess import run_preprocess
@@ -90,7 +91,7 @@ LOCKED = {
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     manifest = write_volume_dataset(root / "source")
-    run_data({"source": "manifest", "manifest": str(manifest)}, root / "data")
+    run_data(top_level_section("data", source="manifest", manifest=str(manifest)), root / "data")
     pd.DataFrame(
         {"image_id": ["a", "b"], "subject": ["a", "b"], "split": ["test", "val"]}
     ).to_csv(root / "split.csv", index=False)

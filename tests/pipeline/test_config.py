@@ -1,5 +1,7 @@
 """Config validation and run resolution."""
 
+import re
+
 import pytest
 import yaml
 
@@ -29,8 +31,16 @@ def test_defaults_fill_every_section():
     assert run["tune"]["thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7]
     assert config.data["synthetic"]["n_images"] == 240
     assert config.split == {
-        "train": 0.6, "val": 0.2, "test": 0.2, "seed": 0, "nnunet_splits": None, "fold": 0,
+        "train": 0.6,
+        "val": 0.2,
+        "test": 0.2,
+        "seed": 0,
+        "nnunet_splits": None,
+        "fold": 0,
+        "stratify": "auto",
+        "score_bins": [2, 5, 10],
     }
+    assert run["task"] == "segmentation"
 
 
 def test_misspelt_key_error_names_the_key_and_suggests_the_right_one():
@@ -56,9 +66,7 @@ def test_unknown_network_error_names_the_valid_ones():
 
 
 def test_wrong_type_error_names_key_and_value():
-    with pytest.raises(
-        LesionflowError, match=r"runs\.a\.train\.batch_size' must be of type integer"
-    ):
+    with pytest.raises(LesionflowError, match=r"runs\.a\.train\.batch_size' must be of type integer"):
         resolve_config({"runs": {"a": {"train": {"batch_size": "16"}}}})
 
 
@@ -127,3 +135,105 @@ def test_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"runs": {"x": {"train": {"epochs": 2}}}}))
     assert load_config_file(path).runs["x"]["train"]["epochs"] == 2
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def loes(**runs):
+    return {"data": {"synthetic": {"kind": "loes"}}, "defaults": {"task": "regression"}, "runs": runs}
+
+
+def test_a_regression_run_gets_a_regressor_a_regression_loss_and_3d_by_default():
+    config = resolve_config(loes(a={}))
+    run = config.runs["a"]
+    assert run["task"] == "regression"
+    assert run["model"]["network"] == "ResNet10" and run["model"]["spatial_dims"] == 3
+    assert run["train"]["loss"] == "MSE" and run["train"]["augment"]["rotate90"] is False
+    assert run["train"]["sample_weights"] == "none" and run["tune"]["calibration"] == "none"
+    assert config.data["score_column"] == "loes_score"
+
+
+def test_segmentation_defaults_are_untouched_by_the_regression_defaults():
+    data = {"source": "manifest", "manifest": "m.csv", "score_column": "s"}
+    config = resolve_config({"runs": {"a": {}, "b": {"task": "regression"}}, "data": data})
+    assert (
+        config.runs["a"]["model"]["network"] == "UNet" and config.runs["a"]["train"]["loss"] == "DiceCE"
+    )
+    assert config.runs["b"]["model"]["network"] == "ResNet10"
+
+
+@pytest.mark.parametrize(
+    ("run", "key"),
+    [
+        ({"tune": {"thresholds": [0.5]}}, "runs.a.tune.thresholds"),
+        ({"preprocess": {"tile_size": 32}}, "runs.a.preprocess.tile_size"),
+        ({"evaluate": {"size_bins": [5]}}, "runs.a.evaluate.size_bins"),
+        ({"train": {"positive_oversampling": 0.2}}, "runs.a.train.positive_oversampling"),
+        ({"train": {"augment": {"rotate90": True}}}, "runs.a.train.augment.rotate90"),
+    ],
+)
+def test_a_segmentation_setting_in_a_regression_run_is_refused_naming_the_key(run, key):
+    with pytest.raises(LesionflowError, match=f"'{key}' applies to segmentation runs only"):
+        resolve_config(loes(a=run))
+
+
+@pytest.mark.parametrize(
+    ("run", "key"),
+    [
+        ({"train": {"sample_weights": "inverse_frequency"}}, "runs.a.train.sample_weights"),
+        ({"tune": {"calibration": "linear"}}, "runs.a.tune.calibration"),
+        ({"evaluate": {"score_ranges": [0, 10]}}, "runs.a.evaluate.score_ranges"),
+        ({"analyse": {"high_score": 5}}, "runs.a.analyse.high_score"),
+    ],
+)
+def test_a_regression_setting_in_a_segmentation_run_is_refused_naming_the_key(run, key):
+    with pytest.raises(LesionflowError, match=f"'{key}' applies to regression runs only"):
+        resolve_config({"runs": {"a": run}})
+
+
+def test_a_setting_inherited_from_defaults_is_refused_for_the_other_task():
+    raw = {
+        "data": {"source": "manifest", "manifest": "m.csv", "score_column": "s"},
+        "defaults": {"tune": {"thresholds": [0.5]}},
+        "runs": {"seg": {}, "reg": {"task": "regression"}},
+    }
+    with pytest.raises(LesionflowError, match="'runs.reg.tune.thresholds'.*from defaults too"):
+        resolve_config(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            loes(a={"model": {"network": "UNet"}}),
+            "'runs.a.model.network' is 'UNet'; valid values for a regression run",
+        ),
+        (
+            loes(a={"train": {"loss": "DiceCE"}}),
+            "'runs.a.train.loss' is 'DiceCE'; valid values for a regression run",
+        ),
+        (loes(a={"infer": {"tta": ["identity", "rot90"]}}), "'runs.a.infer.tta.1' is 'rot90'"),
+        ({"runs": {"a": {"model": {"network": "ResNet18"}}}}, "set task: regression for a regressor"),
+        ({"runs": {"a": {"train": {"loss": "MSE"}}}}, "'runs.a.train.loss' is 'MSE'"),
+    ],
+)
+def test_networks_losses_and_tta_that_do_not_fit_the_task_are_refused(raw, message):
+    with pytest.raises(LesionflowError, match=re.escape(message)):
+        resolve_config(raw)
+
+
+def test_a_regression_run_needs_a_score_column_and_a_dataset_with_scores():
+    with pytest.raises(
+        LesionflowError, match="'data.score_column' is required by the regression run 'a'"
+    ):
+        resolve_config(
+            {"runs": {"a": {"task": "regression"}}, "data": {"source": "manifest", "manifest": "m.csv"}}
+        )
+    with pytest.raises(LesionflowError, match="'data.synthetic.kind' is 'brain', which has no scores"):
+        resolve_config(
+            {
+                "runs": {"a": {"task": "regression"}},
+                "data": {"synthetic": {"kind": "brain"}, "score_column": "s"},
+            }
+        )

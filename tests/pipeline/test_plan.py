@@ -130,3 +130,53 @@ def test_a_plan_made_from_another_config_is_not_reused(tmp_path):
     other = resolve_config({"runs": {"a": {"train": {"epochs": 3}}}})
     reused = shared_plan(other, tmp_path, environ, REPO_CODE)
     assert reused.runs == build_plan(other, tmp_path, REPO_CODE).runs
+
+
+# ---------------------------------------------------------------- regression runs
+
+
+def loes_plan(runs, tmp_path):
+    raw = {"data": {"synthetic": {"kind": "loes"}}, "defaults": {"task": "regression"}, "runs": runs}
+    return build_plan(resolve_config(raw), tmp_path, REPO_CODE)
+
+
+def test_a_regression_run_has_the_score_stages_and_none_of_the_mask_stages(tmp_path):
+    keys = loes_plan({"a": {}}, tmp_path).runs["a"]
+    assert set(keys) == {
+        "data", "split", "preprocess", "train", "infer_scores", "calibrate", "evaluate_scores",
+        "analyse_scores", "training_report",
+    }
+
+
+def test_changing_the_loss_weighting_retrains_a_regression_run(tmp_path):
+    plan = loes_plan({"a": {}, "b": {"train": {"sample_weights": "inverse_frequency"}}}, tmp_path)
+    a, b = plan.runs["a"], plan.runs["b"]
+    assert a["preprocess"] == b["preprocess"]
+    assert all(a[s] != b[s] for s in ("train", "infer_scores", "calibrate", "evaluate_scores"))
+
+
+def test_changing_only_tta_or_calibration_never_retrains_a_regression_run(tmp_path):
+    plan = loes_plan(
+        {
+            "a": {},
+            "tta": {"infer": {"tta": ["identity", "flip0"]}},
+            "calibrated": {"tune": {"calibration": "linear"}},
+        },
+        tmp_path,
+    )
+    a, tta, calibrated = (plan.runs[n] for n in ("a", "tta", "calibrated"))
+    assert a["train"] == tta["train"] == calibrated["train"]
+    assert len(plan.jobs["train"]) == 1
+    assert a["infer_scores"] != tta["infer_scores"]
+    assert a["infer_scores"] == calibrated["infer_scores"]
+    assert a["calibrate"] != calibrated["calibrate"] and a["evaluate_scores"] != calibrated["evaluate_scores"]
+
+
+def test_segmentation_and_regression_runs_share_the_data_and_split(tmp_path):
+    raw = {"data": {"synthetic": {"kind": "loes"}}, "runs": {"seg": {"model": {"spatial_dims": 3}},
+                                                              "reg": {"task": "regression"}}}
+    plan = build_plan(resolve_config(raw), tmp_path, REPO_CODE)
+    seg, reg = plan.runs["seg"], plan.runs["reg"]
+    assert seg["data"] == reg["data"] and seg["split"] == reg["split"]
+    assert "evaluate" in seg and "evaluate" not in reg
+    assert plan.baseline_of("evaluate") == "seg" and plan.baseline_of("evaluate_scores") == "reg"

@@ -46,7 +46,7 @@ def test_keyed_stages_never_read_across_run_stages():
 
 
 def test_notebook_stages_save_figures():
-    assert set(NOTEBOOK_STAGES) == {"analyse", "training_report", "compare_report"}
+    assert set(NOTEBOOK_STAGES) == {"analyse", "analyse_scores", "training_report", "compare_report"}
     assert all(STAGES[name].figures for name in NOTEBOOK_STAGES)
 
 

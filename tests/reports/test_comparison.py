@@ -41,6 +41,14 @@ def test_read_leaderboard_keeps_a_run_named_na_as_text(tmp_path):
     assert df["run"].tolist() == ["NA", "b"] and comparison.baseline_name(df) == "NA"
 
 
+@pytest.mark.parametrize("content", ["", "run,status,status_reason,is_baseline,mean_rank\n"])
+def test_leaderboard_without_segmentation_runs_reads_empty_whatever_the_baseline(tmp_path, content):
+    (tmp_path / "leaderboard.csv").write_text(content)
+    df = comparison.read_leaderboard(tmp_path / "leaderboard.csv", "a_regression_run")
+    assert df.empty and comparison.status_counts(df).startswith("No segmentation runs in this config")
+    assert comparison.ranking_table(df, "dice_pos").empty and comparison.baseline_differences(df).empty
+
+
 def test_level_text_names_the_ranked_level_and_its_resolution():
     summaries = {name: {**s, "level": "tile", "resolution": "preprocessed"} for name, s in SUMMARIES.items()}
     text = comparison.level_text(board(summaries, "nnunet"))
@@ -144,9 +152,14 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     settings = compare_settings(exclude_tags=["smoke"], bootstrap={"n_resamples": 50})
     run_compare(summaries, "base", tmp_path / "compare", per_image, settings | {"tags": {"quick": ["smoke"]}})
     figures = tmp_path / "figures"
+    # A config without regression runs: the regression table has its header and no rows.
+    (tmp_path / "compare" / "leaderboard_regression.csv").write_text(
+        "run,status,status_reason,is_baseline,srmse,pearson_r,mae,mean_rank\n"
+    )
     params = {
         "title": "Comparison",
         "leaderboard": "compare/leaderboard.csv",  # relative: resolved from cwd
+        "leaderboard_regression": "compare/leaderboard_regression.csv",
         "figures_dir": str(figures),
         "baseline": "base",
     }
@@ -156,12 +169,17 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     assert "By mean rank" in html and "Wilcoxon p" in html
     assert "quick" in html and "tag 'smoke' is in compare.exclude_tags" in html
     assert "no lesion predicted on any of 24 test images" in html
-    for name in ("forest", "paired_deltas"):
+    assert "No regression runs in this config" in html
+    for name in ("forest", "paired_deltas", "forest_regression", "paired_deltas_regression"):
         assert (figures / f"{name}.svg").stat().st_size > 0
         assert _distinct_colours(figures / f"{name}.png") > 1
 
 
 def test_compare_notebook_without_a_parameter_names_it(repo_root, tmp_path):
-    params = {"leaderboard": str(tmp_path / "leaderboard.csv"), "figures_dir": str(tmp_path)}
+    params = {
+        "leaderboard": str(tmp_path / "leaderboard.csv"),
+        "leaderboard_regression": str(tmp_path / "leaderboard_regression.csv"),
+        "figures_dir": str(tmp_path),
+    }
     with pytest.raises(LesionflowError, match="compare notebook: parameter\\(s\\) not set: baseline"):
         run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report")

@@ -47,3 +47,9 @@ def test_paired_delta_far_off_the_ranked_scale_is_drawn_at_the_edge_with_its_val
     # The failed run's dice difference (-0.6) dwarfs the ranked run's (+0.1).
     assert "-0.600 (off scale)" in _texts(fig)
     assert fig.axes[0].get_xlim()[1] < 0.6
+
+
+def test_figures_of_a_leaderboard_without_rows_say_there_are_no_segmentation_runs():
+    empty = board_with_intervals().iloc[:0]
+    for fig in (plot_forest(empty), plot_paired_deltas(empty)):
+        assert "No segmentation runs in this config\n(leaderboard.csv has no rows)." in _texts(fig)

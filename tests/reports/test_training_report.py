@@ -12,6 +12,7 @@ from PIL import Image
 
 from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.stages import TASKS
 from lesionflow.reports import training_report
 from lesionflow.reports.notebook import run_notebook
 
@@ -20,7 +21,11 @@ NOTEBOOK_NAME = "training_report.ipynb"
 # The figures the notebook saves, as the stage registry declares them.
 FIGURE_NAMES = ("loss_curves", "metric_curves", "lr_schedule")
 # The notebook's settings as the pipeline injects them: the analyse section, schema defaults filled.
-SETTINGS = {name: complete_run_section("analyse", {})[name] for name in ("dice_bands", "verdict_rules")}
+# As a resolved run receives them: the verdict rules of both tasks (a regression run's included).
+SETTINGS = {
+    "dice_bands": complete_run_section("analyse", {})["dice_bands"],
+    "verdict_rules": complete_run_section("analyse", {}, task="regression")["verdict_rules"],
+}
 
 
 def test_training_report_shows_numbers_rules_and_unmeasured_gpu_memory():
@@ -173,3 +178,96 @@ def test_notebook_without_its_settings_names_each_missing_one(repo_root, tmp_pat
     message = r"training report notebook: parameter\(s\) not set: dice_bands, verdict_rules"
     with pytest.raises(LesionflowError, match=message):
         run_notebook(repo_root / "notebooks" / NOTEBOOK_NAME, parameters, tmp_path / "report", cwd=tmp_path)
+
+
+# --- regression runs ---------------------------------------------------------------------------
+
+
+def score_epochs(val_srmse=(1.2, 0.5, 0.7)) -> pd.DataFrame:
+    """A regression run's metrics_by_epoch.csv over epochs 1-3 with its spec's columns."""
+    n, srmse = len(val_srmse), np.asarray(val_srmse, dtype=float)
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, n + 1),
+            "train_loss": np.linspace(30.0, 8.0, n),
+            "val_loss": np.linspace(35.0, 11.0, n),
+            "train_rmse": 4.0 * srmse,
+            "val_rmse": 5.0 * srmse,
+            "val_srmse": srmse,
+            "val_mae": 4.0 * srmse,
+            "val_pearson": 1.0 - srmse / 2,
+            "lr": 1e-3,
+            "seconds": 2.0,
+        }
+    )
+
+
+def test_regression_report_shows_the_best_val_srmse_and_its_trend_beside_their_rules():
+    summary = {"task": "regression", "best_epoch": 2, "best_val_srmse": 0.5, "epochs_run": 3}
+    rules = {**SETTINGS["verdict_rules"], "window": 3}
+    table = training_report.training_report(summary, score_epochs(), rules, (0.4, 0.6)).set_index("quantity")
+    assert table.loc["best val sRMSE", "value"] == "0.5000 at epoch 2"
+    assert table.loc["best val sRMSE", "rule"] == "good performance if best val sRMSE < 0.6"
+    # Val sRMSE 1.2, 0.5, 0.7 over epochs 1-3: least-squares slope -0.25 per epoch.
+    assert table.loc["trend of val sRMSE", "value"].startswith("slope -0.25 per epoch over epochs 1-3")
+    assert table.loc["trend of val sRMSE", "rule"].endswith("< -0.002 per epoch")
+    assert not [quantity for quantity in table.index if "Dice" in quantity]
+    log = training_report.epoch_log(score_epochs())
+    assert log.set_index("epoch").loc[2, "mark"] == "best"
+
+
+def test_run_task_is_read_from_train_summary_and_defaults_to_segmentation(tmp_path):
+    assert training_report.run_task({}, "train_summary.json") == "segmentation"
+    assert training_report.run_task({"task": "regression"}, "train_summary.json") == "regression"
+    with pytest.raises(LesionflowError, match="run/train_summary.json: task 'ranking' is not one of"):
+        training_report.run_task({"task": "ranking"}, "run/train_summary.json")
+
+
+def test_epoch_table_is_checked_against_the_run_task(tmp_path):
+    path = tmp_path / "metrics_by_epoch.csv"
+    score_epochs().to_csv(path, index=False)
+    assert training_report.read_epoch_table(path, "regression")["val_srmse"].tolist() == [1.2, 0.5, 0.7]
+    with pytest.raises(LesionflowError, match="metrics_by_epoch table with column\\(s\\) val_dice"):
+        training_report.read_epoch_table(path, "segmentation")
+    score_epochs().drop(columns="val_mae").to_csv(path, index=False)
+    missing = "regression run's metrics_by_epoch table with column\\(s\\) val_mae"
+    with pytest.raises(LesionflowError, match=missing):
+        training_report.read_epoch_table(path, "regression")
+    score_epochs().assign(val_dice=0.5).to_csv(path, index=False)
+    with pytest.raises(LesionflowError, match="has a val_dice column"):
+        training_report.read_epoch_table(path, "regression")
+
+
+def write_score_run(folder, val_srmse) -> dict:
+    """Tiny training-stage artifacts of a regression run; returns the notebook's file parameters."""
+    parameters = write_run(folder, len(val_srmse))
+    epochs = score_epochs(val_srmse)
+    epochs.to_csv(folder / "metrics_by_epoch.csv", index=False)
+    best = int(epochs.loc[epochs["val_srmse"].idxmin(), "epoch"])
+    summary = json.loads((folder / "train_summary.json").read_text())
+    summary = {key: value for key, value in summary.items() if key != "best_val_dice_pos"}
+    summary |= {"task": "regression", "best_epoch": best, "best_val_srmse": float(min(val_srmse))}
+    (folder / "train_summary.json").write_text(json.dumps(summary))
+    return parameters
+
+
+def test_notebook_of_a_regression_run_judges_srmse_and_writes_its_figures(repo_root, tmp_path):
+    parameters = write_score_run(tmp_path / "run", (1.4, 0.9, 0.5)) | SETTINGS
+    parameters["title"] = "regression run"
+    notebook = repo_root / "notebooks" / NOTEBOOK_NAME
+    outputs = run_notebook(notebook, parameters, tmp_path / "report", cwd=tmp_path)
+    html = outputs["html"].read_text(encoding="utf-8")
+    assert "Task: <strong>regression</strong>" in html
+    assert "met (good); best val sRMSE 0.5000 (epoch 3) &lt; 0.6." in html
+    assert "met (still improving); slope -0.45 per epoch over epochs 1-3 (3 epochs) &lt; -0.002" in html
+    assert "best val Dice" not in html
+    figures = tmp_path / "run" / "figures"
+    for name in FIGURE_NAMES:
+        assert (figures / f"{name}.svg").stat().st_size > 0
+        with Image.open(figures / f"{name}.png") as image:
+            colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+        assert colours is not None and len(colours) > 1, f"{name}.png is blank"
+
+
+def test_report_knows_the_tasks_of_the_stage_registry():
+    assert training_report.TASKS == TASKS

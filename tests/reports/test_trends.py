@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 from frames import epochs_frame, trend_frame
 
@@ -41,3 +42,23 @@ def test_best_epoch_is_that_of_the_highest_val_dice_and_none_without_any():
     assert trends.best_epoch(epochs_frame().assign(val_dice=math.nan)) is None
     assert trends.final_value(epochs_frame(), "val_loss") == 0.6
     assert trends.final_value(epochs_frame(), "no_such_column") is None
+
+
+def _score_table(val_srmse):
+    """A regression run's metrics_by_epoch.csv, reduced to what the trends read."""
+    n = len(val_srmse)
+    epochs = range(1, n + 1)
+    return pd.DataFrame({"epoch": epochs, "train_loss": 1.0, "val_loss": 1.0, "val_srmse": val_srmse})
+
+
+def test_best_epoch_of_a_regression_run_is_that_of_the_lowest_val_srmse():
+    table = _score_table((1.2, 0.5, 0.7))
+    assert trends.is_score_table(table) and not trends.is_score_table(epochs_frame())
+    assert trends.best_epoch(table) == 2
+    assert trends.best_epoch(_score_table((math.nan, math.nan))) is None
+
+
+def test_val_srmse_trend_is_its_least_squares_slope_over_the_last_epochs():
+    trend = trends.val_srmse_trend(_score_table((2.0, 0.9, 0.8, 0.7)), 3)
+    assert trend.slope == pytest.approx(-0.1) and (trend.first_epoch, trend.last_epoch) == (2, 4)
+    assert trends.val_srmse_trend(_score_table((0.9,)), 3) is None

@@ -3,6 +3,7 @@ bad rule settings are user errors naming the key; the schema describes every rul
 
 import math
 
+import pandas as pd
 import pytest
 from frames import epochs_frame, trend_frame
 
@@ -12,6 +13,28 @@ from lesionflow.reports import trends, verdicts
 
 RULES = {"good_val_dice": 0.7, "overfit_loss_ratio": 1.5}
 SLOPE_RULES = {"window": 3, "overfit_gap_slope": 0.01, "improving_slope": 0.001}
+# The regression rules, as the schema's defaults set them.
+SCORE_RULES = {"good_val_srmse": 0.6, "improving_srmse_slope": 0.002}
+
+
+def score_frame(val_srmse=(1.2, 0.5, 0.7), train_loss=(0.9, 0.5, 0.3), val_loss=(1.0, 0.7, 0.6)):
+    """A regression run's metrics_by_epoch.csv (epochs from 1): val sRMSE lowest at epoch 2 by default."""
+    n = len(val_srmse)
+    srmse = pd.Series(val_srmse, dtype=float)
+    return pd.DataFrame(
+        {
+            "epoch": range(1, n + 1),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "train_rmse": 4.0 * srmse,
+            "val_rmse": 5.0 * srmse,
+            "val_srmse": srmse,
+            "val_mae": 4.0 * srmse,
+            "val_pearson": 1.0 - srmse / 2,
+            "lr": 1e-3,
+            "seconds": 1.0,
+        }
+    )
 
 
 def test_verdicts_state_each_rule_and_the_numbers_it_judged():
@@ -119,3 +142,70 @@ def test_schema_describes_every_known_rule_and_its_defaults_pass_the_rule_checks
         assert {"description", "type", "default"} <= set(spec)
     defaults = {name: spec["default"] for name, spec in rules.items()}
     assert verdicts.training_verdicts(epochs_frame(), defaults, block["dice_bands"]["default"])
+    assert len(verdicts.training_verdicts(score_frame(), defaults, block["dice_bands"]["default"])) == 4
+
+
+# --- regression runs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        (0.6, "met (good); best val sRMSE 0.5000 (epoch 2) < 0.6."),
+        (0.5, "not met (not good); best val sRMSE 0.5000 (epoch 2) >= 0.5."),
+        (0.4, "not met (not good); best val sRMSE 0.5000 (epoch 2) >= 0.4."),
+    ],
+)
+def test_regression_performance_states_the_best_val_srmse_and_the_threshold(threshold, expected):
+    (verdict,) = verdicts.training_verdicts(score_frame(), {"good_val_srmse": threshold}, bands=(0.4, 0.6))
+    assert verdict == f"Rule 'good performance if best val sRMSE < {threshold}': {expected}"
+
+
+def test_regression_still_improving_when_val_srmse_falls_faster_than_the_threshold():
+    rules = {"window": 3, "improving_srmse_slope": 0.002}
+    (falling,) = verdicts.training_verdicts(score_frame((0.9, 0.8, 0.7)), rules)
+    assert "still improving if the slope of val sRMSE over the last 3 epochs < -0.002 per epoch" in falling
+    assert falling.endswith(
+        "met (still improving); slope -0.1 per epoch over epochs 1-3 (3 epochs) < -0.002; "
+        "more epochs may lower val sRMSE."
+    )
+    # 0.700, 0.699, 0.698: falling by 0.001 per epoch, slower than 0.002.
+    (flat,) = verdicts.training_verdicts(score_frame((0.7, 0.699, 0.698)), rules)
+    assert "not met (not improving by this rule); slope -0.001 per epoch over epochs 1-3" in flat
+    assert flat.endswith(">= -0.002.")
+    (rising,) = verdicts.training_verdicts(score_frame((0.5, 0.6, 0.7)), rules)
+    assert "not met (not improving by this rule); slope +0.1 per epoch" in rising
+
+
+def test_regression_verdicts_judge_srmse_and_loss_rules_and_skip_the_dice_rules():
+    rules = RULES | SLOPE_RULES | SCORE_RULES
+    found = verdicts.training_verdicts(score_frame(), rules, bands=(0.4, 0.6))
+    assert [v.split("':")[0] for v in found] == [
+        "Rule 'good performance if best val sRMSE < 0.6",
+        "Rule 'overfitting if final val loss / final train loss > 1.5",
+        "Rule 'overfitting if the slope of (val loss - train loss) over the last 3 epochs > 0.01 per epoch",
+        "Rule 'still improving if the slope of val sRMSE over the last 3 epochs < -0.002 per epoch",
+    ]
+    assert "met; 0.6000 / 0.3000 = 2.00 > 1.5" in found[1]
+    assert not any("Dice" in verdict for verdict in found)
+
+
+def test_segmentation_verdicts_are_unchanged_by_the_regression_rules():
+    rules = RULES | SLOPE_RULES
+    alone = verdicts.training_verdicts(epochs_frame(), rules, bands=(0.4, 0.6))
+    assert verdicts.training_verdicts(epochs_frame(), rules | SCORE_RULES, bands=(0.4, 0.6)) == alone
+
+
+def test_regression_verdicts_are_undefined_without_finite_val_srmse_or_with_one_epoch():
+    rules = {"window": 3} | SCORE_RULES
+    good, improving = verdicts.training_verdicts(score_frame((math.nan, math.nan, math.nan)), rules)
+    assert good.endswith("undefined, no finite val sRMSE in the epoch table.")
+    assert "undefined; 3 epoch(s) in the table, fewer than 2 of them with finite val sRMSE" in improving
+    _, one = verdicts.training_verdicts(score_frame((0.5,), (0.9,), (1.0,)), rules)
+    assert "undefined; 1 epoch(s) in the table" in one
+
+
+def test_srmse_slope_rule_without_a_window_is_a_user_error():
+    message = r"verdict_rules\.improving_srmse_slope: needs verdict_rules\.window"
+    with pytest.raises(LesionflowError, match=message):
+        verdicts.training_verdicts(score_frame(), {"improving_srmse_slope": 0.002})

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 from lesionflow.evaluation.artifact_names import FILE_NAMES as EVALUATION_FILES
 from lesionflow.pipeline.plan import settings_json
@@ -79,8 +80,40 @@ def get_notebook_parameters(stage, title):
     return parameters
 
 
+def names_pattern(names):
+    """A wildcard constraint matching exactly these run names (and nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def _figure_artifacts(folders, stages):
+    return {
+        f"figure_{name}_{ext}": f"{folders[stage]}/figures/{name}.{ext}"
+        for stage in stages
+        for name in figures(stage)
+        for ext in ("png", "svg")
+    }
+
+
+def get_score_run_artifacts(wildcards):
+    """Every artifact a regression run's view links to, by label."""
+    folders = PLAN.run_folders(wildcards.name)
+    return {
+        "split_summary": f"{folders['split']}/split_summary.csv",
+        "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
+        "train_summary": f"{folders['train']}/train_summary.json",
+        "calibration": f"{folders['calibrate']}/calibration.json",
+        "per_case_test": f"{folders['evaluate_scores']}/per_case_test.csv",
+        "summary": f"{folders['evaluate_scores']}/summary.json",
+        "regression": f"{folders['analyse_scores']}/regression.html",
+        "regression_notebook": f"{folders['analyse_scores']}/regression.ipynb",
+        "training_report": f"{folders['training_report']}/training_report.html",
+        "training_report_notebook": f"{folders['training_report']}/training_report.ipynb",
+        **_figure_artifacts(folders, ("analyse_scores", "training_report")),
+    }
+
+
 def get_run_artifacts(wildcards):
-    """Every artifact a run's view links to, by label (building them builds the run's branch)."""
+    """Every artifact a segmentation run's view links to, by label (building them builds the run's branch)."""
     folders = PLAN.run_folders(wildcards.name)
     return {
         "split_summary": f"{folders['split']}/split_summary.csv",
@@ -97,12 +130,7 @@ def get_run_artifacts(wildcards):
         "analysis_notebook": f"{folders['analyse']}/analysis.ipynb",
         "training_report": f"{folders['training_report']}/training_report.html",
         "training_report_notebook": f"{folders['training_report']}/training_report.ipynb",
-        **{
-            f"figure_{name}_{ext}": f"{folders[stage]}/figures/{name}.{ext}"
-            for stage in ("analyse", "training_report")
-            for name in figures(stage)
-            for ext in ("png", "svg")
-        },
+        **_figure_artifacts(folders, ("analyse", "training_report")),
     }
 
 
@@ -126,10 +154,11 @@ def get_run_keys(wildcards):
     return PLAN.runs[wildcards.name]
 
 
-def get_evaluations(filename):
-    """`filename` of every run's evaluate job, by run name, in config order."""
+def get_evaluations(filename, stage="evaluate"):
+    """`filename` of the `stage` job (evaluate, or evaluate_scores) of every run that has one, by
+    run name, in config order."""
     return lambda wildcards: {
-        name: f"results/evaluate/{keys['evaluate']}/{filename}" for name, keys in PLAN.runs.items()
+        name: f"results/{stage}/{PLAN.runs[name][stage]}/{filename}" for name in PLAN.runs_of(stage)
     }
 
 
@@ -140,16 +169,22 @@ RANKED_FILES = {
 }
 
 
-def get_evaluation_files(filename):
-    """Every run's evaluate `filename`, as a list (an input that must exist, one per run)."""
-    return lambda wildcards: list(get_evaluations(filename)(wildcards).values())
+def get_evaluation_files(filename, stage="evaluate"):
+    """Every run's `stage` `filename`, as a list (an input that must exist, one per run)."""
+    return lambda wildcards: list(get_evaluations(filename, stage)(wildcards).values())
 
 
-def get_labelled(filename):
-    """`run=path` pairs of every run's evaluate `filename`, for entry points that need both."""
-    return lambda wildcards: " ".join(
-        f"{name}={path}" for name, path in get_evaluations(filename)(wildcards).items()
-    )
+def get_labelled(filename, stage="evaluate", flag=None):
+    """`run=path` pairs of every run's `stage` `filename`, for entry points that need both; with
+    `flag`, preceded by it, and nothing at all when no run has the stage."""
+
+    def labelled(wildcards):
+        pairs = " ".join(
+            f"{name}={path}" for name, path in get_evaluations(filename, stage)(wildcards).items()
+        )
+        return f"{flag} {pairs}" if flag and pairs else pairs
+
+    return labelled
 
 
 def get_labelled_inputs(wildcards, input):
@@ -167,6 +202,11 @@ def get_code(stage):
     """Params function: the fingerprint of the code `stage` runs, for the rules without a content
     key (leaderboard, comparison notebook, run views), so that a code change reruns them."""
     return lambda wildcards: PLAN.code[stage]
+
+
+# Each leaderboard compares its runs with the baseline, or with the first run of its task when the
+# baseline is a run of the other task.
+BASELINES = {stage: PLAN.baseline_of(stage) for stage in ("evaluate", "evaluate_scores")}
 
 
 def get_all_targets(wildcards):

@@ -1,7 +1,11 @@
+# Segmentation runs are ranked in leaderboard.csv, regression runs in leaderboard_regression.csv;
+# a table without runs of its task is written with its header only.
 rule compare:
     input:
         summaries=get_evaluation_files(RANKED_FILES["summary"]),
         per_image=get_evaluation_files(RANKED_FILES["per_image"]),
+        score_summaries=get_evaluation_files("summary.json", "evaluate_scores"),
+        per_case=get_evaluation_files("per_case_test.csv", "evaluate_scores"),
     output:
         table=report(
             "results/compare/leaderboard.csv",
@@ -13,17 +17,25 @@ rule compare:
             caption="../report/leaderboard.rst",
             category="Leaderboard",
         ),
+        regression=report(
+            "results/compare/leaderboard_regression.csv",
+            caption="../report/leaderboard_regression.rst",
+            category="Leaderboard",
+        ),
     log:
         "logs/compare/leaderboard.log",
     params:
-        summaries=get_labelled(RANKED_FILES["summary"]),
-        per_image=get_labelled(RANKED_FILES["per_image"]),
-        baseline=PLAN.baseline,
+        summaries=get_labelled(RANKED_FILES["summary"], flag="--summary"),
+        per_image=get_labelled(RANKED_FILES["per_image"], flag="--per-image"),
+        score_summaries=get_labelled("summary.json", "evaluate_scores", "--score-summary"),
+        per_case=get_labelled("per_case_test.csv", "evaluate_scores", "--per-case"),
+        baseline=BASELINES["evaluate"] or "",
+        score_baseline=BASELINES["evaluate_scores"] or "",
         settings=get_compare_settings,
         code=get_code("compare"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "compare.py --summary {params.summaries} --per-image {params.per_image} "
-        "--baseline {params.baseline} --settings {params.settings:q} "
-        "--out $(dirname {output.table}) > {log} 2>&1"
+        "compare.py {params.summaries} {params.per_image} {params.score_summaries} {params.per_case} "
+        "--baseline '{params.baseline}' --score-baseline '{params.score_baseline}' "
+        "--settings {params.settings:q} --out $(dirname {output.table}) > {log} 2>&1"

@@ -2,6 +2,7 @@ rule compare_report:
     input:
         notebook=NOTEBOOKS["compare_report"],
         leaderboard="results/compare/leaderboard.csv",
+        leaderboard_regression="results/compare/leaderboard_regression.csv",
     output:
         notebook="results/compare/compare.ipynb",
         html=report(
@@ -16,6 +17,16 @@ rule compare_report:
         ),
         figures=report(
             "results/compare/figures/paired_deltas.png",
+            caption="../report/compare_figures.rst",
+            category="Leaderboard",
+        ),
+        forest_regression=report(
+            "results/compare/figures/forest_regression.png",
+            caption="../report/compare_figures.rst",
+            category="Leaderboard",
+        ),
+        paired_deltas_regression=report(
+            "results/compare/figures/paired_deltas_regression.png",
             caption="../report/compare_figures.rst",
             category="Leaderboard",
         ),

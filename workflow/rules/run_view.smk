@@ -1,7 +1,10 @@
 # A run's name is a view onto keyed artifacts: renaming a run rebuilds only this view.
+# Segmentation and regression runs have views of their own rule, told apart by the run's name.
 rule run_view:
     input:
         unpack(get_run_artifacts),
+    wildcard_constraints:
+        name=names_pattern(PLAN.runs_of("evaluate")),
     output:
         index="results/runs/{name}/index.json",
         figures=report(
@@ -54,3 +57,4 @@ rule run_view:
     shell:
         "run_view.py --record {params.record:q} --artifacts {params.artifacts} "
         "--out $(dirname {output.index}) > {log} 2>&1"
+

@@ -1,7 +1,7 @@
 """The anatomy of the built-in brain volumes: a head's tissue labels on a RAS grid, and their contrast.
 
-Pure functions of the random generator it is given; it must never draw lesions (the brain
-generator places them in the white matter this draws) nor write a file.
+Pure functions of the random generator it is given; it must never draw lesions (the generators
+place them in the white matter this draws) nor write a file.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def subject_grid(size: int, rng: np.random.Generator) -> tuple[tuple[int, ...], 
 
 
 @dataclass(frozen=True)
-class _Head:
+class Head:
     """Where one head sits on its grid, as open (broadcastable) coordinate arrays."""
 
     mm: tuple[np.ndarray, ...]  # voxel centres in millimetres
@@ -62,7 +62,7 @@ class _Head:
     layer: float  # thickness of scalp, skull and outer CSF, in units of rho
 
 
-def _head(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator) -> _Head:
+def _head(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator) -> Head:
     """A head of random size and position: longer front to back than side to side, neck below."""
     extent = np.array(shape) * spacing
     radii = np.array([0.32, 0.42, 0.33]) * extent[0] * rng.uniform(0.9, 1.04) * rng.uniform(0.96, 1.04, 3)
@@ -74,11 +74,18 @@ def _head(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator)
     # At least most of an in-plane voxel thick, so small images keep their scalp, skull and CSF.
     layer = max(0.06, 0.8 * spacing[0] / radii.min())
     bumpy = rho / (1 + 0.04 * _direction_field(unit, 4, 2.5, rng))
-    return _Head(mm, u, bumpy, unit, centre, radii, extent, spacing, layer)
+    return Head(mm, u, bumpy, unit, centre, radii, extent, spacing, layer)
 
 
 def anatomy(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Tissue labels of one head on the RAS grid: scalp, skull, brain, ventricles, eyes, neck, marker."""
+    return head_anatomy(shape, spacing, rng)[0]
+
+
+def head_anatomy(
+    shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, Head]:
+    """Tissue labels of one head (as :func:`anatomy` draws them) and where the head sits on the grid."""
     head = _head(shape, spacing, rng)
     u, rho, layer = head.u, head.rho, head.layer
     labels = np.zeros(shape, dtype=np.uint8)
@@ -98,10 +105,10 @@ def anatomy(shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generato
     _paint_stem(labels, u, floor, layer, rng)
     _paint_eyes(labels, head, rng)
     _paint_marker(labels, head)
-    return labels
+    return labels, head
 
 
-def _paint_brain(labels: np.ndarray, brain: np.ndarray, head: _Head, rng: np.random.Generator) -> None:
+def _paint_brain(labels: np.ndarray, brain: np.ndarray, head: Head, rng: np.random.Generator) -> None:
     """Folded cortex and sulci around white matter, deep grey nuclei and the ventricles."""
     u, spacing = head.u, head.spacing
     depth = ndimage.distance_transform_edt(brain, sampling=spacing)
@@ -137,7 +144,7 @@ def _paint_stem(
     labels[column & (radius <= 1)] = STEM
 
 
-def _paint_eyes(labels: np.ndarray, head: _Head, rng: np.random.Generator) -> None:
+def _paint_eyes(labels: np.ndarray, head: Head, rng: np.random.Generator) -> None:
     """Two eyeballs in orbital fat, in front of and below the brain."""
     eye_radius = 0.13 * head.radii.mean()
     height = -0.47 + rng.normal(0, 0.02)
@@ -148,7 +155,7 @@ def _paint_eyes(labels: np.ndarray, head: _Head, rng: np.random.Generator) -> No
         labels[fat & _ellipsoid(head.mm, eye, (eye_radius,) * 3)] = EYE
 
 
-def _paint_marker(labels: np.ndarray, head: _Head) -> None:
+def _paint_marker(labels: np.ndarray, head: Head) -> None:
     """A fiducial capsule on the right forehead, a voxel or so clear of the scalp."""
     capsule = np.array([1.0, 1.0, 2.0]) * max(1.5, 0.025 * head.extent[0])
     direction = _MARKER_DIRECTION / np.linalg.norm(_MARKER_DIRECTION)

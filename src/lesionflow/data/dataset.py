@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,27 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from lesionflow.data import synthetic, synthetic_brain
+from lesionflow.data import synthetic, synthetic_brain, synthetic_loes
 from lesionflow.data.axis_columns import axis_cell
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_THRESHOLD_COLUMN,
+    default_image_id,
     load_manifest_mask,
     mask_setting,
     read_manifest,
+    read_manifest_table,
 )
-from lesionflow.data.manifest_check import validate_manifest
+from lesionflow.data.manifest_check import ManifestProblems, Problem, validate_manifest
+from lesionflow.data.score_column import (
+    SCORE_COLUMN,
+    VISIT_COLUMN,
+    ScoreSettings,
+    check_score_columns,
+    score_settings,
+    score_statistics,
+    score_values,
+)
 from lesionflow.io.readers import read_geometry
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
@@ -38,6 +50,7 @@ SYNTHETIC_KEYS = ("kind", "n_images", "image_size", "lesion_free_fraction", "see
 GENERATORS = {
     "fundus": synthetic.generate_dataset,
     "brain": synthetic_brain.generate_brain_dataset,
+    "loes": synthetic_loes.generate_loes_dataset,
 }
 
 
@@ -141,33 +154,110 @@ def _apply_mask_settings(manifest_df: pd.DataFrame, settings: Mapping[str, Any])
     return result
 
 
+def _image_ids(frame: pd.DataFrame) -> list[str]:
+    if "image_id" in frame.columns:
+        return frame["image_id"].astype(str).tolist()
+    return [default_image_id(cell) for cell in frame["image"]]
+
+
+def scored_manifest(
+    frame: pd.DataFrame, manifest: Path, score: ScoreSettings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The manifest rows with ``score`` (float) and ``visit`` (text) columns, and the scores' summary.
+
+    ``frame`` holds the manifest's rows as text cells, in file order (a table as read, or
+    ``read_manifest``'s); ``visit`` is the manifest's own column, else empty. A row whose score
+    cell is not valid (see ``scores.parse_score``) raises :class:`ManifestProblems` with every such
+    row, or with ``invalid_scores: exclude`` is left out and listed in the summary's ``excluded``
+    (row, header = row 1; image id; reason). Leaving out every row is an error.
+    """
+    check_score_columns(manifest, frame.columns, score.column)
+    values, problems = score_values(frame[score.column].tolist(), score.score_range)
+    ids = _image_ids(frame)
+    if problems and not score.excludes:
+        lines = [Problem(position + 2, score.column, None, what) for position, what in problems.items()]
+        raise ManifestProblems(manifest, lines)
+    excluded = [
+        {"row": position + 2, "image_id": ids[position], "reason": what}
+        for position, what in problems.items()
+    ]
+    if len(excluded) == len(frame):
+        raise LesionflowError(
+            f"data.invalid_scores: every row of manifest {manifest} has an invalid score in column "
+            f"'{score.column}' (row 2: {excluded[0]['reason']}); no row is left"
+        )
+    visits = frame[VISIT_COLUMN] if VISIT_COLUMN in frame.columns else pd.Series("", index=frame.index)
+    scored = frame.drop(columns=[c for c in (SCORE_COLUMN, VISIT_COLUMN) if c in frame.columns]).assign(
+        **{SCORE_COLUMN: values, VISIT_COLUMN: visits.to_numpy()}
+    )
+    kept = np.isfinite(values)
+    summary = {
+        "column": score.column,
+        **score_statistics(values[kept]),
+        "n_excluded": len(excluded),
+        "excluded": excluded,
+    }
+    return scored[kept].reset_index(drop=True), summary
+
+
+def _report_exclusions(manifest: Path, summary: Mapping[str, Any]) -> None:
+    """Say on stderr which rows were left out for their score, one line each."""
+    if not summary["excluded"]:
+        return
+    print(
+        f"data: data.invalid_scores is exclude: left out {summary['n_excluded']} row(s) of manifest "
+        f"{manifest} for their score in column '{summary['column']}':",
+        file=sys.stderr,
+    )
+    for item in summary["excluded"]:
+        print(f"  row {item['row']} (image id {item['image_id']!r}): {item['reason']}", file=sys.stderr)
+
+
+def _synthetic_manifest(settings: Mapping[str, Any], out: Path) -> Path:
+    """Generate the built-in dataset of ``data.synthetic`` into ``out``; its manifest's path."""
+    given = settings.get("synthetic")
+    unknown = [key for key in given if key not in SYNTHETIC_KEYS] if isinstance(given, Mapping) else []
+    if unknown:
+        raise LesionflowError(
+            f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(SYNTHETIC_KEYS)}"
+        )
+    parameters = complete_section({"data.synthetic": given}, "data.synthetic", SYNTHETIC_KEYS)
+    kind = parameters.pop("kind")
+    if kind not in GENERATORS:
+        raise LesionflowError(
+            f"data.synthetic.kind: expected one of {', '.join(GENERATORS)}, got {kind!r}"
+        )
+    return Path(GENERATORS[kind](out, **parameters))
+
+
 def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """The data stage: write ``manifest.csv``, ``images.csv``, ``lesions.csv`` and ``data_summary.json``.
 
     ``source: synthetic`` generates the built-in dataset there (fundus PNGs or brain NIfTI
     volumes by ``synthetic.kind``, relative paths);
-    ``source: manifest`` checks every row of the user's manifest first (files, sizes, mask values;
-    see ``manifest_check``) and stops with all its problems before writing anything, so no later
-    job starts on a bad dataset; it then writes the manifest with absolute paths, without copying
-    any image. Optional ``mask_channel`` / ``mask_threshold`` settings fill the
+    ``source: manifest`` checks every row of the user's manifest first (files, sizes, mask values,
+    scores; see ``manifest_check``) and stops with all its problems before writing anything, so
+    no later job starts on a bad dataset; it then writes the manifest with absolute paths, without
+    copying any image. Optional ``mask_channel`` / ``mask_threshold`` settings fill the
     manifest columns of the same name where they are empty.
+    ``score_column``, ``score_range`` and ``invalid_scores`` are required (null column: no
+    score). With a score column, ``manifest.csv`` gains ``score`` and ``visit`` (see
+    :func:`scored_manifest`; rows left out by ``invalid_scores: exclude`` are printed to stderr),
+    ``images.csv`` gains ``score`` and the summary a ``scores`` block; without one the outputs
+    are as they were.
     """
     out = Path(out_dir)
+    score = score_settings(settings)
     source = settings.get("source")
+    scores = None
     if source == "synthetic":
-        given = settings.get("synthetic")
-        unknown = [key for key in given if key not in SYNTHETIC_KEYS] if isinstance(given, Mapping) else []
-        if unknown:
-            raise LesionflowError(
-                f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(SYNTHETIC_KEYS)}"
-            )
-        parameters = complete_section({"data.synthetic": given}, "data.synthetic", SYNTHETIC_KEYS)
-        kind = parameters.pop("kind")
-        if kind not in GENERATORS:
-            raise LesionflowError(
-                f"data.synthetic.kind: expected one of {', '.join(GENERATORS)}, got {kind!r}"
-            )
-        manifest_df = read_manifest(GENERATORS[kind](out, **parameters))
+        path = _synthetic_manifest(settings, out)
+        if score.column is not None:
+            # Rewritten from its text cells, so the generator's relative paths stay relative.
+            table, scores = scored_manifest(read_manifest_table(path), path, score)
+            artifacts.write_csv(table, path)
+        manifest_df = read_manifest(path)
+        manifest = path
     elif source == "manifest":
         manifest = settings.get("manifest")
         if not manifest:
@@ -176,11 +266,18 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
             )
         validate_manifest(manifest, settings)
         manifest_df = _apply_mask_settings(read_manifest(manifest), settings)
+        if score.column is not None:
+            manifest_df, scores = scored_manifest(manifest_df, Path(manifest), score)
         artifacts.write_csv(manifest_df, out / "manifest.csv")
     else:
         raise LesionflowError(f"data.source: expected 'synthetic' or 'manifest', got {source!r}")
+    if scores is not None:
+        _report_exclusions(Path(manifest), scores)
     images, lesions = image_lesion_tables(manifest_df)
+    summary = {"source": source, **summarise_dataset(images, lesions)}
+    if scores is not None:
+        images[SCORE_COLUMN] = manifest_df[SCORE_COLUMN].astype(float).to_numpy()
+        summary["scores"] = scores
     artifacts.write_csv(images, out / "images.csv")
     artifacts.write_csv(lesions, out / "lesions.csv")
-    summary = {"source": source, **summarise_dataset(images, lesions)}
     artifacts.write_json(out / "data_summary.json", summary)

@@ -4,7 +4,8 @@ Each problem is one line naming the manifest, the row (header = row 1), the colu
 all of them are raised together as one :class:`ManifestProblems`, whose first line counts them.
 What is checked: the files exist and open, image and mask sizes (a volume's shape and affine)
 agree, masks are binary or have a threshold (and a channel when colour), image ids are unique,
-subjects are present, images are neither NaN-filled nor constant.
+subjects are present, images are neither NaN-filled nor constant, and (with data.score_column)
+every score cell holds a number in data.score_range (see ``scores``).
 
 It must never stop at the first problem, never change a file, and never hold more than one
 picture's pixels or one volume's voxels at a time: a 4288 x 2848 fundus photograph is 36 MB as
@@ -37,6 +38,7 @@ from lesionflow.data.manifest import (
     read_manifest_table,
 )
 from lesionflow.data.picture_check import picture_image_problems, picture_mask_channels
+from lesionflow.data.score_column import SCORE_KEYS, ScoreSettings, check_score_columns, parse_score, score_settings
 from lesionflow.data.volume_check import alignment_problems, volume_image_problems, volume_mask_problems
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
@@ -104,8 +106,10 @@ def validate_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | Non
     """Raise :class:`ManifestProblems` with every problem of the manifest, or return if it is sound.
 
     ``settings`` is the config's ``data`` section: ``mask_channel`` / ``mask_threshold`` apply to
-    rows whose manifest cells of the same name are empty. Problems of the whole file (missing,
-    not a CSV, missing columns) and bad settings raise a plain LesionflowError at once.
+    rows whose manifest cells of the same name are empty; ``score_column`` (with ``score_range``
+    and ``invalid_scores``, see :func:`check_manifest`) adds the score cells. Problems of the
+    whole file (missing, not a CSV, missing columns) and bad settings raise a plain
+    LesionflowError at once.
     """
     problems = check_manifest(path, settings)
     if problems:
@@ -113,11 +117,19 @@ def validate_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | Non
 
 
 def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None = None) -> list[Problem]:
-    """Every problem of every row of the manifest at ``path``, in row order; empty when sound."""
+    """Every problem of every row of the manifest at ``path``, in row order; empty when sound.
+
+    The score keys are read when ``settings`` has any of them (the data stage passes all three):
+    the score column must exist, and with ``invalid_scores: error`` each bad score cell is a
+    problem; with ``exclude`` such rows are the data stage's to leave out and list. A column
+    named ``score`` that is not the score column is refused either way (it is reserved).
+    """
     settings = settings or {}
     defaults = {key: mask_setting(settings, key) for key in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN)}
+    score = score_settings(settings) if any(key in settings for key in SCORE_KEYS) else None
     path = Path(path)
     frame = read_manifest_table(path)
+    check_score_columns(path, frame.columns, score.column if score else None)
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
     first_row_of_id: dict[str, int] = {}
@@ -125,7 +137,22 @@ def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None =
     for index, record in enumerate(frame.to_dict("records")):
         row = index + 2  # the header is row 1, as a spreadsheet shows it
         problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id))
+        problems.extend(_score_problems(record, row, folder, score))
     return problems
+
+
+def _score_problems(
+    record: Mapping[str, str], row: int, folder: Path, score: ScoreSettings | None
+) -> list[Problem]:
+    """The row's score problem, located by its image as an empty subject is; none when excluding."""
+    if score is None or score.column is None or score.excludes:
+        return []
+    try:
+        parse_score(record[score.column], score.score_range)
+    except ValueError as err:
+        image = manifest_file(folder, record["image"]) if record["image"].strip() else None
+        return [Problem(row, score.column, image, str(err))]
+    return []
 
 
 def _row_problems(

@@ -42,6 +42,7 @@ from lesionflow.data.manifest import (
     modality_columns,
     read_manifest,
 )
+from lesionflow.data.score_column import SCORE_COLUMN, VISIT_COLUMN
 from lesionflow.data.subsets import read_split
 from lesionflow.data.tiles import checked_tile_and_stride, cut_tiles, tile_origins, tile_rows, tile_weights
 from lesionflow.io.geometry import Geometry
@@ -69,6 +70,14 @@ IMAGE_COLUMNS = [
     "original_shape", "original_spacing", "crop_start", "crop_stop", "scale", "shape", "spacing",
     "lesion_pixels",
 ]
+# Data manifest columns that every item and image row carries from its source image when present:
+# a regression run's target and the visit that tells a subject's scans apart.
+CARRIED_COLUMNS = (SCORE_COLUMN, VISIT_COLUMN)
+
+
+def carried_columns(manifest_df: pd.DataFrame) -> list[str]:
+    """The columns of :data:`CARRIED_COLUMNS` that the data manifest has, in that order."""
+    return [column for column in CARRIED_COLUMNS if column in manifest_df.columns]
 
 
 def preprocess_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +218,12 @@ def _geometry_cells(original: Geometry, box: tuple[slice, ...], shape: Sequence[
 
 
 def _image_row(
-    row: Mapping[str, Any], split: str, original: Geometry, prepared: Prepared, out: Path
+    row: Mapping[str, Any],
+    split: str,
+    original: Geometry,
+    prepared: Prepared,
+    out: Path,
+    carried: Sequence[str],
 ) -> dict[str, Any]:
     image_id = str(row["image_id"])
     return {
@@ -223,6 +237,7 @@ def _image_row(
         **_geometry_cells(original, prepared.box, prepared.mask.shape),
         "scale": prepared.scale,
         "lesion_pixels": int(prepared.mask.sum()),
+        **{column: row[column] for column in carried},
     }
 
 
@@ -236,6 +251,7 @@ def _write_tiles(
     for row, (_, image_tile, mask_tile) in zip(
         rows, cut_tiles(prepared.image, prepared.mask, origins, tile), strict=True
     ):
+        row.update({column: image_row[column] for column in CARRIED_COLUMNS if column in image_row})
         row["image"] = str(out / "tiles" / f"{row['image_id']}{IMAGE_SUFFIX}")
         row["mask"] = str(out / "tile_masks" / f"{row['image_id']}{suffix}")
         row["lesion_pixels"] = int(mask_tile.sum())
@@ -248,6 +264,7 @@ def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple
     # Nothing to change: the items are the source images, read where the data stage left them.
     items = manifest_df.copy()
     items["source_image_id"] = items["image_id"]
+    carried = carried_columns(manifest_df)
     images = []
     for row, split in zip(manifest_df.to_dict("records"), split_df["split"], strict=True):
         geometry = read_geometry(row["image"])
@@ -257,10 +274,10 @@ def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple
                 "image_id": row["image_id"], "subject": row["subject"], "split": split,
                 "image": row["image"], "mask": row["mask"], "original_image": row["image"],
                 "original_mask": row["mask"], **_geometry_cells(geometry, whole, geometry.shape),
-                "scale": 1.0, "lesion_pixels": None,
+                "scale": 1.0, "lesion_pixels": None, **{column: row[column] for column in carried},
             }
         )
-    return items, pd.DataFrame(images, columns=IMAGE_COLUMNS)
+    return items, pd.DataFrame(images, columns=IMAGE_COLUMNS + carried)
 
 
 def _prepared_tables(
@@ -268,6 +285,7 @@ def _prepared_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepare and write every source image (and its tiles), one at a time; return both tables."""
     item_rows, image_rows = [], []
+    carried = carried_columns(manifest_df)
     records = manifest_df.to_dict("records")
     for row, split in tqdm(
         zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
@@ -275,7 +293,7 @@ def _prepared_tables(
     ):
         image, geometry = load_manifest_image(row)
         prepared = prepare_image(image, load_manifest_mask(row), geometry.spacing, settings, row["image"])
-        image_row = _image_row(row, split, geometry, prepared, out)
+        image_row = _image_row(row, split, geometry, prepared, out, carried)
         del image
         _save_image(prepared.image, Path(image_row["image"]))
         write_mask(image_row["mask"], prepared.mask)
@@ -285,7 +303,7 @@ def _prepared_tables(
         else:
             item_rows += _write_tiles(prepared, image_row, settings, out)
     items = pd.DataFrame(item_rows)
-    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
+    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS + carried)
     return items, images
 
 
@@ -303,6 +321,8 @@ def run_preprocess(
     ``images.csv`` (each source image: preprocessed file, field-of-view box, scale, original
     size, subset) and ``preprocess.json`` (the settings and counts). Source images are read and
     written one at a time. With nothing to change, the items are the source files themselves.
+    Items and image rows carry their source's ``score`` and ``visit`` when the data manifest has
+    them (a regression run's target and visit).
     """
     settings = preprocess_settings(settings)
     started = time.perf_counter()

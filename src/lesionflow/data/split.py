@@ -1,4 +1,4 @@
-"""The split stage: train / val / test grouped by subject and stratified by lesion presence.
+"""The split stage: train / val / test grouped by subject, stratified by lesion presence or score bin.
 
 It must never put one subject's images into two subsets: that leaks the patient into evaluation.
 """
@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from lesionflow.data.manifest import SUBSETS, lesion_presence, read_manifest
+from lesionflow.data.score_column import SCORE_COLUMN, check_score_bins, score_bin_labels, score_bins
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -28,6 +29,11 @@ SPLIT_COLUMN = "split"
 # More folds let fractions such as 0.7 / 0.15 / 0.15 be met exactly, but each fold must still
 # hold a few subjects of each stratum for the stratification to mean anything.
 MAX_FOLDS = 20
+# The split settings, as the schema's split section lists them.
+SETTING_KEYS = ("train", "val", "test", "seed", "nnunet_splits", "fold", "stratify", "score_bins")
+STRATIFY = ("auto", "presence", "score")
+SCORE_BIN_COLUMN = "score_bin"
+SCORE_SUMMARY_COLUMNS = ("score_mean", "score_median", "score_min", "score_max")
 
 
 def _check_fractions(fractions: Mapping[str, Any]) -> dict[str, float]:
@@ -69,6 +75,48 @@ def _folds_per_subset(fractions: Mapping[str, float], n_groups: int) -> dict[str
     return best[2]
 
 
+def _dealt_subsets(
+    subjects: np.ndarray, strata: np.ndarray, fractions: Mapping[str, float], seed: int
+) -> list[str]:
+    """Each image's subset: whole folds of one StratifiedGroupKFold dealt to test, val, then train."""
+    folds = _folds_per_subset(fractions, len(np.unique(subjects)))
+    n_folds = sum(folds.values())
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=int(seed))
+    fold_of_image = np.empty(len(subjects), dtype=int)
+    for fold, (_, held_out) in enumerate(splitter.split(subjects, strata, groups=subjects)):
+        fold_of_image[held_out] = fold
+    # Folds 0.. go to test, then val, then train; the splitter has already shuffled subjects.
+    subset_of_fold = ["test"] * folds["test"] + ["val"] * folds["val"] + ["train"] * folds["train"]
+    return [subset_of_fold[fold] for fold in fold_of_image]
+
+
+def _drawn_split(
+    manifest_df: pd.DataFrame, train: float, val: float, test: float, seed: int, strata: np.ndarray | None
+) -> pd.DataFrame:
+    """The split stratified by ``strata`` (one label per image), or by lesion presence when None."""
+    fractions = _check_fractions({"train": train, "val": val, "test": test})
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise LesionflowError(f"split.seed: expected an integer >= 0, got {seed!r}")
+    positive = lesion_presence(manifest_df).to_numpy()
+    subjects = manifest_df["subject"].astype(str).to_numpy()
+    subsets = _dealt_subsets(subjects, positive if strata is None else strata, fractions, seed)
+    split_df = pd.DataFrame(
+        {
+            "image_id": manifest_df["image_id"].astype(str).to_numpy(),
+            "subject": subjects,
+            "split": subsets,
+            "lesion_positive": positive,
+        }
+    )
+    empty = [name for name in SUBSETS if not (split_df["split"] == name).any()]
+    if empty:
+        raise LesionflowError(
+            f"split.{empty[0]}: no subject ended up in this subset; the dataset has too few "
+            "subjects for these fractions"
+        )
+    return split_df
+
+
 def make_split(
     manifest_df: pd.DataFrame,
     train: float,
@@ -83,35 +131,45 @@ def make_split(
     and train in proportion to the fractions. No subject is ever in two subsets; fractions are
     met approximately because subjects are not divided.
     """
-    fractions = _check_fractions({"train": train, "val": val, "test": test})
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-        raise LesionflowError(f"split.seed: expected an integer >= 0, got {seed!r}")
-    positive = lesion_presence(manifest_df).to_numpy()
-    subjects = manifest_df["subject"].astype(str).to_numpy()
-    folds = _folds_per_subset(fractions, len(np.unique(subjects)))
-    n_folds = sum(folds.values())
+    return _drawn_split(manifest_df, train, val, test, seed, None)
 
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=int(seed))
-    fold_of_image = np.empty(len(manifest_df), dtype=int)
-    for fold, (_, held_out) in enumerate(splitter.split(subjects, positive, groups=subjects)):
-        fold_of_image[held_out] = fold
-    # Folds 0.. go to test, then val, then train; the splitter has already shuffled subjects.
-    subset_of_fold = ["test"] * folds["test"] + ["val"] * folds["val"] + ["train"] * folds["train"]
-    split_df = pd.DataFrame(
-        {
-            "image_id": manifest_df["image_id"].astype(str).to_numpy(),
-            "subject": subjects,
-            "split": [subset_of_fold[fold] for fold in fold_of_image],
-            "lesion_positive": positive,
-        }
-    )
-    empty = [name for name in SUBSETS if not (split_df["split"] == name).any()]
-    if empty:
+
+def manifest_scores(manifest_df: pd.DataFrame) -> np.ndarray:
+    """The data manifest's ``score`` column as floats; LesionflowError if a cell is not a number."""
+    values = pd.to_numeric(manifest_df[SCORE_COLUMN], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
         raise LesionflowError(
-            f"split.{empty[0]}: no subject ended up in this subset; the dataset has too few "
-            "subjects for these fractions"
+            f"manifest column '{SCORE_COLUMN}': {bad.size} cell(s) are not finite numbers, e.g. "
+            f"{manifest_df[SCORE_COLUMN].iloc[bad[0]]!r} of image {manifest_df['image_id'].iloc[bad[0]]!r}; "
+            "the data stage writes this column from data.score_column"
         )
-    return split_df
+    return values
+
+
+def with_scores(split_df: pd.DataFrame, scores: np.ndarray, cuts: list[float]) -> pd.DataFrame:
+    """``split_df`` with each image's ``score`` and ``score_bin`` label (see scores.score_bin_labels)."""
+    return split_df.assign(**{SCORE_COLUMN: scores, SCORE_BIN_COLUMN: score_bins(scores, cuts)})
+
+
+def make_score_split(
+    manifest_df: pd.DataFrame,
+    train: float,
+    val: float,
+    test: float,
+    seed: int,
+    cuts: list[float],
+) -> pd.DataFrame:
+    """Assign every image to train, val or test, balancing the score bins that ``cuts`` make.
+
+    As :func:`make_split`, with each image's score bin as its class (so a subject's visits, in
+    one group, stay in one subset even when their bins differ); the table gains ``score`` and
+    ``score_bin``. ``cuts`` is ``split.score_bins``, checked.
+    """
+    cuts = check_score_bins(cuts, "split.score_bins")
+    scores = manifest_scores(manifest_df)
+    strata = np.asarray(score_bins(scores, cuts))
+    return with_scores(_drawn_split(manifest_df, train, val, test, seed, strata), scores, cuts)
 
 
 def fixed_split(manifest_df: pd.DataFrame) -> pd.DataFrame:
@@ -198,21 +256,57 @@ def nnunet_subsets(path: str | os.PathLike, fold: int, image_ids: pd.Series) -> 
     return ["train" if i in train else "val" if i in val else "test" for i in image_ids.astype(str)]
 
 
-def split_summary(split_df: pd.DataFrame) -> pd.DataFrame:
-    """Images, lesion-positive images and their rate per subset, rows train, val, test."""
+def split_summary(split_df: pd.DataFrame, cuts: list[float] | None = None) -> pd.DataFrame:
+    """Images, lesion-positive images and their rate per subset, rows train, val, test.
+
+    With a ``score`` column and the score bins' ``cuts``, also each subset's ``score_mean``,
+    ``score_median``, ``score_min``, ``score_max`` (NaN for an empty subset) and one
+    ``n_<bin label>`` column per bin (``n_<2``, ``n_[2, 5)``, ...), every bin even when empty.
+    """
+    scored = cuts is not None and SCORE_COLUMN in split_df.columns
+    labels = score_bin_labels(cuts) if scored else []
     rows = []
     for name in SUBSETS:
         subset = split_df[split_df["split"] == name]
         n_positive = int(subset["lesion_positive"].astype(bool).sum())
-        rows.append(
-            {
-                "split": name,
-                "n": len(subset),
-                "lesion_positive": n_positive,
-                "lesion_rate": n_positive / len(subset) if len(subset) else float("nan"),
-            }
+        row = {
+            "split": name,
+            "n": len(subset),
+            "lesion_positive": n_positive,
+            "lesion_rate": n_positive / len(subset) if len(subset) else float("nan"),
+        }
+        if scored:
+            row.update(_score_columns(subset[SCORE_COLUMN].to_numpy(dtype=float), cuts, labels))
+        rows.append(row)
+    columns = ["split", "n", "lesion_positive", "lesion_rate"]
+    if scored:
+        columns += [*SCORE_SUMMARY_COLUMNS, *(f"n_{label}" for label in labels)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _score_columns(scores: np.ndarray, cuts: list[float], labels: list[str]) -> dict[str, float | int]:
+    """A subset's score statistics and its image count per score bin."""
+    empty = scores.size == 0
+    counts = pd.Series(score_bins(scores, cuts), dtype=object).value_counts()
+    return {
+        "score_mean": float("nan") if empty else float(scores.mean()),
+        "score_median": float("nan") if empty else float(np.median(scores)),
+        "score_min": float("nan") if empty else float(scores.min()),
+        "score_max": float("nan") if empty else float(scores.max()),
+        **{f"n_{label}": int(counts.get(label, 0)) for label in labels},
+    }
+
+
+def _by_score(stratify: Any, has_scores: bool, manifest_path: str | os.PathLike) -> bool:
+    """Whether the drawn split is stratified by score bin (else by lesion presence)."""
+    if stratify not in STRATIFY:
+        raise LesionflowError(f"split.stratify: expected one of {', '.join(STRATIFY)}, got {stratify!r}")
+    if stratify == "score" and not has_scores:
+        raise LesionflowError(
+            f"split.stratify: 'score' needs scores, but the data manifest {manifest_path} has no "
+            f"'{SCORE_COLUMN}' column; set data.score_column, or split.stratify: presence"
         )
-    return pd.DataFrame(rows, columns=["split", "n", "lesion_positive", "lesion_rate"])
+    return has_scores if stratify == "auto" else stratify == "score"
 
 
 def run_split(
@@ -221,17 +315,23 @@ def run_split(
     """The split stage: write ``split.csv`` and ``split_summary.csv``.
 
     A ``split`` column in the manifest fixes every image's subset (:func:`fixed_split`); the
-    fractions and seed are then not used. Otherwise the split is drawn by :func:`make_split`.
+    fractions and seed are then not used. Otherwise the split is drawn by :func:`make_split`
+    (``stratify: presence``) or :func:`make_score_split` (``score``); ``auto`` is score when the
+    data manifest has a ``score`` column (the data stage's, from data.score_column). With scores,
+    ``split.csv`` gains ``score`` and ``score_bin`` and the summary the score columns, whichever
+    way the split was made.
     The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
     figure edit into the key of every stage after it, training included.
     """
-    allowed = ("train", "val", "test", "seed", "nnunet_splits", "fold")
-    unknown = [key for key in settings if key not in allowed]
+    unknown = [key for key in settings if key not in SETTING_KEYS]
     if unknown:
-        raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(allowed)}")
-    settings = complete_section({"split": settings}, "split", allowed)
+        raise LesionflowError(f"split.{unknown[0]}: unknown setting; expected {', '.join(SETTING_KEYS)}")
+    settings = complete_section({"split": settings}, "split", SETTING_KEYS)
     out = Path(out_dir)
     manifest_df = read_manifest(manifest_path)
+    has_scores = SCORE_COLUMN in manifest_df.columns
+    by_score = _by_score(settings["stratify"], has_scores, manifest_path)
+    cuts = check_score_bins(settings["score_bins"], "split.score_bins")
     if settings["nnunet_splits"] is not None:
         if SPLIT_COLUMN in manifest_df.columns:
             raise LesionflowError(
@@ -240,12 +340,16 @@ def run_split(
             )
         subsets = nnunet_subsets(settings["nnunet_splits"], settings["fold"], manifest_df["image_id"])
         manifest_df = manifest_df.assign(**{SPLIT_COLUMN: subsets})
+    fractions = {key: settings[key] for key in ("train", "val", "test", "seed")}
     if SPLIT_COLUMN in manifest_df.columns:
         split_df = fixed_split(manifest_df)
         print(f"split: the manifest's '{SPLIT_COLUMN}' column fixes every subset", file=sys.stderr)
+    elif by_score:
+        split_df = make_score_split(manifest_df, **fractions, cuts=cuts)
     else:
-        fractions = {key: settings[key] for key in ("train", "val", "test", "seed")}
         split_df = make_split(manifest_df, **fractions)
-    summary_df = split_summary(split_df)
+    if has_scores and SCORE_BIN_COLUMN not in split_df.columns:
+        split_df = with_scores(split_df, manifest_scores(manifest_df), cuts)
+    summary_df = split_summary(split_df, cuts if has_scores else None)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")

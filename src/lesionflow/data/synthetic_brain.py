@@ -6,6 +6,7 @@ Everything follows from the seed; it must never read the clock, the environment 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,9 @@ MAX_TRANSLATION_MM = 20.0
 CANONICAL_AXCODES = ("R", "A", "S")
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
 
+
 @dataclass(frozen=True)
-class _Lesion:
+class Lesion:
     """One lesion on the subject's canonical grid, stored in its bounding box."""
 
     box: tuple[slice, ...]
@@ -58,14 +60,14 @@ class _Lesion:
 
 
 @dataclass(frozen=True)
-class _Subject:
+class Subject:
     """What the sessions of one subject share: anatomy on a RAS grid, tissue contrast, lesions."""
 
     labels: np.ndarray  # uint8 tissue labels, axes R, A, S
     spacing: np.ndarray
     levels: np.ndarray  # FLAIR brightness of each tissue label
     texture: np.ndarray  # multiplicative tissue texture around 1
-    lesions: tuple[_Lesion, ...]
+    lesions: tuple[Lesion, ...]
 
 
 def _lesion_centres(
@@ -123,7 +125,7 @@ def _connected_top(field: np.ndarray, allowed: np.ndarray, seed: tuple[int, ...]
 
 def _lesion(
     labels: np.ndarray, spacing: np.ndarray, centre: np.ndarray, voxels: int, rng: np.random.Generator
-) -> _Lesion:
+) -> Lesion:
     """An irregular white matter lesion of about ``voxels`` voxels grown from ``centre``."""
     radius = (3 * voxels * np.prod(spacing) / (4 * np.pi)) ** (1 / 3)
     reach = np.ceil(3 * radius / spacing + 2).astype(int)
@@ -140,10 +142,10 @@ def _lesion(
     low, high = field[mask].min(), field[mask].max()
     # Brightest where the lobes are densest, still clearly bright at the edge.
     weight = np.where(mask, 0.55 + 0.45 * (field - low) / (high - low + 1e-12), 0.0)
-    return _Lesion(box, mask, weight, float(rng.uniform(1.6, 2.2)))
+    return Lesion(box, mask, weight, float(rng.uniform(1.6, 2.2)))
 
 
-def _lesions(labels: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> tuple[_Lesion, ...]:
+def _lesions(labels: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> tuple[Lesion, ...]:
     """The subject's 1 to 10 lesions, in the order they appear over sessions."""
     count = int(rng.integers(1, MAX_LESIONS_PER_SUBJECT + 1))
     white_voxels = int((labels == WHITE).sum())
@@ -158,11 +160,11 @@ def _lesions(labels: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) 
     )
 
 
-def _subject(size: int, rng: np.random.Generator) -> _Subject:
+def _subject(size: int, rng: np.random.Generator) -> Subject:
     """A new subject: grid, anatomy, tissue contrast, texture and lesions, in that draw order."""
     shape, spacing = subject_grid(size, rng)
     labels = anatomy(shape, spacing, rng)
-    return _Subject(
+    return Subject(
         labels=labels,
         spacing=spacing,
         levels=tissue_levels(rng),
@@ -187,14 +189,17 @@ def _bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return np.exp(np.clip(log_field, -0.2, 0.2))
 
 
-def _render(
-    subject: _Subject, n_lesions: int, rng: np.random.Generator
+def render_session(
+    subject: Subject, lesions: Sequence[Lesion], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One session on the RAS grid: (int16 FLAIR-like image, bool lesion mask)."""
+    """One session of ``subject`` showing ``lesions``, on its RAS grid: (int16 FLAIR-like image, bool mask).
+
+    The subject's own ``lesions`` are ignored: a session shows the ones it is given.
+    """
     image = subject.levels[subject.labels] * subject.texture
     mask = np.zeros(subject.labels.shape, dtype=bool)
     lesion_level = subject.levels[WHITE]
-    for lesion in subject.lesions[:n_lesions]:
+    for lesion in lesions:
         patch = image[lesion.box]
         image[lesion.box] = patch * (1 - lesion.weight) + lesion.contrast * lesion_level * lesion.weight
         mask[lesion.box] |= lesion.mask
@@ -227,18 +232,25 @@ def _canonical_affine(shape: tuple[int, ...], spacing: np.ndarray, rng: np.rando
     return affine
 
 
-def _stored(
-    image: np.ndarray, mask: np.ndarray, affine: np.ndarray, axcodes: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, Geometry]:
-    """Image and mask laid out in ``axcodes`` order, with the affine that keeps them in place."""
+def scan_layout(
+    shape: tuple[int, ...], spacing: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """How one scan of a RAS grid is stored: its slightly oblique affine, and a random axis order."""
+    affine = _canonical_affine(shape, spacing, rng)
+    return affine, _random_axcodes(rng)
+
+
+def stored_volume(
+    array: np.ndarray, affine: np.ndarray, axcodes: tuple[str, ...]
+) -> tuple[np.ndarray, Geometry]:
+    """A RAS-grid ``array`` laid out in ``axcodes`` order, with the geometry that keeps it in place."""
     transform = orientations.ornt_transform(
         orientations.axcodes2ornt(CANONICAL_AXCODES), orientations.axcodes2ornt(axcodes)
     )
-    stored_affine = affine @ orientations.inv_ornt_aff(transform, image.shape)
-    stored_image = orientations.apply_orientation(image, transform)
-    stored_mask = orientations.apply_orientation(mask, transform)
+    stored_affine = affine @ orientations.inv_ornt_aff(transform, array.shape)
+    stored = orientations.apply_orientation(array, transform)
     spacing = tuple(float(s) for s in np.linalg.norm(stored_affine[:3, :3], axis=0))
-    return stored_image, stored_mask, Geometry(stored_image.shape, spacing, stored_affine)
+    return stored, Geometry(stored.shape, spacing, stored_affine)
 
 
 def generate_brain_dataset(
@@ -275,9 +287,10 @@ def generate_brain_dataset(
         subject = _subject(image_size, rng)
         for session, n_lesions in enumerate(_lesions_shown(flags, len(subject.lesions), rng), start=1):
             image_id = f"{subject_id}_{session}"
-            image, mask = _render(subject, n_lesions, rng)
-            affine = _canonical_affine(image.shape, subject.spacing, rng)
-            image, mask, geometry = _stored(image, mask, affine, _random_axcodes(rng))
+            image, mask = render_session(subject, subject.lesions[:n_lesions], rng)
+            affine, axcodes = scan_layout(image.shape, subject.spacing, rng)
+            image, geometry = stored_volume(image, affine, axcodes)
+            mask, _ = stored_volume(mask, affine, axcodes)
             write_image(out / "images" / f"{image_id}.nii.gz", image[None], geometry)
             write_mask(out / "masks" / f"{image_id}.nii.gz", mask, geometry)
             rows.append(

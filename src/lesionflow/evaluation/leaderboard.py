@@ -20,6 +20,7 @@ from lesionflow.evaluation.leaderboard_columns import (
     COUNTS,
     EXCLUDED,
     FAILED,
+    LEADERBOARD_COLUMNS,
     PAIRED_METRICS,
     RANK_COLUMNS,
     RANKED,
@@ -286,8 +287,13 @@ def run_compare(
     ``settings`` is the config's compare section with the schema's defaults filled, plus every
     run's tags (``tags``: run -> list); its ``exclude_tags`` and ``bootstrap`` are used.
     """
+    out = Path(out_dir)
     if not summary_paths:
-        raise LesionflowError("compare needs at least one run summary")
+        # A config of regression runs only: the table is written, with its header and no rows.
+        empty = pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+        write_csv(empty, out / "leaderboard.csv")
+        save_figure(plot_leaderboard(empty), out / "leaderboard.png")
+        return empty
     check_settings(settings, baseline)
     summaries = {}
     for name, path in summary_paths.items():
@@ -308,7 +314,6 @@ def run_compare(
         )
         df = df.merge(paired, on="run", how="left")
         df = df[[c for c in df.columns if c != "source"] + ["source"]]
-    out = Path(out_dir)
     write_csv(df, out / "leaderboard.csv")
     save_figure(plot_leaderboard(df), out / "leaderboard.png")
     return df

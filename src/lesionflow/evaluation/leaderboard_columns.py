@@ -30,3 +30,22 @@ STATUS_ORDER = {RANKED: 0, EXCLUDED: 1, FAILED: 2}
 def is_baseline(df: pd.DataFrame) -> np.ndarray:
     """Boolean mask of the baseline row(s); all False for a table without an is_baseline column."""
     return df["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in df else np.zeros(len(df), bool)
+
+
+# The columns of a leaderboard without paired comparisons; a config without segmentation runs
+# writes leaderboard.csv with this header and no rows.
+LEADERBOARD_COLUMNS = [
+    "run",
+    "status",
+    "status_reason",
+    "is_baseline",
+    "tags",
+    "level",
+    "resolution",
+    *(metric + suffix for metric in PAIRED_METRICS for suffix in ("", "_ci_low", "_ci_high", "_n")),
+    *COUNTS,
+    *RANK_COLUMNS.values(),
+    "mean_rank",
+    *(f"delta_{metric}{kind}_vs_baseline" for metric in RANK_COLUMNS for kind in ("", "_pct")),
+    "source",
+]

@@ -14,49 +14,22 @@ Conventions:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import pearsonr, spearmanr
 
-from lesionflow.evaluation.bootstrap import Estimate, Resampler, numeric_vector
+from lesionflow.evaluation.bootstrap import Estimate, Resampler
+from lesionflow.evaluation.score_metrics import (
+    INTERVAL_METRICS,
+    P_VALUES,
+    check_pair,
+    finite_vector,
+    regression_metrics,
+)
 from lesionflow.pipeline.errors import LesionflowError
 
-# Metrics that get a bootstrap interval; the p-values are reported for the point estimate only.
-INTERVAL_METRICS = ("rmse", "srmse", "mae", "r2", "pearson_r", "spearman_rho")
-P_VALUES = {"pearson_r": "pearson_p", "spearman_rho": "spearman_p"}
-
-
-def regression_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict:
-    """Point values: n, rmse, srmse, mae, r2, pearson_r, pearson_p, spearman_rho, spearman_p.
-
-    Every value that is undefined for these rows (see the module conventions) is NaN.
-    """
-    true, pred = _check_pair(y_true, y_pred)
-    n = int(true.size)
-    out: dict = {"n": n, **{name: math.nan for name in (*INTERVAL_METRICS, *P_VALUES.values())}}
-    if n == 0:
-        return out
-    err = pred - true
-    out["rmse"] = float(np.sqrt(np.mean(err**2)))
-    out["mae"] = float(np.mean(np.abs(err)))
-    # Constancy is tested on the values, not on a computed std, which can be a rounding residue.
-    true_constant, pred_constant = _is_constant(true), _is_constant(pred)
-    if not true_constant:
-        out["srmse"] = out["rmse"] / float(np.std(true))
-        if n >= 2:
-            out["r2"] = float(1.0 - np.sum(err**2) / np.sum((true - true.mean()) ** 2))
-    if n >= 3 and not true_constant and not pred_constant:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pearson = pearsonr(true, pred)
-            spearman = spearmanr(true, pred)
-        out["pearson_r"], out["pearson_p"] = float(pearson.statistic), float(pearson.pvalue)
-        out["spearman_rho"], out["spearman_p"] = float(spearman.statistic), float(spearman.pvalue)
-    return out
-
+__all__ = ["INTERVAL_METRICS", "P_VALUES", "regression_metrics", "regression_summary"]
 
 def regression_summary(
     y_true: ArrayLike,
@@ -78,7 +51,7 @@ def regression_summary(
     ``{"overall": block, "by_range": [block, ...], "n_outside_ranges": int, "bootstrap": {...}}``
     where a block has ``n`` and every metric with ``_ci_low`` / ``_ci_high`` (p-values without).
     """
-    true, pred = _check_pair(y_true, y_pred)
+    true, pred = check_pair(y_true, y_pred)
     if true.size == 0:
         raise LesionflowError("regression summary: no rows to evaluate")
     if subjects is None:
@@ -92,12 +65,8 @@ def regression_summary(
     overall = _block(true, pred, idx, resampler, np.ones(true.size, dtype=bool))
     by_range = []
     in_some_range = np.zeros(true.size, dtype=bool)
-    for i, (low, high) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
-        last = i == len(cuts) - 2
-        # A value on a cut point belongs to the upper range; the top edge closes the last range.
-        mask = (true >= low) & ((true <= high) if last else (true < high))
+    for label, low, high, mask in _range_masks(true, cuts):
         in_some_range |= mask
-        label = f"[{low:g}, {high:g}{']' if last else ')'}"
         block = _block(true, pred, idx, resampler, mask)
         by_range.append({"range": label, "low": low, "high": high, **block})
     return {
@@ -146,9 +115,52 @@ def weighted_regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, weights:
     return {name: np.where(n_eff > 0, values, math.nan) for name, values in out.items()}
 
 
+def range_labels(y_true: ArrayLike, ranges: Sequence[float]) -> np.ndarray:
+    """The ``by_range`` label of ``regression_summary`` that each true score falls in ('' in none).
+
+    Labels and edges are exactly those of ``regression_summary`` with the same ``ranges``.
+    """
+    true = finite_vector(y_true, "y_true")
+    labels = np.full(true.size, "", dtype=object)
+    for label, _, _, mask in _range_masks(true, _check_ranges(ranges)):
+        labels[mask] = label
+    return labels
+
+
+def regression_estimates(
+    y_true: ArrayLike, y_pred: ArrayLike, subjects: Sequence[str], resampler: Resampler
+) -> dict[str, Estimate]:
+    """Every interval metric as an :class:`Estimate` over ``resampler``'s subject resamples.
+
+    Two prediction sets of the same rows scored with one ``resampler`` see the same resamples, so
+    ``bootstrap.difference`` of their estimates is the paired difference.
+    """
+    true, pred = check_pair(y_true, y_pred)
+    idx = resampler.subject_index(subjects)
+    if idx.size != true.size:
+        raise LesionflowError(f"regression estimates: {idx.size} subjects for {true.size} rows")
+    point = regression_metrics(true, pred)
+    samples = weighted_regression_metrics(true, pred, resampler.counts[:, idx])
+    return {
+        name: Estimate(point[name], samples[name], point["n"], resampler.confidence)
+        for name in INTERVAL_METRICS
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _range_masks(true: np.ndarray, cuts: list[float]) -> list[tuple[str, float, float, np.ndarray]]:
+    """(label, low, high, rows in the range) of each range between consecutive cut points."""
+    out = []
+    for i, (low, high) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        last = i == len(cuts) - 2
+        # A value on a cut point belongs to the upper range; the top edge closes the last range.
+        mask = (true >= low) & ((true <= high) if last else (true < high))
+        out.append((f"[{low:g}, {high:g}{']' if last else ')'}", low, high, mask))
+    return out
 
 
 def _block(
@@ -198,27 +210,6 @@ def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_eff: np.nda
     r = _weighted_cov(x, y, w, n_eff) / np.sqrt(_weighted_cov(x, x, w, n_eff) * _weighted_cov(y, y, w, n_eff))
     # scipy clips too: rounding can push |r| a hair above 1.
     return np.clip(r, -1.0, 1.0)
-
-
-def _is_constant(values: np.ndarray) -> bool:
-    return bool(values.size == 0 or np.all(values == values[0]))
-
-
-def _check_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    true = _finite_vector(y_true, "y_true")
-    pred = _finite_vector(y_pred, "y_pred")
-    if true.size != pred.size:
-        raise LesionflowError(f"y_true has {true.size} values but y_pred has {pred.size}")
-    return true, pred
-
-
-def _finite_vector(values: ArrayLike, what: str) -> np.ndarray:
-    arr = numeric_vector(values, what)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise LesionflowError(f"{what}[{i}] is {arr[i]}; every score must be a finite number")
-    return arr
 
 
 def _check_ranges(ranges: Sequence[float] | None) -> list[float]:

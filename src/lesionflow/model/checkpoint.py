@@ -225,8 +225,17 @@ def read_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return checkpoint
 
 
-def restore(checkpoint: dict[str, Any], parts: TrainingParts, device: torch.device) -> TrainingProgress:
-    """Load a checkpoint into freshly built parts; return the progress it records."""
+def restore(
+    checkpoint: dict[str, Any],
+    parts: TrainingParts,
+    device: torch.device,
+    progress_type: type[TrainingProgress] = TrainingProgress,
+) -> TrainingProgress:
+    """Load a checkpoint into freshly built parts; return the progress it records.
+
+    ``progress_type`` is the trainer's TrainingProgress (a subclass may add fields, as the
+    regression trainer's best validation sRMSE).
+    """
     parts.model.load_state_dict(checkpoint["model"])
     parts.optimizer.load_state_dict(checkpoint["optimizer"])
     if parts.scheduler is not None:
@@ -235,7 +244,7 @@ def restore(checkpoint: dict[str, Any], parts: TrainingParts, device: torch.devi
     if parts.scaler.is_enabled() and checkpoint["scaler"]:
         parts.scaler.load_state_dict(checkpoint["scaler"])
     restore_rng_states(checkpoint["rng"], parts, device)
-    return TrainingProgress(**checkpoint["progress"])
+    return progress_type(**checkpoint["progress"])
 
 
 def resume_or_start(
@@ -244,21 +253,23 @@ def resume_or_start(
     epochs: int,
     device: torch.device,
     build: Callable[[], TrainingParts],
+    progress_type: type[TrainingProgress] = TrainingProgress,
 ) -> tuple[TrainingParts, TrainingProgress, int | None]:
     """Parts and progress restored from the checkpoint at ``path`` if it fits, else fresh ones.
 
-    Also returns the epoch resumed from (None for a fresh start).
+    Also returns the epoch resumed from (None for a fresh start). ``progress_type`` is the
+    trainer's TrainingProgress class (see :func:`restore`).
     """
     parts = build()
     checkpoint = read_checkpoint(path, fingerprint)
     if checkpoint is None:
-        return parts, TrainingProgress(), None
+        return parts, progress_type(), None
     try:
-        progress = restore(checkpoint, parts, device)
+        progress = restore(checkpoint, parts, device, progress_type)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
         log(f"ignoring checkpoint {path}: it does not fit this training ({_one_line(error)}); "
             "starting afresh")
         # The failed load may have changed some parts; rebuild them as a fresh run would.
-        return build(), TrainingProgress(), None
+        return build(), progress_type(), None
     log(f"resuming from checkpoint at epoch {progress.epoch} of {epochs} ({path})")
     return parts, progress, progress.epoch

@@ -56,6 +56,7 @@ from lesionflow.model.interrupt import StopSignals
 from lesionflow.model.joblog import log
 from lesionflow.model.networks import build_loss, resolve_device
 from lesionflow.model.sampling import resolve_num_workers
+from lesionflow.model.score_train import run_score_train
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
@@ -215,7 +216,10 @@ def run_train(
 
     Resumes from ``out_dir/resume/checkpoint.pt`` when it was written for the same settings and
     data. Raises TrainingInterrupted after SIGTERM / SIGUSR1. Returns ``train_summary.json``.
+    ``settings['task']`` regression trains a score regressor instead (score_train.run_score_train).
     """
+    if settings.get("task") == "regression":
+        return run_score_train(manifest_path, split_path, settings, out_dir)
     model_settings, train = _check_settings(settings)
     spatial_dims = model_settings["spatial_dims"]
     out = Path(out_dir)

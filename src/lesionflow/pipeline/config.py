@@ -21,6 +21,9 @@ from lesionflow.pipeline.errors import LesionflowError
 # holds a link to it where Snakemake workflows keep their schemas.
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 RUN_SECTIONS = ("model", "preprocess", "train", "infer", "tune", "evaluate", "analyse", "resources")
+TASKS = ("segmentation", "regression")
+# The score column of the built-in loes dataset (data.synthetic.kind loes).
+LOES_SCORE_COLUMN = "loes_score"
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,25 @@ def run_section_schema(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return schema["$defs"]["run"]["properties"][name], schema
 
 
-def complete_run_section(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The run section ``name`` with every key the user left out filled from the schema's defaults.
+def complete_run_section(
+    name: str, settings: Mapping[str, Any], task: str = "segmentation"
+) -> dict[str, Any]:
+    """The run section ``name`` of a ``task`` run, every key the user left out filled from the
+    schema's defaults, without the keys that only the other task reads.
 
     The Snakefile resolves whole configs this way; callers that build one section by hand (tests,
     benchmarks) use this so that no module has to restate a default.
     """
     section, schema = run_section_schema(name)
-    return fill_defaults(dict(settings), section, schema)
+    filled = fill_defaults(dict(settings), section, schema)
+    for path, only_for, _ in _task_keys(section, schema):
+        found, _value = _lookup(filled, path)
+        if only_for and only_for != task and found:
+            parent = filled
+            for key in path[:-1]:
+                parent = parent[key]
+            del parent[path[-1]]
+    return filled
 
 
 def _key_path(parts) -> str:
@@ -75,7 +89,13 @@ def _describe(error: jsonschema.ValidationError, prefix: tuple) -> str:
         )
     if error.validator == "enum":
         valid = ", ".join(str(v) for v in error.validator_value)
-        return f"config key '{where}' is {error.instance!r}; valid values: {valid}"
+        # The task-dependent enums (network, loss, TTA) sit in the run schema's if/then/else.
+        task = (
+            " for a regression run" if "then" in error.schema_path
+            else " for a segmentation run (set task: regression for a regressor)"
+            if "else" in error.schema_path else ""
+        )
+        return f"config key '{where}' is {error.instance!r}; valid values{task}: {valid}"
     if error.validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -119,6 +139,49 @@ def fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) -
     return filled
 
 
+def _task_keys(schema: dict[str, Any], root: dict[str, Any], path: tuple = ()):
+    """Yield (key path, x-task, x-regression-default) of every run key marked with either."""
+    schema = _resolve_ref(schema, root)
+    for key, sub in schema.get("properties", {}).items():
+        sub = _resolve_ref(sub, root)
+        here = path + (key,)
+        if "x-task" in sub or "x-regression-default" in sub:
+            yield here, sub.get("x-task"), sub.get("x-regression-default")
+        yield from _task_keys(sub, root, here)
+
+
+def _lookup(tree: Mapping[str, Any], path: tuple) -> tuple[bool, Any]:
+    for key in path:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return False, None
+        tree = tree[key]
+    return True, tree
+
+
+def _check_task_keys(run: Mapping[str, Any], task: str, name: str, root: dict[str, Any]) -> None:
+    """Refuse a key the user set (in the run or its defaults) that only the other task reads."""
+    for path, only_for, _ in _task_keys(root["$defs"]["run"], root):
+        if only_for and only_for != task and _lookup(run, path)[0]:
+            raise LesionflowError(
+                f"config key '{_key_path(('runs', name) + path)}' applies to {only_for} runs only; "
+                f"run '{name}' is a {task} run (remove the key, from defaults too if it is set there)"
+            )
+
+
+def _task_defaults(run: Mapping[str, Any], task: str, root: dict[str, Any]) -> dict[str, Any]:
+    """The task's own defaults for the keys ``run`` leaves unset, as a nested mapping."""
+    seeded: dict[str, Any] = {}
+    if task != "regression":
+        return seeded
+    for path, _, default in _task_keys(root["$defs"]["run"], root):
+        if default is not None and not _lookup(run, path)[0]:
+            node = seeded
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = copy.deepcopy(default)
+    return seeded
+
+
 def merge_run(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge a run's overrides onto the defaults.
 
@@ -149,10 +212,17 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     _validate(raw, schema, schema, ())
     config = fill_defaults(raw, schema, schema)
     run_schema = schema["$defs"]["run"]
-    defaults = fill_defaults(config.get("defaults", {}), run_schema, schema)
+    given_defaults = raw.get("defaults") or {}
 
     runs = {}
     for name, override in config["runs"].items():
+        given = merge_run(given_defaults, override or {})
+        task = given.get("task", run_schema["properties"]["task"]["default"])
+        _check_task_keys(given, task, name, schema)
+        # A regression run's own defaults (a regressor, MSE, 3D) go under the user's defaults.
+        defaults = fill_defaults(
+            merge_run(_task_defaults(given, task, schema), given_defaults), run_schema, schema
+        )
         run = fill_defaults(merge_run(defaults, override or {}), run_schema, schema)
         _validate(run, run_schema, schema, ("runs", name))
         runs[name] = run
@@ -171,6 +241,8 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
             "config key 'data.manifest' is required when 'data.source' is manifest"
         )
 
+    data = _score_settings(data, runs)
+
     baseline = config["compare"].get("baseline", next(iter(runs)))
     if baseline not in runs:
         raise LesionflowError(
@@ -179,6 +251,27 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         )
     compare = {**config["compare"], "baseline": baseline}
     return ResolvedConfig(data=data, split=split, runs=runs, baseline=baseline, compare=compare)
+
+
+def _score_settings(data: dict[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The data section with the built-in loes dataset's score column, and regression runs checked
+    to have a score to learn."""
+    synthetic_kind = data["synthetic"]["kind"] if data["source"] == "synthetic" else None
+    if synthetic_kind == "loes" and data["score_column"] is None:
+        data = {**data, "score_column": LOES_SCORE_COLUMN}
+    regression = [name for name, run in runs.items() if run["task"] == "regression"]
+    if regression and data["score_column"] is None:
+        raise LesionflowError(
+            f"config key 'data.score_column' is required by the regression run '{regression[0]}': "
+            "name the manifest column that holds the score (the built-in dataset with scores is "
+            "data.synthetic.kind loes)"
+        )
+    if regression and synthetic_kind in ("fundus", "brain"):
+        raise LesionflowError(
+            f"config key 'data.synthetic.kind' is {synthetic_kind!r}, which has no scores for the "
+            f"regression run '{regression[0]}'; use kind loes or your own manifest"
+        )
+    return data
 
 
 def load_config_file(path: str | Path) -> ResolvedConfig:

@@ -17,7 +17,10 @@ from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.file_hashes import FileHashCache, manifest_fingerprint
 from lesionflow.pipeline.fingerprints import CodeBase
 from lesionflow.pipeline.keys import digest
-from lesionflow.pipeline.stages import KEYED_STAGES, STAGES
+from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, task_stages
+
+# The data settings that say which column holds the score and what to do with a bad one.
+SCORE_SETTINGS = ("score_column", "score_range", "invalid_scores")
 
 
 @dataclass(frozen=True)
@@ -62,33 +65,50 @@ class Plan:
 
     def runs_with(self, stage: str, key: str) -> list[str]:
         """Names of the runs whose ``stage`` job has this key, in config order."""
-        return [name for name, keys in self.runs.items() if keys[stage] == key]
+        return [name for name, keys in self.runs.items() if keys.get(stage) == key]
+
+    def baseline_of(self, stage: str) -> str | None:
+        """The run that the runs having ``stage`` are compared with: the baseline if it has the
+        stage, else the first run that has it; None when no run has it."""
+        runs = self.runs_of(stage)
+        return self.baseline if self.baseline in runs else next(iter(runs), None)
+
+    def runs_of(self, stage: str) -> list[str]:
+        """Names of the runs that have a ``stage`` job (their task has the stage), in config order."""
+        return [name for name, keys in self.runs.items() if stage in keys]
 
 
 def run_settings(stage: str, run: dict[str, Any]) -> dict[str, Any]:
     """What the job of ``stage`` receives from a resolved run: the sections the registry names."""
     return {
-        section: dict(run[section]) if keys is None else {k: run[section][k] for k in keys}
-        for section, keys in STAGES[stage].sections.items()
+        section: _section(run[section], keys) for section, keys in STAGES[stage].sections.items()
     }
+
+
+def _section(values: Any, keys: tuple[str, ...] | None) -> Any:
+    if not isinstance(values, dict):
+        return values  # a scalar run key, such as task
+    return dict(values) if keys is None else {k: values[k] for k in keys}
 
 
 def _key_settings(stage: str, settings: dict[str, Any]) -> dict[str, Any]:
     drop = STAGES[stage].not_in_key
     return {
-        section: {k: v for k, v in values.items() if k not in drop} for section, values in settings.items()
+        section: {k: v for k, v in values.items() if k not in drop} if isinstance(values, dict) else values
+        for section, values in settings.items()
     }
 
 
 def _data_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     data = config.data
+    scores = {key: data[key] for key in SCORE_SETTINGS}
     if data["source"] == "synthetic":
-        settings = {"source": "synthetic", "synthetic": data["synthetic"]}
+        settings = {"source": "synthetic", "synthetic": data["synthetic"], **scores}
         return settings, settings
     manifest = (workdir / data["manifest"]).resolve()
     cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
     fingerprint = manifest_fingerprint(manifest, cache)
-    masks = {"mask_channel": data["mask_channel"], "mask_threshold": data["mask_threshold"]}
+    masks = {"mask_channel": data["mask_channel"], "mask_threshold": data["mask_threshold"], **scores}
     return {"source": "manifest", "manifest": str(manifest), **masks}, {
         "source": "manifest",
         "fingerprint": fingerprint,
@@ -124,7 +144,7 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
     shared = {"data": (data_settings, data_key_params), "split": _split_settings(config, workdir)}
     for name, run in config.runs.items():
         keys: dict[str, str] = {}
-        for stage in KEYED_STAGES:
+        for stage in task_stages(run["task"]):
             if stage in shared:
                 settings, key_params = shared[stage]
             else:

@@ -14,6 +14,9 @@ from typing import Literal
 # stages, results/<stage>/<key>/), or across runs (the leaderboard and views, which rerun when
 # their code or inputs change).
 Scope = Literal["dataset", "run", "across_runs"]
+# What a run predicts (its `task`): a lesion mask per image, or a score per image.
+TASKS = ("segmentation", "regression")
+SEGMENTATION, REGRESSION = TASKS
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,10 @@ class Stage:
     scope: Scope = "run"
     reads: tuple[str, ...] = ()
     # Run sections the job receives: the whole section (None) or only the listed keys, so that
-    # a setting a stage never reads cannot change its key.
+    # a setting a stage never reads cannot change its key. A scalar run key (task) is passed as is.
     sections: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+    # The tasks whose runs have this stage (data to training serve both).
+    tasks: tuple[str, ...] = TASKS
     # Settings that change how a job runs but not what it writes.
     not_in_key: tuple[str, ...] = ()
     notebook: str | None = None
@@ -53,7 +58,7 @@ _REGISTRY = (
     ),
     Stage(
         "split",
-        "train / val / test split grouped by subject, stratified by lesion presence",
+        "train / val / test split grouped by subject, stratified by lesion presence or by score bins",
         script="split",
         scope="dataset",
         reads=("data",),
@@ -70,13 +75,14 @@ _REGISTRY = (
         "train a MONAI network on the training items; best epoch chosen on validation",
         script="train",
         reads=("preprocess",),
-        sections={"model": None, "train": None},
+        sections={"task": None, "model": None, "train": None},
         not_in_key=("device", "num_workers"),
     ),
     Stage(
         "infer",
         "probability maps of val and test images with test-time augmentation, stitched window by window",
         script="infer",
+        tasks=(SEGMENTATION,),
         reads=("preprocess", "train"),
         sections={"infer": None},
         not_in_key=("device", "batch_size"),
@@ -85,32 +91,37 @@ _REGISTRY = (
         "tune",
         "threshold and minimum lesion area chosen on validation maps only, then locked",
         script="tune",
+        tasks=(SEGMENTATION,),
         reads=("data", "split", "infer"),
-        sections={"tune": None},
+        sections={"tune": ("objective", "thresholds", "min_lesion_areas", "presence_score", "connectivity")},
     ),
     Stage(
         "evaluate",
         "per-image, lesion-wise and presence metrics with subject-bootstrap intervals",
         script="evaluate",
+        tasks=(SEGMENTATION,),
         reads=("data", "split", "preprocess", "infer", "tune"),
-        sections={"evaluate": None},
+        sections={"evaluate": ("lesion_matching", "size_bins", "size_bins_mm3", "bootstrap")},
     ),
     Stage(
         "export",
         "locked masks and probability maps of val and test in each source's format and geometry",
         script="export",
+        tasks=(SEGMENTATION,),
         reads=("data", "infer", "tune"),
     ),
     Stage(
         "breakdown",
         "zero-Dice breakdown of the test images: why each scored zero",
         script="breakdown",
+        tasks=(SEGMENTATION,),
         reads=("evaluate",),
     ),
     Stage(
         "analyse",
         "the run's analysis notebook: data, split, training, metrics, errors and examples",
         script="notebook",
+        tasks=(SEGMENTATION,),
         reads=("data", "split", "preprocess", "train", "infer", "tune", "evaluate", "breakdown"),
         sections={"analyse": ("dice_bands", "n_examples")},
         notebook="analysis",
@@ -129,6 +140,48 @@ _REGISTRY = (
         ),
     ),
     Stage(
+        "infer_scores",
+        "predicted scores of val and test images, averaged over mirror-flip test-time augmentation",
+        script="infer_scores",
+        tasks=(REGRESSION,),
+        reads=("preprocess", "train"),
+        sections={"infer": ("tta", "device", "batch_size")},
+        not_in_key=("device", "batch_size"),
+    ),
+    Stage(
+        "calibrate",
+        "a linear calibration of the predicted scores fitted on validation only, then locked",
+        script="calibrate",
+        tasks=(REGRESSION,),
+        reads=("data", "split", "infer_scores"),
+        sections={"tune": ("calibration",)},
+    ),
+    Stage(
+        "evaluate_scores",
+        "sRMSE, MAE, R², Pearson and Spearman with subject-bootstrap intervals, by score range",
+        script="evaluate_scores",
+        tasks=(REGRESSION,),
+        reads=("data", "split", "infer_scores", "calibrate"),
+        sections={"evaluate": ("score_ranges", "bootstrap")},
+    ),
+    Stage(
+        "analyse_scores",
+        "the run's regression notebook: predicted against true, residuals by range, worst cases",
+        script="notebook",
+        tasks=(REGRESSION,),
+        reads=("data", "split", "train", "calibrate", "evaluate_scores"),
+        sections={"analyse": ("n_examples", "high_score")},
+        notebook="regression",
+        figures=(
+            "score_scatter",
+            "residuals_by_range",
+            "bland_altman",
+            "visit_consistency",
+            "training_curves",
+            "worst_cases",
+        ),
+    ),
+    Stage(
         "training_report",
         "the training report notebook: curves, learning rate and verdicts from the train stage alone",
         script="notebook",
@@ -142,7 +195,7 @@ _REGISTRY = (
         "the leaderboard: every run's test metrics, ranks and paired differences to the baseline",
         script="compare",
         scope="across_runs",
-        reads=("evaluate",),
+        reads=("evaluate", "evaluate_scores"),
     ),
     Stage(
         "compare_report",
@@ -151,7 +204,7 @@ _REGISTRY = (
         scope="across_runs",
         reads=("compare",),
         notebook="compare",
-        figures=("forest", "paired_deltas"),
+        figures=("forest", "paired_deltas", "forest_regression", "paired_deltas_regression"),
     ),
     Stage(
         "run_view",
@@ -161,6 +214,15 @@ _REGISTRY = (
         reads=(
             "split", "train", "tune", "evaluate", "export", "breakdown", "analyse", "training_report",
         ),
+        tasks=(SEGMENTATION,),
+    ),
+    Stage(
+        "score_run_view",
+        "results/runs/<name>/ of a regression run: its notebooks, per-case table and figures",
+        script="run_view",
+        scope="across_runs",
+        tasks=(REGRESSION,),
+        reads=("split", "train", "calibrate", "evaluate_scores", "analyse_scores", "training_report"),
     ),
 )
 
@@ -168,6 +230,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in _REGISTRY}
 # Stages whose artifacts live under a content key, in pipeline order.
 KEYED_STAGES: tuple[str, ...] = tuple(s.name for s in _REGISTRY if s.scope != "across_runs")
 NOTEBOOK_STAGES: tuple[str, ...] = tuple(s.name for s in _REGISTRY if s.notebook)
+
+
+def task_stages(task: str) -> tuple[str, ...]:
+    """The keyed stages of a run of ``task``, in pipeline order."""
+    return tuple(name for name in KEYED_STAGES if task in STAGES[name].tasks)
 
 
 def downstream(stage: str) -> set[str]:

@@ -37,19 +37,27 @@ RANKINGS = {
 }
 # Metrics whose paired difference to the baseline the notebook shows, in table and figure order.
 DELTA_METRICS = ("dice_pos", "presence_roc_auc", "presence_ap", "lesion_f1")
+# Columns the notebook cannot do without.
+REQUIRED_COLUMNS = ("run", "status", "status_reason", "is_baseline", "mean_rank")
 
 
 def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd.DataFrame:
     """The leaderboard.csv the compare stage wrote, checked against the expected baseline.
 
     Text cells stay text (a run named 'NA' is not a missing value); empty numeric cells are NaN.
+    A config without segmentation runs gives a leaderboard without rows, which has no baseline
+    to check.
     """
     path = Path(path)
     if not path.is_file():
         raise LesionflowError(f"leaderboard {path} not found")
     text = {column: "string" for column in TEXT_COLUMNS}
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
-    missing = [c for c in ("run", "status", "status_reason", "is_baseline", "mean_rank") if c not in df]
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+    except pd.errors.EmptyDataError:
+        # Not even a header: no segmentation run to rank.
+        return pd.DataFrame(columns=REQUIRED_COLUMNS).astype({"is_baseline": bool})
+    missing = [c for c in REQUIRED_COLUMNS if c not in df]
     if missing:
         raise LesionflowError(
             f"{path}: not a leaderboard of this version, missing column(s) {', '.join(missing)}"
@@ -59,7 +67,7 @@ def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd
             df[column] = df[column].fillna("").astype(str)
     df["is_baseline"] = df["is_baseline"].astype(str).str.lower().isin(["true", "1", "1.0"])
     written = df.loc[df["is_baseline"], "run"].tolist()
-    if baseline is not None and written != [baseline]:
+    if baseline is not None and len(df) and written != [baseline]:
         raise LesionflowError(
             f"compare notebook: parameter baseline={baseline!r} but {path} was built with baseline {written}"
         )
@@ -98,6 +106,9 @@ def ranking_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
     if by not in RANKINGS:
         raise LesionflowError(f"ranking by {by!r} is not available; choose one of {list(RANKINGS)}")
     ranked = df[df["status"] == RANKED]
+    if ranked.empty:
+        # Also a leaderboard without segmentation runs, whose header may lack the rank columns.
+        return pd.DataFrame(columns=["rank", "run", "value", "n"])
     rank = ranked[RANKINGS[by]] if by != "mean_rank" else ranked["mean_rank"].rank(method="min")
     rows = []
     for (_, row), position in zip(ranked.iterrows(), rank, strict=True):
@@ -152,7 +163,9 @@ def not_ranked(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(df: pd.DataFrame) -> str:
-    """One line: how many runs, how many of each status, and the baseline."""
+    """One line: how many runs, how many of each status, and the baseline; or that there are none."""
+    if df.empty:
+        return "No segmentation runs in this config: `leaderboard.csv` has no rows."
     counts = df["status"].value_counts()
     parts = [f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER]
     return f"{len(df)} runs: {', '.join(parts)}; baseline: {baseline_name(df)!r}."

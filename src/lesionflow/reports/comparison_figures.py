@@ -30,14 +30,26 @@ from lesionflow.reports.leaderboard_plot import (
 
 FOREST_METRICS = ("dice_pos", "presence_roc_auc")
 BETTER_COLOUR, WORSE_COLOUR, UNCLEAR_COLOUR = "tab:green", "tab:red", "tab:blue"
+NO_RUNS = "No segmentation runs in this config\n(leaderboard.csv has no rows)."
 
 
-def _figure_height(n_rows: int) -> float:
+def message_figure(message: str, title: str) -> Figure:
+    """A figure holding only ``message``: a figure the workflow expects when it has nothing to draw."""
+    fig = Figure(figsize=(9, 2.6), layout="constrained")
+    ax = fig.subplots()
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.3")
+    ax.set_axis_off()
+    fig.suptitle(title)
+    return fig
+
+
+def figure_height(n_rows: int) -> float:
+    """Height in inches of a figure with one row per run."""
     # Room for the title, the x label and a two-row legend below the rows.
     return max(3.2, 0.42 * n_rows + 2.4)
 
 
-def _na_texts(ax: Axes, rows: np.ndarray, colours: Sequence[str]) -> None:
+def na_texts(ax: Axes, rows: np.ndarray, colours: Sequence[str]) -> None:
     """'n/a' in the middle of the panel for undefined values, so they are never read as 0."""
     mid = blended_transform_factory(ax.transAxes, ax.transData)
     for y in rows:
@@ -54,7 +66,7 @@ def _na_texts(ax: Axes, rows: np.ndarray, colours: Sequence[str]) -> None:
         )
 
 
-def _intervals(
+def draw_intervals(
     ax: Axes, values: np.ndarray, low: np.ndarray, high: np.ndarray, colours: Sequence[str]
 ) -> None:
     """Point and horizontal interval line per row (row 0 at the top); 'n/a' where undefined."""
@@ -64,15 +76,16 @@ def _intervals(
         if not (math.isnan(lo) or math.isnan(hi)):
             ax.hlines(y, lo, hi, color=colour, linewidth=2.2)
         ax.plot(value, y, "o", color=colour, markersize=7, markeredgecolor="white", zorder=3)
-    _na_texts(ax, np.flatnonzero(np.isnan(values)), colours)
+    na_texts(ax, np.flatnonzero(np.isnan(values)), colours)
 
 
-def _point_handle(colour: str, label: str) -> Line2D:
+def point_handle(colour: str, label: str) -> Line2D:
     """Legend entry that looks like one row: a point on its interval line."""
     return Line2D([], [], color=colour, marker="o", linewidth=2.2, label=label)
 
 
-def _row_axes(ax: Axes, df: pd.DataFrame, colours: Sequence[str]) -> None:
+def row_axes(ax: Axes, df: pd.DataFrame, colours: Sequence[str]) -> None:
+    """One labelled y row per run of ``df``, first at the top, labels coloured as their rows."""
     ax.set_yticks(np.arange(len(df)), row_labels(df))
     ax.set_ylim(len(df) - 0.5, -0.5)  # first leaderboard row at the top
     colour_tick_labels(ax, colours, df)
@@ -82,15 +95,18 @@ def _row_axes(ax: Axes, df: pd.DataFrame, colours: Sequence[str]) -> None:
 
 def plot_forest(df: pd.DataFrame) -> Figure:
     """Forest plot of test dice_pos and presence ROC-AUC: one row per run in leaderboard order,
-    point and bootstrap interval; baseline orange, excluded and failed runs grey with their status."""
-    fig = Figure(figsize=(11, _figure_height(len(df))), layout="constrained")
+    point and bootstrap interval; baseline orange, excluded and failed runs grey with their status.
+    A leaderboard without rows gives a figure that says so."""
+    if df.empty:
+        return message_figure(NO_RUNS, "Test metrics per run with subject-bootstrap intervals")
+    fig = Figure(figsize=(11, figure_height(len(df))), layout="constrained")
     axes = fig.subplots(1, len(FOREST_METRICS), sharey=True)
     colours = row_colours(df)
     base = df[is_baseline(df)]
     for ax, metric in zip(axes, FOREST_METRICS, strict=True):
         values = column_values(df, metric)
         low, high = column_values(df, f"{metric}_ci_low"), column_values(df, f"{metric}_ci_high")
-        _intervals(ax, values, low, high, colours)
+        draw_intervals(ax, values, low, high, colours)
         if len(base) and not math.isnan(column_values(base, metric)[0]):
             # The baseline's value as a reference line: rows right of it beat it on the point value.
             ax.axvline(column_values(base, metric)[0], color=BASELINE_COLOUR, linestyle="--", linewidth=1)
@@ -98,12 +114,12 @@ def plot_forest(df: pd.DataFrame) -> Figure:
             ax.axvline(0.5, color="0.3", linestyle=":", linewidth=1)
         ax.set_xlim(-0.03, 1.03)  # a point at exactly 0 or 1 stays whole
         ax.set_xlabel(COMPARISON_NAMES[metric])
-        _row_axes(ax, df, colours)
+        row_axes(ax, df, colours)
     axes[0].set_ylabel("run (leaderboard order)")
     handles = [
-        _point_handle(RANKED_COLOUR, "ranked run: value and interval"),
-        _point_handle(BASELINE_COLOUR, "baseline"),
-        _point_handle(NOT_RANKED_COLOUR, "excluded or failed (not ranked)"),
+        point_handle(RANKED_COLOUR, "ranked run: value and interval"),
+        point_handle(BASELINE_COLOUR, "baseline"),
+        point_handle(NOT_RANKED_COLOUR, "excluded or failed (not ranked)"),
         Line2D([], [], color=BASELINE_COLOUR, linestyle="--", linewidth=1, label="baseline value"),
         Line2D([], [], color="0.3", linestyle=":", linewidth=1, label="ROC-AUC 0.5 (chance)"),
     ]
@@ -112,22 +128,26 @@ def plot_forest(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def _delta_colours(df: pd.DataFrame, low: np.ndarray, high: np.ndarray) -> list[str]:
-    """Green: interval above 0 (run better), red: below 0 (worse), blue: includes 0; grey: not ranked."""
+def delta_colours(
+    df: pd.DataFrame, low: np.ndarray, high: np.ndarray, lower_is_better: bool
+) -> list[str]:
+    """Green: the interval lies on the better side of 0 (above, or below for a lower-better metric),
+    red: on the worse side, blue: it includes 0; grey: not ranked."""
     colours = []
     for status, lo, hi in zip(df["status"], low, high, strict=True):
+        better, worse = (hi < 0, lo > 0) if lower_is_better else (lo > 0, hi < 0)
         if status != RANKED:
             colours.append(NOT_RANKED_COLOUR)
         else:
-            colours.append(BETTER_COLOUR if lo > 0 else WORSE_COLOUR if hi < 0 else UNCLEAR_COLOUR)
+            colours.append(BETTER_COLOUR if better else WORSE_COLOUR if worse else UNCLEAR_COLOUR)
     return colours
 
 
-def _symmetric_limit(df: pd.DataFrame, *arrays: np.ndarray) -> float:
+def symmetric_limit(df: pd.DataFrame, *arrays: np.ndarray) -> float:
     """Half-width of a delta panel, from the ranked runs' values and intervals where there are any.
 
     A failed run can differ by -0.8 and would squeeze every ranked run's interval to a dot; it is
-    drawn at the edge with its value instead (see :func:`_off_scale`). Symmetric around 0 so better
+    drawn at the edge with its value instead (see :func:`off_scale`). Symmetric around 0 so better
     and worse take the same room; at least 0.05 so tiny differences are not blown up.
     """
     stacked = np.abs(np.vstack(arrays))
@@ -139,13 +159,13 @@ def _symmetric_limit(df: pd.DataFrame, *arrays: np.ndarray) -> float:
     return 1.0
 
 
-def _inner_ticks(limit: float) -> list[float]:
+def inner_ticks(limit: float) -> list[float]:
     """Round ticks of a +-limit panel, none at its edges: neighbouring panels' edge labels collide."""
     ticks = MaxNLocator(nbins=4, symmetric=True).tick_values(-limit, limit)
     return [float(t) for t in ticks if abs(t) < 0.9 * limit]
 
 
-def _off_scale(ax: Axes, values: np.ndarray, limit: float, colours: Sequence[str]) -> None:
+def off_scale(ax: Axes, values: np.ndarray, limit: float, colours: Sequence[str]) -> None:
     """A triangle at the panel's edge and the value as text for each point outside +-limit."""
     for y in np.flatnonzero(np.abs(np.nan_to_num(values)) > limit):
         side = float(np.sign(values[y]))
@@ -164,9 +184,12 @@ def _off_scale(ax: Axes, values: np.ndarray, limit: float, colours: Sequence[str
 
 def plot_paired_deltas(df: pd.DataFrame) -> Figure:
     """Per run but the baseline: paired difference (run - baseline) with its interval for dice_pos,
-    presence ROC-AUC, AP and lesion F1, one panel each, with a line at 0 (no difference)."""
+    presence ROC-AUC, AP and lesion F1, one panel each, with a line at 0 (no difference).
+    A leaderboard without rows gives a figure that says so."""
+    if df.empty:
+        return message_figure(NO_RUNS, "Paired differences to the baseline")
     others = df[~is_baseline(df)].reset_index(drop=True)
-    fig = Figure(figsize=(14, _figure_height(max(len(others), 1))), layout="constrained")
+    fig = Figure(figsize=(14, figure_height(max(len(others), 1))), layout="constrained")
     axes = fig.subplots(1, len(DELTA_METRICS), sharey=True)
     for ax, metric in zip(axes, DELTA_METRICS, strict=True):
         key = f"paired_delta_{metric}"
@@ -186,18 +209,18 @@ def plot_paired_deltas(df: pd.DataFrame) -> Figure:
             ax.set_yticks([])
             continue
         ax.axvline(0, color="black", linewidth=1)
-        limit = _symmetric_limit(others, values, low, high)
+        limit = symmetric_limit(others, values, low, high)
         ax.set_xlim(-limit, limit)
-        ax.set_xticks(_inner_ticks(limit))
-        colours = _delta_colours(others, low, high)
-        _intervals(ax, values, low, high, colours)
-        _off_scale(ax, values, limit, colours)
-        _row_axes(ax, others, [NOT_RANKED_COLOUR if s != RANKED else "black" for s in others["status"]])
+        ax.set_xticks(inner_ticks(limit))
+        colours = delta_colours(others, low, high, lower_is_better=False)
+        draw_intervals(ax, values, low, high, colours)
+        off_scale(ax, values, limit, colours)
+        row_axes(ax, others, [NOT_RANKED_COLOUR if s != RANKED else "black" for s in others["status"]])
     handles = [
-        _point_handle(BETTER_COLOUR, "interval above 0: run better"),
-        _point_handle(WORSE_COLOUR, "interval below 0: run worse"),
-        _point_handle(UNCLEAR_COLOUR, "interval includes 0"),
-        _point_handle(NOT_RANKED_COLOUR, "excluded or failed run"),
+        point_handle(BETTER_COLOUR, "interval above 0: run better"),
+        point_handle(WORSE_COLOUR, "interval below 0: run worse"),
+        point_handle(UNCLEAR_COLOUR, "interval includes 0"),
+        point_handle(NOT_RANKED_COLOUR, "excluded or failed run"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False, fontsize=9)
     base = baseline_name(df) if is_baseline(df).sum() == 1 else "?"

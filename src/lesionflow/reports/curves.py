@@ -19,6 +19,13 @@ from lesionflow.reports import trends
 from lesionflow.reports.bands import BAND_COLOURS, BAND_NAMES, band_labels, check_bands, shade_bands
 from lesionflow.reports.labels import EPOCH_TITLES, QUALITY_PANELS
 
+# The error lines of a regression run's RMSE/MAE panel: (column, line style, colour, label).
+SCORE_ERROR_LINES = (
+    ("train_rmse", "-", "tab:blue", "train RMSE"),
+    ("val_rmse", "--", "tab:orange", "validation RMSE"),
+    ("val_mae", ":", "tab:green", "validation MAE"),
+)
+
 
 def _line_style(n_points: int) -> dict[str, Any]:
     # Markers keep a 1-epoch run visible (a line needs two points) without cluttering long runs.
@@ -150,6 +157,83 @@ def plot_metric_curves(
     handles += [Patch(color=BAND_COLOURS[name], alpha=0.25) for name in BAND_NAMES]
     labels += [f"Dice band {labels_by_band[name]}" for name in BAND_NAMES]
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    return fig
+
+
+def _srmse_panel(
+    ax: Axes, metrics_by_epoch: pd.DataFrame, good_srmse: float | None, best_epoch: int | None
+) -> None:
+    epochs, srmse = metrics_by_epoch["epoch"], metrics_by_epoch["val_srmse"].to_numpy(dtype=float)
+    if good_srmse is not None:
+        ax.axhspan(
+            0,
+            good_srmse,
+            color=BAND_COLOURS["good"],
+            alpha=0.12,
+            linewidth=0,
+            label=f"good: < {good_srmse:g} (verdict_rules.good_val_srmse)",
+        )
+    ax.axhline(1, color="0.35", linestyle="-.", linewidth=1, label="1 = error of predicting the mean score")
+    ax.plot(epochs, srmse, "-", color="tab:red", label="validation sRMSE", **_line_style(len(epochs)))
+    at_best = srmse[(epochs == best_epoch).to_numpy()] if best_epoch is not None else []
+    if len(at_best) and np.isfinite(at_best[0]):
+        ax.plot(
+            best_epoch,
+            at_best[0],
+            "*",
+            color="black",
+            markersize=13,
+            zorder=3,
+            label=f"best: {at_best[0]:.3f} at epoch {best_epoch}",
+        )
+    finite = srmse[np.isfinite(srmse)]
+    # From 0, and always tall enough to show the good threshold and the level of predicting the mean.
+    top = max([1.0, good_srmse or 0.0, *finite]) * 1.08
+    ax.set_ylim(0, top)
+    ax.set_ylabel("val sRMSE = RMSE / SD of true scores (lower is better)")
+    ax.set_title("Standardised RMSE, validation")
+    _epoch_axis(ax, epochs, best_epoch)
+
+
+def plot_score_curves(
+    metrics_by_epoch: pd.DataFrame, good_srmse: float | None, best_epoch: int | None = None
+) -> Figure:
+    """A regression run's quality per epoch: val sRMSE, RMSE and MAE, and val Pearson r, one panel each.
+
+    The sRMSE panel shades the good range below ``good_srmse`` (verdict_rules.good_val_srmse; None:
+    not shaded), marks sRMSE 1 (the error of always predicting the mean score) and the best epoch
+    (lowest val sRMSE unless given, e.g. from train_summary.json) with a star; every panel has the
+    best epoch as a dotted vertical line. One legend below the panels names every line once.
+    """
+    if best_epoch is None:
+        best_epoch = trends.best_epoch(metrics_by_epoch)
+    epochs, style = metrics_by_epoch["epoch"], _line_style(len(metrics_by_epoch))
+    fig = Figure(figsize=(16, 5), layout="constrained")
+    srmse_ax, error_ax, pearson_ax = fig.subplots(1, 3)
+    _srmse_panel(srmse_ax, metrics_by_epoch, good_srmse, best_epoch)
+    for column, line, colour, label in SCORE_ERROR_LINES:
+        if column in metrics_by_epoch.columns:
+            error_ax.plot(epochs, metrics_by_epoch[column], line, color=colour, label=label, **style)
+    error_ax.set_ylim(bottom=0)
+    error_ax.set_ylabel("score points (lower is better)")
+    error_ax.set_title("RMSE and MAE")
+    _epoch_axis(error_ax, epochs, best_epoch)
+    pearson_ax.plot(
+        epochs, metrics_by_epoch["val_pearson"], "-.", color="tab:purple", label="validation Pearson r",
+        **style,
+    )  # fmt: skip
+    below = bool(np.nanmin(metrics_by_epoch["val_pearson"].to_numpy(dtype=float), initial=0) < 0)
+    pearson_ax.set_ylim(-1.02 if below else 0, 1.02)
+    pearson_ax.set_ylabel("Pearson r, predicted vs true score")
+    pearson_ax.set_title("Pearson correlation, validation")
+    _epoch_axis(pearson_ax, epochs, best_epoch)
+    # One legend below the panels, each entry once (the best-epoch line is on every panel), keeps
+    # the curves uncovered.
+    entries: dict[str, Any] = {}
+    for ax in (srmse_ax, error_ax, pearson_ax):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=5, fontsize="small")
     return fig
 
 

@@ -47,6 +47,10 @@ def colour_tick_labels(ax: Axes, colours: Sequence[str], df: pd.DataFrame) -> No
 def plot_leaderboard(df: pd.DataFrame) -> Figure:
     """Horizontal bars per metric, runs in leaderboard order (best at the top); runs that are not
     ranked are grey and labelled with their status."""
+    if df.empty:
+        fig = Figure(figsize=(6, 1.5))
+        fig.text(0.5, 0.5, "No segmentation runs in this config.", ha="center", va="center")
+        return fig
     fig = Figure(figsize=(4 * len(RANK_COLUMNS), 0.45 * len(df) + 1.5))
     axes = fig.subplots(1, len(RANK_COLUMNS), sharey=True)
     labels = row_labels(df)[::-1]

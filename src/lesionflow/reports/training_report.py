@@ -6,22 +6,71 @@ Must never judge a run by anything but the explicit rules it is given, and alway
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports.labels import MISSING, format_value, is_undefined
+from lesionflow.reports.notebook_inputs import read_table
 from lesionflow.reports.trends import (
     MIN_WINDOW,
     Trend,
     best_epoch,
     final_value,
     gap_trend,
+    is_score_table,
     val_dice_trend,
+    val_srmse_trend,
 )
 from lesionflow.reports.verdicts import band_rule_text, check_rules, rule_text
+
+# The tasks a train_summary.json may name (pipeline.stages.TASKS), restated rather than imported so
+# that an edit of the stage registry does not change this stage's code fingerprint.
+TASKS = ("segmentation", "regression")
+SEGMENTATION, REGRESSION = TASKS
+# Columns a regression run's metrics_by_epoch.csv must have (a segmentation run's: see read_table).
+SCORE_EPOCH_COLUMNS = (
+    "epoch", "train_loss", "val_loss", "train_rmse", "val_rmse", "val_srmse", "val_mae", "val_pearson",
+)  # fmt: skip
+
+# ---------------------------------------------------------------- the run's task
+
+
+def run_task(train_summary: Mapping[str, Any], source: str | os.PathLike) -> str:
+    """The task of the run whose train_summary.json (read from ``source``) is given.
+
+    A summary without a ``task`` key is a segmentation run's: they were written before regression.
+    """
+    task = train_summary.get("task", SEGMENTATION)
+    if task not in TASKS:
+        raise LesionflowError(f"{source}: task {task!r} is not one of {', '.join(TASKS)}")
+    return task
+
+
+def read_epoch_table(path: str | os.PathLike, task: str) -> pd.DataFrame:
+    """metrics_by_epoch.csv of a run of ``task``, its columns checked against that task."""
+    if task != REGRESSION:
+        frame = read_table(path, "metrics_by_epoch")
+    else:
+        frame = pd.read_csv(path)
+        missing = [c for c in SCORE_EPOCH_COLUMNS if c not in frame.columns]
+        if missing:
+            raise LesionflowError(
+                f"{path}: expected a regression run's metrics_by_epoch table with column(s) "
+                f"{', '.join(missing)}; found {', '.join(map(str, frame.columns))}"
+            )
+    if task == REGRESSION and not is_score_table(frame):
+        # A Dice and an sRMSE column together would leave the reports guessing which one to judge.
+        raise LesionflowError(
+            f"{path}: a regression run's metrics_by_epoch table has a val_dice column; "
+            "is train_summary.json's task right?"
+        )
+    return frame
+
 
 # ---------------------------------------------------------------- key numbers
 
@@ -87,45 +136,66 @@ def training_report(
     final_val = _summary_value(
         train_summary, "final_val_loss", final_value(metrics_by_epoch, "val_loss")
     )
-    best = _summary_value(train_summary, "best_val_dice_pos")
-    best_at = _summary_value(train_summary, "best_epoch")
     gpu = train_summary.get("peak_gpu_memory_mb", MISSING)
     device = train_summary.get("device", MISSING)
     rss = train_summary.get("peak_rss_mb", MISSING)
-    best_rules = [rule_text("good_val_dice", rules)] + ([band_rule_text(bands)] if bands else [])
-
     rows = [
         ("total training time", time_text, ""),
         ("iterations", format_value(_summary_value(train_summary, "iterations")), ""),
         ("epochs run", epochs, ""),
         ("final train loss", format_value(final_train), ""),
         ("final val loss", format_value(final_val), rule_text("overfit_loss_ratio", rules)),
-        (
-            "best val Dice (lesion-positive images)",
-            f"{format_value(best)} at epoch {format_value(best_at)}",
-            "; ".join(text for text in best_rules if text),
-        ),
+        _best_row(train_summary, metrics_by_epoch, rules, bands),
     ]
     if "window" in rules:
-        window = rules["window"]
-        rows += [
-            (
-                "trend of val loss - train loss",
-                _trend_text(gap_trend(metrics_by_epoch, window)),
-                rule_text("overfit_gap_slope", rules),
-            ),
-            (
-                "trend of val Dice",
-                _trend_text(val_dice_trend(metrics_by_epoch, window)),
-                rule_text("improving_slope", rules),
-            ),
-        ]
+        rows += _trend_rows(metrics_by_epoch, rules)
     rows += [
         ("peak GPU memory", _megabytes(gpu, f"not measured (device {device})"), ""),
         ("peak RSS", _megabytes(rss, "not measured"), ""),
         ("device", format_value(device), ""),
     ]
     return pd.DataFrame(rows, columns=["quantity", "value", "rule"])
+
+
+def _best_row(
+    train_summary: Mapping[str, Any],
+    metrics_by_epoch: pd.DataFrame,
+    rules: Mapping[str, Any],
+    bands: Sequence[float] | None,
+) -> tuple[str, str, str]:
+    best_at = format_value(_summary_value(train_summary, "best_epoch"))
+    if is_score_table(metrics_by_epoch):
+        best = format_value(_summary_value(train_summary, "best_val_srmse"))
+        return ("best val sRMSE", f"{best} at epoch {best_at}", rule_text("good_val_srmse", rules))
+    best = format_value(_summary_value(train_summary, "best_val_dice_pos"))
+    best_rules = [rule_text("good_val_dice", rules)] + ([band_rule_text(bands)] if bands else [])
+    return (
+        "best val Dice (lesion-positive images)",
+        f"{best} at epoch {best_at}",
+        "; ".join(text for text in best_rules if text),
+    )
+
+
+def _trend_rows(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    window = rules["window"]
+    gap = (
+        "trend of val loss - train loss",
+        _trend_text(gap_trend(metrics_by_epoch, window)),
+        rule_text("overfit_gap_slope", rules),
+    )
+    if is_score_table(metrics_by_epoch):
+        quality = (
+            "trend of val sRMSE",
+            _trend_text(val_srmse_trend(metrics_by_epoch, window)),
+            rule_text("improving_srmse_slope", rules),
+        )
+    else:
+        quality = (
+            "trend of val Dice",
+            _trend_text(val_dice_trend(metrics_by_epoch, window)),
+            rule_text("improving_slope", rules),
+        )
+    return [gap, quality]
 
 
 # ---------------------------------------------------------------- log table

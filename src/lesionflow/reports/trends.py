@@ -15,10 +15,23 @@ import pandas as pd
 MIN_WINDOW = 2
 # Decimals a fitted slope is rounded to before it is judged and shown.
 SLOPE_DECIMALS = 12
+# The column a regression run's train stage selects its checkpoint by (lowest is kept).
+SCORE_COLUMN = "val_srmse"
+
+
+def is_score_table(metrics_by_epoch: pd.DataFrame) -> bool:
+    """Whether the epoch table is a regression run's: val sRMSE and no val Dice."""
+    return SCORE_COLUMN in metrics_by_epoch.columns and "val_dice" not in metrics_by_epoch.columns
 
 
 def best_epoch(metrics_by_epoch: pd.DataFrame) -> int | None:
-    """The epoch of the highest val Dice (the one whose weights are kept); None without any."""
+    """The epoch whose weights are kept: highest val Dice, or lowest val sRMSE for a regression run's
+    table; None when that column has no finite value."""
+    if is_score_table(metrics_by_epoch):
+        val = metrics_by_epoch[SCORE_COLUMN]
+        if val.notna().sum() == 0:
+            return None
+        return int(metrics_by_epoch.loc[val.idxmin(), "epoch"])
     val = metrics_by_epoch["val_dice"]
     if val.notna().sum() == 0:
         return None
@@ -86,3 +99,9 @@ def gap_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None:
 def val_dice_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None:
     """Slope of val Dice over the last ``window`` epochs; None with < 2 epochs of finite val Dice."""
     return last_epochs_trend(metrics_by_epoch["epoch"], metrics_by_epoch["val_dice"], window)
+
+
+def val_srmse_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None:
+    """Slope of val sRMSE over the last ``window`` epochs (negative: still falling); None with < 2
+    epochs of finite val sRMSE."""
+    return last_epochs_trend(metrics_by_epoch["epoch"], metrics_by_epoch[SCORE_COLUMN], window)

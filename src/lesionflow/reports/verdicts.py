@@ -13,7 +13,15 @@ import pandas as pd
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports.bands import band_labels, check_bands, dice_band
 from lesionflow.reports.labels import MISSING, format_value, is_undefined
-from lesionflow.reports.trends import MIN_WINDOW, best_epoch, final_value, gap_trend, val_dice_trend
+from lesionflow.reports.trends import (
+    MIN_WINDOW,
+    best_epoch,
+    final_value,
+    gap_trend,
+    is_score_table,
+    val_dice_trend,
+    val_srmse_trend,
+)
 
 # Rules training_verdicts knows; a config key outside this list is a typo, not a silent no-op.
 # The templates are filled with the rule's value and, for the slope rules, the window.
@@ -28,9 +36,16 @@ VERDICT_RULES: dict[str, str] = {
     "improving_slope": (
         "still improving if the slope of val Dice over the last {window} epochs > {value} per epoch"
     ),
+    "good_val_srmse": "good performance if best val sRMSE < {value}",
+    "improving_srmse_slope": (
+        "still improving if the slope of val sRMSE over the last {window} epochs < -{value} per epoch"
+    ),
 }
 # Rules that fit a slope, so they need verdict_rules.window.
-SLOPE_RULES = ("overfit_gap_slope", "improving_slope")
+SLOPE_RULES = ("overfit_gap_slope", "improving_slope", "improving_srmse_slope")
+# Rules that judge one task's metric: the other task's runs skip them (every run carries them all).
+DICE_RULES = ("good_val_dice", "improving_slope")
+SCORE_RULES = ("good_val_srmse", "improving_srmse_slope")
 
 
 # ---------------------------------------------------------------- rules
@@ -153,6 +168,47 @@ def _loss_ratio_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str
     )
 
 
+def _good_val_srmse_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str:
+    rule = rule_text("good_val_srmse", {"good_val_srmse": threshold})
+    best = best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
+    if best is None:
+        return f"Rule '{rule}': undefined, no finite val sRMSE in the epoch table."
+    srmse = float(metrics_by_epoch["val_srmse"].min())
+    met = srmse < threshold
+    return (
+        f"Rule '{rule}': {'met (good)' if met else 'not met (not good)'}; best val sRMSE "
+        f"{srmse:.4f} (epoch {best}) {'<' if met else '>='} {threshold}."
+    )
+
+
+def improving_srmse_verdict(metrics_by_epoch: pd.DataFrame, window: int, min_fall: float) -> str:
+    """Still improving if val sRMSE fell faster than ``min_fall`` per epoch over the last epochs
+    (its slope is below ``-min_fall``; sRMSE is lower-better)."""
+    rule = rule_text("improving_srmse_slope", {"improving_srmse_slope": min_fall, "window": window})
+    trend = val_srmse_trend(metrics_by_epoch, window)
+    if trend is None:
+        return _undefined_trend(rule, metrics_by_epoch, "val sRMSE")
+    met = trend.slope < -min_fall
+    conclusion = "met (still improving)" if met else "not met (not improving by this rule)"
+    ending = "; more epochs may lower val sRMSE." if met else "."
+    return f"Rule '{rule}': {conclusion}; {trend.describe()} {'<' if met else '>='} {-min_fall}{ending}"
+
+
+def _score_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[str]:
+    verdicts = []
+    if "good_val_srmse" in rules:
+        verdicts.append(_good_val_srmse_verdict(metrics_by_epoch, rules["good_val_srmse"]))
+    if "overfit_loss_ratio" in rules:
+        verdicts.append(_loss_ratio_verdict(metrics_by_epoch, rules["overfit_loss_ratio"]))
+    if "overfit_gap_slope" in rules:
+        verdicts.append(overfitting_verdict(metrics_by_epoch, rules["window"], rules["overfit_gap_slope"]))
+    if "improving_srmse_slope" in rules:
+        verdicts.append(
+            improving_srmse_verdict(metrics_by_epoch, rules["window"], rules["improving_srmse_slope"])
+        )
+    return verdicts
+
+
 def training_verdicts(
     metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any], bands: Sequence[float] | None = None
 ) -> list[str]:
@@ -160,8 +216,13 @@ def training_verdicts(
 
     With ``bands`` the first conclusion is the performance band of the best val Dice.
     ``rules['window']`` is a setting of the slope rules, not a conclusion of its own.
+    A regression run's table (val sRMSE, no val Dice) is judged by the sRMSE and loss rules only:
+    the Dice rules and ``bands`` are Dice cut points, and the sRMSE rules are skipped for a
+    segmentation run's table.
     """
     check_rules(rules)
+    if is_score_table(metrics_by_epoch):
+        return _score_verdicts(metrics_by_epoch, rules)
     verdicts = [] if bands is None else [performance_band_verdict(metrics_by_epoch, bands)]
     if "good_val_dice" in rules:
         verdicts.append(_good_val_dice_verdict(metrics_by_epoch, rules["good_val_dice"]))
