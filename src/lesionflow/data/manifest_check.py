@@ -38,7 +38,13 @@ from lesionflow.data.manifest import (
     read_manifest_table,
 )
 from lesionflow.data.picture_check import picture_image_problems, picture_mask_channels
-from lesionflow.data.score_column import SCORE_KEYS, ScoreSettings, check_score_columns, parse_score, score_settings
+from lesionflow.data.score_column import (
+    SCORE_KEYS,
+    ScoreSettings,
+    check_score_columns,
+    parse_score,
+    score_settings,
+)
 from lesionflow.data.volume_check import alignment_problems, volume_image_problems, volume_mask_problems
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, distinct_values, is_binary, is_label_mask
