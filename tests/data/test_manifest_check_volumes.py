@@ -169,7 +169,7 @@ def bad_volumes(tmp_path) -> tuple[Path, dict[int, tuple[str, str, str]]]:
     nan = _volume(tmp_path / "images" / "nan.nii.gz", holes)
     add(nan, mask, "image", "4 of 432 voxels are not finite (3 NaN, 1 infinite)")
     flat = _volume(tmp_path / "images" / "flat.nii.gz", np.full(SHAPE, 5, dtype=np.float32))
-    flat_what = "every voxel has the same value 5.0: a constant image holds nothing to segment"
+    flat_what = "every voxel has the same value 5.0: a constant image holds nothing to learn from"
     add(flat, mask, "image", flat_what)
 
     ramp = np.zeros((SHAPE[1], SHAPE[0]), dtype=np.uint8)

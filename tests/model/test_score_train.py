@@ -16,6 +16,7 @@ from lesionflow.model.score_epoch import ShuffledBatches
 from lesionflow.model.score_infer import load_regressor
 from lesionflow.model.score_train import EPOCH_COLUMNS, run_score_train
 from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 SPEC_EPOCH_COLUMNS = [
@@ -186,6 +187,31 @@ def test_an_item_missing_its_score_names_the_manifest_and_the_image(tmp_path):
     frame.to_csv(manifest, index=False)
     with pytest.raises(LesionflowError, match=r"no 'score' column"):
         run_score_train(manifest, split, SETTINGS, tmp_path / "out")
+
+
+def test_a_score_only_items_manifest_trains_to_the_same_weights_as_one_with_masks(trained, data, tmp_path):
+    # The volumes alone, without their mask files, and a manifest without a mask column.
+    manifest = pd.read_csv(data[0], dtype={"image_id": str})
+    for name in manifest["image"]:
+        (tmp_path / name).write_bytes((data[0].parent / name).read_bytes())
+    manifest.drop(columns="mask").to_csv(tmp_path / "manifest.csv", index=False)
+    summary = train.run_train(tmp_path / "manifest.csv", data[1], SETTINGS, tmp_path / "out")
+    assert summary["task"] == "regression" and summary["n_train"] == 7 and summary["n_val"] == 3
+    assert not any(tmp_path.glob("m*.npy"))
+    assert_same_weights(tmp_path / "out", trained[0])
+
+
+def test_a_segmentation_run_on_items_without_masks_stops_before_training_saying_so(data, tmp_path):
+    pd.read_csv(data[0]).drop(columns="mask").to_csv(data[0].parent / "no_masks.csv", index=False)
+    settings = {
+        "task": "segmentation",
+        "model": complete_run_section("model", {"spatial_dims": 3}),
+        "train": complete_run_section("train", {"device": "cpu", "num_workers": 0}),
+    }
+    refused = r"no_masks\.csv: the data have no masks .* task segmentation needs a mask column"
+    with pytest.raises(LesionflowError, match=refused):
+        train.run_train(data[0].parent / "no_masks.csv", data[1], settings, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_training_never_reads_a_test_image_or_score(tmp_path):

@@ -47,3 +47,18 @@ def test_a_missing_file_is_fingerprinted_so_the_data_stage_can_report_every_one(
     # No error while planning: the manifest check of the data job lists all missing files.
     missing = manifest_fingerprint(manifest, FileHashCache(tmp_path / "c"))
     assert missing != complete
+
+
+def test_a_further_sequence_and_a_score_are_part_of_the_fingerprint_and_a_mask_column_is_not_needed(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "t1.bin").write_bytes(b"one")
+    (folder / "flair.bin").write_bytes(b"flair")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("image,image_t1,subject,loes\nflair.bin,t1.bin,s1,3\n")
+    before = manifest_fingerprint(manifest, FileHashCache(tmp_path / "c"))
+    (folder / "t1.bin").write_bytes(b"two")
+    after_t1 = manifest_fingerprint(manifest, FileHashCache(tmp_path / "c"))
+    manifest.write_text("image,image_t1,subject,loes\nflair.bin,t1.bin,s1,4\n")
+    after_score = manifest_fingerprint(manifest, FileHashCache(tmp_path / "c"))
+    assert len({before, after_t1, after_score}) == 3

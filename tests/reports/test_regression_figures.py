@@ -2,6 +2,7 @@
 notebook, drawn from tiny per-case tables and tiny NIfTI volumes, and its one-line reading."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from lesionflow.evaluation.regression import range_labels, regression_metrics
 from lesionflow.io.geometry import Geometry
 from lesionflow.io.readers import write_image, write_mask
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.reports import regression_cases, regression_figures, score_statements
+from lesionflow.reports import regression_cases, regression_figures, score_statements, slices
 
 RANGES = [0, 2, 5, 10, 35]
 LABELS = ["[0, 2)", "[2, 5)", "[5, 10)", "[10, 35]"]
@@ -279,6 +280,27 @@ def test_worst_case_without_a_lesion_is_cut_through_the_centre(tmp_path):
     axes = regression_cases.plot_worst_cases(chosen, volumes).get_axes()
     assert [ax.get_title() for ax in axes][0] == "axial z=4 (centre (no lesion))"
     assert not any(ax.collections for ax in axes)
+
+
+def test_worst_cases_without_masks_cut_through_the_volume_centre_with_no_outline_and_say_so(tmp_path):
+    chosen = regression_cases.worst_cases(per_case_frame(), 2)
+    manifest = write_cases(tmp_path, chosen)
+    for name in manifest["mask"]:
+        Path(name).unlink()  # the data have no masks: nothing may read one
+    volumes = regression_cases.load_case_volumes(chosen["image_id"], manifest.assign(mask=""))
+    assert all(case.mask is None for case in volumes)
+    fig = regression_cases.plot_worst_cases(chosen, volumes)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes[:3]] == [
+        "axial z=4 (volume centre; no mask)",
+        "coronal y=5 (volume centre; no mask)",
+        "sagittal x=6 (volume centre; no mask)",
+    ]
+    assert not any(ax.collections for ax in axes)
+    centre = slices.planes((12, 10, 8), (1.0, 1.0, 2.0), (6, 5, 4))
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), slices.cut(volumes[0].image[0], centre[0]))
+    without_column = regression_cases.load_case_volumes(chosen["image_id"], manifest.drop(columns="mask"))
+    assert all(case.mask is None for case in without_column)
 
 
 def test_worst_cases_of_an_unknown_image_name_it(tmp_path):

@@ -24,6 +24,7 @@ from lesionflow.data.manifest import (
     MASK_THRESHOLD_COLUMN,
     default_image_id,
     load_manifest_mask,
+    manifest_has_masks,
     mask_setting,
     read_manifest,
     read_manifest_table,
@@ -77,6 +78,29 @@ def affine_cell(affine: np.ndarray | None) -> str:
     """A volume's 4 x 4 voxel-to-world matrix (RAS, as read) as a JSON list of rows; empty for pictures."""
     return "" if affine is None else json.dumps(np.round(affine, 6).tolist())
 LESION_TABLE_COLUMNS = ["image_id", "subject", "lesion_pixels"]
+# The summary's lesion statistics, null for a dataset without masks (with NO_MASKS_REASON).
+LESION_SUMMARY_KEYS = (
+    "n_lesion_positive", "n_lesion_free", "lesion_free_fraction", "lesion_pixels_per_positive_image",
+    "lesion_fraction_per_positive_image", "lesions_per_positive_image", "lesion_area_pixels",
+    "n_lesions", "n_lesions_up_to_10_pixels",
+)
+NO_MASKS_REASON = (
+    "the manifest has no masks (no mask column): lesions are unknown, not absent, so every "
+    "lesion statistic is null"
+)
+
+
+def _image_without_mask(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The image table row of an image without a mask: its header's geometry, lesions unknown (NaN)."""
+    geometry = read_geometry(row["image"])
+    return {
+        "image_id": str(row["image_id"]),
+        "subject": str(row["subject"]),
+        "shape": axis_cell(geometry.shape),
+        "spacing": axis_cell(geometry.spacing),
+        "affine": affine_cell(geometry.affine),
+        **dict.fromkeys(("lesion_pixels", "lesion_fraction", "n_lesions"), np.nan),
+    }
 
 
 def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,9 +108,16 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 
     Lesions are connected components of face neighbours (4 in 2D, 6 in 3D: scipy.ndimage.label's
     default). Masks are read one at a time, so a dataset of large images never sits in memory at
-    once; spacing and affine come from the image's header.
+    once; spacing and affine come from the image's header. A manifest without masks (see
+    ``manifest.manifest_has_masks``) gives NaN lesion columns, never 0, and no lesion rows.
     """
     images, lesions = [], []
+    if not manifest_has_masks(manifest_df):
+        images = [_image_without_mask(row) for row in manifest_df.to_dict("records")]
+        return (
+            pd.DataFrame(images, columns=IMAGE_TABLE_COLUMNS),
+            pd.DataFrame(lesions, columns=LESION_TABLE_COLUMNS),
+        )
     for row in manifest_df.to_dict("records"):
         mask = load_manifest_mask(row)
         geometry = read_geometry(row["image"])
@@ -116,16 +147,27 @@ def summarise_dataset(images: pd.DataFrame, lesions: pd.DataFrame) -> dict[str, 
     """Counts of images, subjects and lesion-free images, and lesion size statistics.
 
     Lesion pixels and the fraction of the image they cover are given per lesion-positive image;
-    ``images`` and ``lesions`` are the tables of :func:`image_lesion_tables`.
+    ``images`` and ``lesions`` are the tables of :func:`image_lesion_tables`. ``masks`` says
+    whether the images have masks; without them (NaN lesion pixels) every lesion statistic is
+    None and ``lesion_statistics_missing`` says why.
     """
     positive = images[images["lesion_pixels"] > 0]
     n_images = len(images)
     per_subject = images.groupby("subject").size()
     areas_array = lesions["lesion_pixels"].to_numpy(dtype=float)
-    return {
+    counts = {
         "n_images": n_images,
         "n_subjects": int(images["subject"].nunique()),
         "images_per_subject": {"min": int(per_subject.min()), "max": int(per_subject.max())},
+    }
+    if images["lesion_pixels"].isna().all():
+        return {
+            **counts, "masks": False, **dict.fromkeys(LESION_SUMMARY_KEYS),
+            "lesion_statistics_missing": NO_MASKS_REASON,
+        }
+    return {
+        **counts,
+        "masks": True,
         "n_lesion_positive": len(positive),
         "n_lesion_free": n_images - len(positive),
         "lesion_free_fraction": (n_images - len(positive)) / n_images,
@@ -244,7 +286,9 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     score). With a score column, ``manifest.csv`` gains ``score`` and ``visit`` (see
     :func:`scored_manifest`; rows left out by ``invalid_scores: exclude`` are printed to stderr),
     ``images.csv`` gains ``score`` and the summary a ``scores`` block; without one the outputs
-    are as they were.
+    are as they were. With a score column the user's manifest may have no masks: ``manifest.csv``
+    then has empty ``mask`` cells, ``images.csv`` NaN lesion columns, ``lesions.csv`` no rows,
+    and the summary ``"masks": false`` with null lesion statistics (``masks`` is true otherwise).
     """
     out = Path(out_dir)
     score = score_settings(settings)
@@ -265,7 +309,7 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
                 "data.manifest: expected the path of a manifest CSV when data.source is 'manifest'"
             )
         validate_manifest(manifest, settings)
-        manifest_df = _apply_mask_settings(read_manifest(manifest), settings)
+        manifest_df = _apply_mask_settings(read_manifest(manifest, score.column), settings)
         if score.column is not None:
             manifest_df, scores = scored_manifest(manifest_df, Path(manifest), score)
         artifacts.write_csv(manifest_df, out / "manifest.csv")
@@ -275,6 +319,8 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
         _report_exclusions(Path(manifest), scores)
     images, lesions = image_lesion_tables(manifest_df)
     summary = {"source": source, **summarise_dataset(images, lesions)}
+    if not summary["masks"]:
+        print(f"data: manifest {manifest}: {NO_MASKS_REASON}", file=sys.stderr)
     if scores is not None:
         images[SCORE_COLUMN] = manifest_df[SCORE_COLUMN].astype(float).to_numpy()
         summary["scores"] = scores

@@ -1,7 +1,8 @@
-"""Read and validate a manifest table: one row per image with its mask and subject.
+"""Read and validate a manifest table: one row per image with its mask (if any) and subject.
 
 It must never guess what a cell means: an empty, unknown or duplicate cell is a LesionflowError
-naming the manifest, the row and the column. Pixels are checked by ``manifest_check``, not here.
+naming the manifest, the row and the column, and a manifest without masks is never read as one
+whose images are lesion-free. Pixels are checked by ``manifest_check``, not here.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lesionflow.data.score_column import SCORE_COLUMN
 from lesionflow.io.geometry import Loaded
 from lesionflow.io.readers import file_suffix, read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 REQUIRED_COLUMNS = ("image", "mask", "subject")
+MASK_COLUMN = "mask"
+# Where read_manifest keeps the manifest's path in the table's ``attrs``, so that a stage handed
+# only the table (subsets.load_subset) can name the file in an error.
+PATH_ATTR = "manifest"
 # The subsets of split.csv, in the order reports show them.
 SUBSETS = ("train", "val", "test")
 # Optional manifest columns that say how to read a colour or unusual mask, row by row.
@@ -65,9 +71,44 @@ def manifest_file(folder: Path, cell: str) -> Path:
     return Path(os.path.normpath(folder / cell))
 
 
-def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
+def masks_omitted(frame: pd.DataFrame, score_column: str | None) -> bool:
+    """Whether a manifest table (text cells) goes without masks, which it may only with a score.
+
+    True when ``score_column`` is one of its columns and it has no ``mask`` column, or one whose
+    every cell is empty (as the data stage writes a manifest without masks).
+    """
+    if score_column is None or score_column not in frame.columns:
+        return False
+    return MASK_COLUMN not in frame.columns or bool(frame[MASK_COLUMN].str.strip().eq("").all())
+
+
+def manifest_has_masks(manifest_df: pd.DataFrame) -> bool:
+    """Whether the manifest's rows name masks: False when its ``mask`` column is absent or all empty.
+
+    :func:`read_manifest` returns masks for every row or for none (an empty ``mask`` column).
+    """
+    if MASK_COLUMN not in manifest_df.columns:
+        return False
+    return bool(manifest_df[MASK_COLUMN].fillna("").astype(str).str.strip().ne("").any())
+
+
+def _with_empty_masks(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with every mask cell empty: the column where it was, else right after ``image``."""
+    if MASK_COLUMN in frame.columns:
+        return frame.assign(**{MASK_COLUMN: ""})
+    columns = list(frame.columns)
+    result = frame.copy()
+    result.insert(columns.index("image") + 1 if "image" in columns else len(columns), MASK_COLUMN, "")
+    return result
+
+
+def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCORE_COLUMN) -> pd.DataFrame:
     """The manifest CSV as text cells, once the file as a whole is sound (readable, columns, rows).
 
+    A manifest that has the column ``score_column`` may go without masks (see
+    :func:`masks_omitted`); it then gets an empty ``mask`` column after ``image``. ``score_column``
+    is the data settings' ``score_column`` for a user's manifest (None: masks are required), and
+    ``score``, which the data stage writes from it, for the manifests the stages write.
     Raises LesionflowError for a problem of the whole file; problems of single rows are left to
     the caller (:func:`read_manifest` stops at the first, ``manifest_check`` collects them all).
     """
@@ -79,11 +120,18 @@ def read_manifest_table(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LesionflowError(f"manifest {path}: not a readable CSV file ({reason})") from None
+    if masks_omitted(frame, score_column):
+        frame = _with_empty_masks(frame)
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
+        hint = (
+            f"; a manifest may go without masks only when it has the score column '{score_column}'"
+            if MASK_COLUMN in missing and score_column is not None
+            else ""
+        )
         raise LesionflowError(
             f"manifest {path}: missing column {', '.join(repr(c) for c in missing)}; expected "
-            f"columns image, mask, subject (optional image_id), found {', '.join(frame.columns)}"
+            f"columns image, mask, subject (optional image_id), found {', '.join(frame.columns)}{hint}"
         )
     if frame.empty:
         raise LesionflowError(f"manifest {path}: has a header but no rows")
@@ -95,13 +143,17 @@ def modality_columns(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c.startswith(MODALITY_PREFIX) and c != "image_id"]
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLUMN) -> pd.DataFrame:
     """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
 
     Required columns are ``image``, ``mask`` and ``subject``; ``image_id`` defaults to the image
-    file stem. Paths are relative to the manifest's folder. Every cell is read as text, so
-    subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1, 2) and
-    ``mask_threshold`` (0-254) columns say how to read colour masks (see ``io.readers.read_mask``).
+    file stem. A manifest with the column ``score_column`` may have no masks (no ``mask`` column,
+    or every cell empty; see :func:`read_manifest_table` for the argument): its ``mask`` cells are
+    then all empty, which :func:`manifest_has_masks` tells. The table's ``attrs`` keep the path
+    under :data:`PATH_ATTR`. Paths are relative to the manifest's folder. Every cell is read as
+    text, so subjects such as ``0042`` keep their leading zeros. Optional ``mask_channel`` (0, 1,
+    2) and ``mask_threshold`` (0-254) columns say how to read colour masks (see
+    ``io.readers.read_mask``).
     Further ``image_<name>`` columns (``image_t1``) name more images of the same case, stacked as
     channels after ``image`` (see :func:`load_manifest_image`); their paths are made absolute too.
     Errors name the manifest, the row (header = row 1) and the column. Only the table and the
@@ -109,20 +161,22 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     the pixel-level checks of a user's manifest are ``manifest_check.validate_manifest``.
     """
     path = Path(path)
-    frame = read_manifest_table(path)
+    frame = read_manifest_table(path, score_column)
 
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
     ids: list[str] = []
     first_row_of_id: dict[str, int] = {}
-    files = ["image", "mask", *modality_columns(frame.columns)]
+    masks = not masks_omitted(frame, score_column)
+    files = ["image", *([MASK_COLUMN] if masks else []), *modality_columns(frame.columns)]
+    required = [c for c in REQUIRED_COLUMNS if masks or c != MASK_COLUMN]
     columns: dict[str, list[Any]] = {column: [] for column in files}
     mask_options: dict[str, list[int | None]] = {
         c: [] for c in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN) if c in frame.columns
     }
     for index, record in enumerate(frame.to_dict("records")):
         row = index + 2
-        for column in REQUIRED_COLUMNS + (("image_id",) if has_ids else ()):
+        for column in required + (["image_id"] if has_ids else []):
             if record[column].strip() == "":
                 raise _row_error(path, row, column, "expected a value, found an empty cell")
         for column in files:
@@ -163,7 +217,9 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     for column, values in mask_options.items():
         result[column] = pd.array(values, dtype="Int64")
     extras = [c for c in frame.columns if c not in ("image_id", "subject", "image", "mask")]
-    return result[["image_id", "subject", "image", "mask", *extras]].reset_index(drop=True)
+    result = result[["image_id", "subject", "image", "mask", *extras]].reset_index(drop=True)
+    result.attrs[PATH_ATTR] = str(path)
+    return result
 
 
 def mask_setting(settings: Mapping[str, Any], key: str) -> int | None:
@@ -224,8 +280,13 @@ def load_manifest_mask(row: Mapping[str, Any]) -> np.ndarray:
 
 
 def lesion_presence(manifest_df: pd.DataFrame) -> pd.Series:
-    """Whether each image's mask has any lesion pixel, as bools indexed by image_id."""
+    """Whether each image's mask has any lesion pixel, as bools indexed by image_id.
+
+    Without masks (see :func:`manifest_has_masks`) presence is unknown: every value is NA, of
+    pandas' nullable ``boolean`` dtype, never False.
+    """
+    index = pd.Index(manifest_df["image_id"], name="image_id")
+    if not manifest_has_masks(manifest_df):
+        return pd.Series(pd.NA, index=index, dtype="boolean", name="lesion_positive")
     present = [bool(load_manifest_mask(row).any()) for row in manifest_df.to_dict("records")]
-    return pd.Series(
-        present, index=pd.Index(manifest_df["image_id"], name="image_id"), name="lesion_positive"
-    )
+    return pd.Series(present, index=index, name="lesion_positive")

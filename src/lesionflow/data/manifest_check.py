@@ -5,7 +5,8 @@ all of them are raised together as one :class:`ManifestProblems`, whose first li
 What is checked: the files exist and open, image and mask sizes (a volume's shape and affine)
 agree, masks are binary or have a threshold (and a channel when colour), image ids are unique,
 subjects are present, images are neither NaN-filled nor constant, and (with data.score_column)
-every score cell holds a number in data.score_range (see ``scores``).
+every score cell holds a number in data.score_range (see ``scores``). With a score column the
+manifest may have no masks (see ``manifest.masks_omitted``); the mask checks are then skipped.
 
 It must never stop at the first problem, never change a file, and never hold more than one
 picture's pixels or one volume's voxels at a time: a 4288 x 2848 fundus photograph is 36 MB as
@@ -27,12 +28,14 @@ import numpy as np
 
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
+    MASK_COLUMN,
     MASK_THRESHOLD_COLUMN,
     REQUIRED_COLUMNS,
     SUBSETS,
     default_image_id,
     manifest_file,
     mask_setting,
+    masks_omitted,
     modality_columns,
     parse_mask_option,
     read_manifest_table,
@@ -113,9 +116,9 @@ def validate_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | Non
 
     ``settings`` is the config's ``data`` section: ``mask_channel`` / ``mask_threshold`` apply to
     rows whose manifest cells of the same name are empty; ``score_column`` (with ``score_range``
-    and ``invalid_scores``, see :func:`check_manifest`) adds the score cells. Problems of the
-    whole file (missing, not a CSV, missing columns) and bad settings raise a plain
-    LesionflowError at once.
+    and ``invalid_scores``, see :func:`check_manifest`) adds the score cells and lets the
+    manifest go without masks. Problems of the whole file (missing, not a CSV, missing columns)
+    and bad settings raise a plain LesionflowError at once.
     """
     problems = check_manifest(path, settings)
     if problems:
@@ -128,21 +131,25 @@ def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None =
     The score keys are read when ``settings`` has any of them (the data stage passes all three):
     the score column must exist, and with ``invalid_scores: error`` each bad score cell is a
     problem; with ``exclude`` such rows are the data stage's to leave out and list. A column
-    named ``score`` that is not the score column is refused either way (it is reserved).
+    named ``score`` that is not the score column is refused either way (it is reserved). With a
+    score column the manifest may have no ``mask`` column (or only empty mask cells): every
+    mask check is then skipped, and the images are checked as ever.
     """
     settings = settings or {}
     defaults = {key: mask_setting(settings, key) for key in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN)}
     score = score_settings(settings) if any(key in settings for key in SCORE_KEYS) else None
     path = Path(path)
-    frame = read_manifest_table(path)
-    check_score_columns(path, frame.columns, score.column if score else None)
+    column = score.column if score else None
+    frame = read_manifest_table(path, column)
+    check_score_columns(path, frame.columns, column)
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
     first_row_of_id: dict[str, int] = {}
+    masks = not masks_omitted(frame, column)
     problems: list[Problem] = []
     for index, record in enumerate(frame.to_dict("records")):
         row = index + 2  # the header is row 1, as a spreadsheet shows it
-        problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id))
+        problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id, masks))
         problems.extend(_score_problems(record, row, folder, score))
     return problems
 
@@ -168,12 +175,17 @@ def _row_problems(
     has_ids: bool,
     defaults: Mapping[str, int | None],
     first_row_of_id: dict[str, int],
+    masks: bool,
 ) -> list[Problem]:
-    """The problems of one row; records its image id in ``first_row_of_id``."""
+    """The problems of one row; records its image id in ``first_row_of_id``.
+
+    ``masks`` False (a manifest without masks) leaves out every check of the mask.
+    """
     image = manifest_file(folder, record["image"]) if record["image"].strip() else None
-    mask = manifest_file(folder, record["mask"]) if record["mask"].strip() else None
+    mask = manifest_file(folder, record["mask"]) if masks and record["mask"].strip() else None
+    required = [c for c in REQUIRED_COLUMNS if masks or c != MASK_COLUMN]
     problems: list[Problem] = []
-    for column in REQUIRED_COLUMNS + (("image_id",) if has_ids else ()):
+    for column in required + (["image_id"] if has_ids else []):
         if record[column].strip() == "":
             # An empty subject or id is located by the row's image; an empty path has no file.
             file = None if column in ("image", "mask") else image

@@ -63,7 +63,7 @@ def _pixel_problems(picture: Image.Image) -> list[str]:
     if any(low != high for low, high in seen):
         return []
     value = seen[0][0] if len(seen) == 1 else tuple(low for low, _ in seen)
-    return [f"every pixel has the same value {value}: a constant image holds nothing to segment"]
+    return [f"every pixel has the same value {value}: a constant image holds nothing to learn from"]
 
 
 def picture_mask_channels(

@@ -39,6 +39,7 @@ from lesionflow.data.intensity import NORMALISATIONS, normalised
 from lesionflow.data.manifest import (
     load_manifest_image,
     load_manifest_mask,
+    manifest_has_masks,
     modality_columns,
     read_manifest,
 )
@@ -141,10 +142,13 @@ def is_identity(settings: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One source image after preprocessing, and where it came from in the original."""
+    """One source image after preprocessing, and where it came from in the original.
+
+    ``mask`` is None for an image without a mask (a dataset of scores only).
+    """
 
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     box: tuple[slice, ...]
     scale: float
 
@@ -166,23 +170,29 @@ def resample_factors(spacing: Sequence[float], target: Sequence[float] | None, s
 
 
 def prepare_image(
-    image: np.ndarray, mask: np.ndarray, spacing: Sequence[float], settings: Mapping[str, Any], source: str
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    spacing: Sequence[float],
+    settings: Mapping[str, Any],
+    source: str,
 ) -> Prepared:
     """Crop to the field of view, resample, resize and normalise one image and its mask, as configured.
 
     ``spacing`` is the image's voxel size (its reader's), used with ``target_spacing``; ``source``
-    names the image in errors.
+    names the image in errors. Every step works from the image alone, so ``mask`` may be None
+    (an image without a mask), and the prepared mask is then None too.
     """
     box = (
         field_of_view_box(image)
         if settings["crop_field_of_view"]
         else tuple(slice(0, size) for size in image.shape[1:])
     )
-    image, mask = image[(slice(None), *box)], mask[box]
+    image = image[(slice(None), *box)]
     factors = resample_factors(spacing, settings["target_spacing"], source)
     shape, scale = resampled_shape(image.shape[1:], factors, settings["max_size"])
-    image, mask = resize_image_to(image, shape), resize_mask_to(mask, shape)
-    return Prepared(normalised(image, settings["normalise"]), mask, box, scale)
+    prepared_mask = None if mask is None else resize_mask_to(mask[box], shape)
+    image = normalised(resize_image_to(image, shape), settings["normalise"])
+    return Prepared(image, prepared_mask, box, scale)
 
 
 def mask_suffix(source_mask: str | os.PathLike) -> str:
@@ -226,17 +236,19 @@ def _image_row(
     carried: Sequence[str],
 ) -> dict[str, Any]:
     image_id = str(row["image_id"])
+    mask = prepared.mask
     return {
         "image_id": image_id,
         "subject": str(row["subject"]),
         "split": split,
         "image": str(out / "images" / f"{image_id}{IMAGE_SUFFIX}"),
-        "mask": str(out / "masks" / f"{image_id}{mask_suffix(row['mask'])}"),
+        # An image without a mask keeps empty mask cells and unknown (None) lesion pixels.
+        "mask": "" if mask is None else str(out / "masks" / f"{image_id}{mask_suffix(row['mask'])}"),
         "original_image": row["image"],
         "original_mask": row["mask"],
-        **_geometry_cells(original, prepared.box, prepared.mask.shape),
+        **_geometry_cells(original, prepared.box, prepared.image.shape[1:]),
         "scale": prepared.scale,
-        "lesion_pixels": int(prepared.mask.sum()),
+        "lesion_pixels": None if mask is None else int(mask.sum()),
         **{column: row[column] for column in carried},
     }
 
@@ -286,17 +298,20 @@ def _prepared_tables(
     """Prepare and write every source image (and its tiles), one at a time; return both tables."""
     item_rows, image_rows = [], []
     carried = carried_columns(manifest_df)
+    masks = manifest_has_masks(manifest_df)
     records = manifest_df.to_dict("records")
     for row, split in tqdm(
         zip(records, split_df["split"], strict=True), total=len(records), desc="preprocess",
         unit="image", file=sys.stderr,
     ):
         image, geometry = load_manifest_image(row)
-        prepared = prepare_image(image, load_manifest_mask(row), geometry.spacing, settings, row["image"])
+        mask = load_manifest_mask(row) if masks else None
+        prepared = prepare_image(image, mask, geometry.spacing, settings, row["image"])
         image_row = _image_row(row, split, geometry, prepared, out, carried)
         del image
         _save_image(prepared.image, Path(image_row["image"]))
-        write_mask(image_row["mask"], prepared.mask)
+        if prepared.mask is not None:
+            write_mask(image_row["mask"], prepared.mask)
         image_rows.append(image_row)
         if settings["tile_size"] is None:
             item_rows.append({**image_row, "source_image_id": image_row["image_id"]})
@@ -322,12 +337,19 @@ def run_preprocess(
     size, subset) and ``preprocess.json`` (the settings and counts). Source images are read and
     written one at a time. With nothing to change, the items are the source files themselves.
     Items and image rows carry their source's ``score`` and ``visit`` when the data manifest has
-    them (a regression run's target and visit).
+    them (a regression run's target and visit). A data manifest without masks gives items and
+    image rows with empty ``mask`` cells and no mask files; tiles, a segmentation feature, are
+    then refused naming preprocess.tile_size.
     """
     settings = preprocess_settings(settings)
     started = time.perf_counter()
     out = Path(out_dir).absolute()
     manifest_df = read_manifest(manifest_path)
+    if settings["tile_size"] is not None and not manifest_has_masks(manifest_df):
+        raise LesionflowError(
+            f"preprocess.tile_size: tiles are for segmentation, but the data manifest {manifest_path} "
+            "has no masks (no mask column); set preprocess.tile_size: null"
+        )
     split_df = read_split(split_path).set_index("image_id").loc[manifest_df["image_id"]].reset_index()
     # Several images per case are stacked into one file, so they are never read in place.
     if is_identity(settings) and not modality_columns(manifest_df.columns):

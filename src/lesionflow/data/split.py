@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from lesionflow.data.manifest import SUBSETS, lesion_presence, read_manifest
+from lesionflow.data.manifest import PATH_ATTR, SUBSETS, lesion_presence, manifest_has_masks, read_manifest
 from lesionflow.data.score_column import SCORE_COLUMN, check_score_bins, score_bin_labels, score_bins
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
@@ -90,10 +90,25 @@ def _dealt_subsets(
     return [subset_of_fold[fold] for fold in fold_of_image]
 
 
+def _presence_needs_masks(manifest_df: pd.DataFrame) -> None:
+    """Raise LesionflowError naming split.stratify when the manifest has no masks to stratify by."""
+    if not manifest_has_masks(manifest_df):
+        manifest = manifest_df.attrs.get(PATH_ATTR, "the data manifest")
+        raise LesionflowError(
+            f"split.stratify: 'presence' stratifies by lesion presence, which needs masks, but "
+            f"manifest {manifest} has none (no mask column); set split.stratify: score or auto"
+        )
+
+
 def _drawn_split(
     manifest_df: pd.DataFrame, train: float, val: float, test: float, seed: int, strata: np.ndarray | None
 ) -> pd.DataFrame:
-    """The split stratified by ``strata`` (one label per image), or by lesion presence when None."""
+    """The split stratified by ``strata`` (one label per image), or by lesion presence when None.
+
+    ``lesion_positive`` is NA throughout when the manifest has no masks (presence is unknown).
+    """
+    if strata is None:
+        _presence_needs_masks(manifest_df)
     fractions = _check_fractions({"train": train, "val": val, "test": test})
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         raise LesionflowError(f"split.seed: expected an integer >= 0, got {seed!r}")
@@ -129,7 +144,8 @@ def make_split(
     One scikit-learn StratifiedGroupKFold (groups = subjects, classes = lesion presence of each
     image, shuffled with ``seed``) cuts the data into K folds; whole folds are dealt to test, val
     and train in proportion to the fractions. No subject is ever in two subsets; fractions are
-    met approximately because subjects are not divided.
+    met approximately because subjects are not divided. A manifest without masks has no lesion
+    presence: LesionflowError naming split.stratify.
     """
     return _drawn_split(manifest_df, train, val, test, seed, None)
 
@@ -174,6 +190,8 @@ def make_score_split(
 
 def fixed_split(manifest_df: pd.DataFrame) -> pd.DataFrame:
     """The split that the manifest's ``split`` column gives: ``image_id, subject, split, lesion_positive``.
+
+    ``lesion_positive`` is NA throughout when the manifest has no masks.
 
     Checked as a drawn split is: every row is in train, val or test (the manifest check reports
     bad cells row by row), no subject is in two subsets, and no subset is empty. Raises
@@ -265,15 +283,17 @@ def split_summary(split_df: pd.DataFrame, cuts: list[float] | None = None) -> pd
     """
     scored = cuts is not None and SCORE_COLUMN in split_df.columns
     labels = score_bin_labels(cuts) if scored else []
+    # Without masks every image's presence is unknown (NA): its count and rate are too.
+    known = bool(split_df["lesion_positive"].notna().all())
     rows = []
     for name in SUBSETS:
         subset = split_df[split_df["split"] == name]
-        n_positive = int(subset["lesion_positive"].astype(bool).sum())
+        n_positive = int(subset["lesion_positive"].astype(bool).sum()) if known else pd.NA
         row = {
             "split": name,
             "n": len(subset),
             "lesion_positive": n_positive,
-            "lesion_rate": n_positive / len(subset) if len(subset) else float("nan"),
+            "lesion_rate": n_positive / len(subset) if known and len(subset) else float("nan"),
         }
         if scored:
             row.update(_score_columns(subset[SCORE_COLUMN].to_numpy(dtype=float), cuts, labels))
@@ -298,7 +318,12 @@ def _score_columns(scores: np.ndarray, cuts: list[float], labels: list[str]) -> 
 
 
 def _by_score(stratify: Any, has_scores: bool, manifest_path: str | os.PathLike) -> bool:
-    """Whether the drawn split is stratified by score bin (else by lesion presence)."""
+    """Whether the drawn split is stratified by score bin (else by lesion presence).
+
+    ``auto`` is score whenever there are scores, so also for a manifest without masks, which
+    always has them (``manifest.read_manifest``); ``presence`` without masks is refused by
+    :func:`run_split`, naming split.stratify.
+    """
     if stratify not in STRATIFY:
         raise LesionflowError(f"split.stratify: expected one of {', '.join(STRATIFY)}, got {stratify!r}")
     if stratify == "score" and not has_scores:
@@ -319,7 +344,8 @@ def run_split(
     (``stratify: presence``) or :func:`make_score_split` (``score``); ``auto`` is score when the
     data manifest has a ``score`` column (the data stage's, from data.score_column). With scores,
     ``split.csv`` gains ``score`` and ``score_bin`` and the summary the score columns, whichever
-    way the split was made.
+    way the split was made. A manifest without masks gets NA ``lesion_positive`` cells and
+    summary counts; ``stratify: presence`` is then refused, even for a split the manifest fixes.
     The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
     figure edit into the key of every stage after it, training included.
     """
@@ -331,6 +357,8 @@ def run_split(
     manifest_df = read_manifest(manifest_path)
     has_scores = SCORE_COLUMN in manifest_df.columns
     by_score = _by_score(settings["stratify"], has_scores, manifest_path)
+    if settings["stratify"] == "presence":
+        _presence_needs_masks(manifest_df)
     cuts = check_score_bins(settings["score_bins"], "split.score_bins")
     if settings["nnunet_splits"] is not None:
         if SPLIT_COLUMN in manifest_df.columns:

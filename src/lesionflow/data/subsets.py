@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionflow.data.manifest import SUBSETS, load_manifest_mask
+from lesionflow.data.manifest import PATH_ATTR, SUBSETS, load_manifest_mask, manifest_has_masks
 from lesionflow.io.readers import read_image
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -40,9 +40,19 @@ def _size(shape: tuple[int, ...]) -> str:
 def load_subset(
     manifest_df: pd.DataFrame, split_df: pd.DataFrame, subset: str
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Ids, images ``(C, H, W)`` and masks ``(H, W)`` of one split subset, in split.csv order."""
+    """Ids, images ``(C, H, W)`` and masks ``(H, W)`` of one split subset, in split.csv order.
+
+    Segmentation reads masks: a manifest without them (see ``manifest.manifest_has_masks``) is a
+    LesionflowError naming the manifest (``read_manifest`` keeps its path in the table's attrs).
+    """
     if subset not in SUBSETS:
         raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
+    if not manifest_has_masks(manifest_df):
+        raise LesionflowError(
+            f"manifest {manifest_df.attrs.get(PATH_ATTR, '(not read from a file)')}: the data have no "
+            "masks (no mask column); task segmentation needs a mask column (a score-only dataset "
+            "trains with task: regression)"
+        )
     rows = manifest_df.set_index("image_id", drop=False)
     ids = [str(i) for i in split_df.loc[split_df["split"] == subset, "image_id"]]
     images: list[np.ndarray] = []

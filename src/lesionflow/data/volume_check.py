@@ -164,7 +164,7 @@ def _image_value_problems(values: np.ndarray) -> list[str]:
     if finite:
         return [finite]
     if low == high:
-        return [f"every voxel has the same value {low.item()}: a constant image holds nothing to segment"]
+        return [f"every voxel has the same value {low.item()}: a constant image holds nothing to learn from"]
     return []
 
 

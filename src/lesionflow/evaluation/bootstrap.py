@@ -21,7 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lesionflow.evaluation.vectors import finite_vector, numeric_vector
 from lesionflow.pipeline.errors import LesionflowError
+
+# What a table with an undefined (NaN) value must do before it is resampled.
+DROP_UNDEFINED = "drop rows with undefined values first"
 
 # ---------------------------------------------------------------------------------------------
 # Resampler and Estimate
@@ -141,8 +145,8 @@ def ratio(num: ArrayLike, den: ArrayLike, row_subjects: Sequence[str], resampler
     A mean is ``ratio(values, ones)``. Every value must be finite: rows with undefined (NaN) values
     must be dropped by the caller (``mean`` does that). NaN where the denominator sums to 0.
     """
-    num_v = _finite_vector(num, "ratio numerator")
-    den_v = _finite_vector(den, "ratio denominator")
+    num_v = finite_vector(num, "ratio numerator", DROP_UNDEFINED)
+    den_v = finite_vector(den, "ratio denominator", DROP_UNDEFINED)
     idx = resampler.subject_index(row_subjects)
     _check_lengths(
         ("ratio numerator", num_v.size), ("ratio denominator", den_v.size), ("row subjects", idx.size)
@@ -249,7 +253,7 @@ def _class_weights_by_threshold(
     Shapes (1 + n_resamples, n_distinct_scores). One sort serves every resample.
     """
     y = _binary_vector(y_true, f"{what} y_true")
-    s = _finite_vector(scores, f"{what} scores")
+    s = finite_vector(scores, f"{what} scores", DROP_UNDEFINED)
     idx = resampler.subject_index(row_subjects)
     _check_lengths((f"{what} y_true", y.size), (f"{what} scores", s.size), ("row subjects", idx.size))
     if s.size == 0:
@@ -304,26 +308,6 @@ def _check_lengths(*named: tuple[str, int]) -> None:
     if len({size for _, size in named}) > 1:
         sizes = ", ".join(f"{name} {size}" for name, size in named)
         raise LesionflowError(f"lengths differ: {sizes}")
-
-
-def numeric_vector(values: ArrayLike, what: str) -> np.ndarray:
-    """``values`` as a 1-D float array; LesionflowError naming ``what`` when it is not one."""
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise LesionflowError(f"{what}: not numbers ({err})") from None
-    if arr.ndim != 1:
-        raise LesionflowError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
-    return arr
-
-
-def _finite_vector(values: ArrayLike, what: str) -> np.ndarray:
-    arr = numeric_vector(values, what)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise LesionflowError(f"{what}[{i}] is {arr[i]}; drop rows with undefined values first")
-    return arr
 
 
 def _binary_vector(values: ArrayLike, what: str) -> np.ndarray:

@@ -17,6 +17,7 @@ from scipy.stats import linregress
 from sklearn.metrics import mean_squared_error
 
 from lesionflow.data.subsets import read_split
+from lesionflow.evaluation.vectors import numeric_vector
 from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -141,17 +142,6 @@ def subset_cases(
 # ---------------------------------------------------------------------------------------------
 
 
-def _vector(values: ArrayLike, what: str) -> np.ndarray:
-    # Local rather than the metric modules' helpers: editing a metric must not rerun calibration.
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise LesionflowError(f"{what}: not numbers ({err})") from None
-    if arr.ndim != 1:
-        raise LesionflowError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
-    return arr
-
-
 def _rmse(true: np.ndarray, predicted: np.ndarray) -> float:
     return math.sqrt(mean_squared_error(true, predicted))
 
@@ -173,8 +163,8 @@ def fit_calibration(true: ArrayLike, predicted: ArrayLike, method: str) -> dict:
     needs at least two distinct predictions.
     """
     method = check_method({"calibration": method})
-    y = _vector(true, "calibration true scores")
-    x = _vector(predicted, "calibration predictions")
+    y = numeric_vector(true, "calibration true scores")
+    x = numeric_vector(predicted, "calibration predictions")
     if y.size != x.size or not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise LesionflowError(
             f"calibration: {y.size} true scores and {x.size} predictions; both must be finite, equally many"
@@ -200,7 +190,7 @@ def apply_calibration(calibration: Mapping, predicted: ArrayLike) -> np.ndarray:
             raise LesionflowError(f"calibration {key} must be a finite number, got {value!r}")
         coefficients.append(float(value))
     intercept, slope = coefficients
-    return intercept + slope * _vector(predicted, "predictions to calibrate")
+    return intercept + slope * numeric_vector(predicted, "predictions to calibrate")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,13 @@ SETTINGS_KEYS = ("exclude_tags", "bootstrap", "tags")
 BOOTSTRAP_KEYS = ("n_resamples", "seed", "confidence")
 
 
-def _number(value: object) -> float:
-    # summary.json stores undefined metrics as null.
+# Segmentation metric -> (rank column, lower is better): every ranked metric is higher-better.
+SEGMENTATION_RANKS = {metric: (column, False) for metric, column in RANK_COLUMNS.items()}
+
+
+def summary_number(value: object) -> float:
+    """A metric of a summary.json as a float; null (how it stores an undefined metric), inf and NaN
+    are NaN."""
     if value is None:
         return float("nan")
     number = float(value)
@@ -49,8 +54,9 @@ def _number(value: object) -> float:
 # ---------------------------------------------------------------- run status
 
 
-def _tag_list(value: object, what: str) -> list[str]:
-    """A list of tags from settings; a bare string would otherwise be read letter by letter."""
+def tag_list(value: object, what: str) -> list[str]:
+    """A list of tags from settings (None: no tags); ``what`` names the setting in the error a bare
+    string gets, which would otherwise be read letter by letter."""
     if value is None:
         return []
     if isinstance(value, str) or not isinstance(value, Sequence):
@@ -63,17 +69,17 @@ def failure_reason(test: Mapping) -> str:
 
     Unusable: no lesion predicted on the whole test split, or an undefined test dice_pos.
     """
-    n_pred = _number(test.get("n_pred_lesions"))
-    dice = _number(test.get("dice_pos"))
-    n_images = _number(test.get("n_images"))
-    n_ref = _number(test.get("n_ref_lesions"))
+    n_pred = summary_number(test.get("n_pred_lesions"))
+    dice = summary_number(test.get("dice_pos"))
+    n_images = summary_number(test.get("n_images"))
+    n_ref = summary_number(test.get("n_ref_lesions"))
     reasons = []
     if n_pred == 0:
         where = f"any of {int(n_images)} test images" if not math.isnan(n_images) else "any test image"
         reference = f" (the reference has {int(n_ref)} lesions)" if not math.isnan(n_ref) else ""
         reasons.append(f"no lesion predicted on {where}{reference}")
     if math.isnan(dice):
-        n = _number(test.get("dice_pos_n"))
+        n = summary_number(test.get("dice_pos_n"))
         count = f" (dice_pos_n={int(n)})" if not math.isnan(n) else ""
         reasons.append(f"test dice_pos is undefined{count}")
         if math.isnan(n_pred):
@@ -83,8 +89,13 @@ def failure_reason(test: Mapping) -> str:
 
 def run_status(test: Mapping, tags: Sequence[str], exclude_tags: Sequence[str]) -> tuple[str, str]:
     """(status, reason) of one run: excluded by a tag, failed on the test split, or ranked (reason '')."""
+    return tagged_status(failure_reason(test), tags, exclude_tags)
+
+
+def tagged_status(failure: str, tags: Sequence[str], exclude_tags: Sequence[str]) -> tuple[str, str]:
+    """(status, reason) of a run with these ``tags`` whose test results are unusable for ``failure``
+    ('' when usable): excluded by a tag, else failed, else ranked (reason '')."""
     excluded = list(dict.fromkeys(tag for tag in tags if tag in exclude_tags))
-    failure = failure_reason(test)
     if excluded:
         names = ", ".join(repr(tag) for tag in excluded)
         reason = f"tag {names} is" if len(excluded) == 1 else f"tags {names} are"
@@ -97,6 +108,45 @@ def run_status(test: Mapping, tags: Sequence[str], exclude_tags: Sequence[str]) 
 
 
 # ---------------------------------------------------------------- leaderboard
+
+
+def check_baseline_is_run(baseline: str, runs: Iterable[str]) -> None:
+    """Raise unless ``baseline`` (compare.baseline) is one of ``runs``."""
+    runs = sorted(runs)
+    if baseline not in runs:
+        raise LesionflowError(f"compare.baseline {baseline!r} is not a run; valid run names: {runs}")
+
+
+def check_baseline_not_excluded(baseline: str, status: str, reason: str) -> None:
+    """Raise when the baseline's ``status`` is excluded: its ranks and deltas would mean nothing."""
+    if status == EXCLUDED:
+        raise LesionflowError(
+            f"compare.baseline {baseline!r} is excluded from the ranking ({reason}); "
+            "choose another baseline or remove the tag from the run or from compare.exclude_tags"
+        )
+
+
+def rank_runs(df: pd.DataFrame, ranks: Mapping[str, tuple[str, bool]]) -> pd.DataFrame:
+    """``df`` with a rank column per metric of ``ranks`` (metric -> (rank column, lower is better))
+    and ``mean_rank``, among its ranked runs only (NaN for the others); 1 = best, NaN ranks last."""
+    ranked = df["status"] == RANKED
+    for metric, (column, lower_is_better) in ranks.items():
+        # method="min": tied runs share the better rank; NaN (undefined) ranks last. Only ranked runs
+        # compete, so an excluded or failed run never pushes a ranked one down.
+        df[column] = df.loc[ranked, metric].rank(ascending=lower_is_better, method="min", na_option="bottom")
+    df["mean_rank"] = df[[column for column, _ in ranks.values()]].mean(axis=1)
+    return df
+
+
+def in_board_order(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a leaderboard in its order: ranked runs by mean_rank, then the others by status,
+    then by name."""
+    return (
+        df.assign(_order=df["status"].map(STATUS_ORDER))
+        .sort_values(["_order", "mean_rank", "run"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 def leaderboard(
@@ -119,12 +169,9 @@ def leaderboard(
     difference to the baseline, and source. Ranked runs first by mean_rank, then the others by
     status and name.
     """
-    if baseline not in summaries:
-        raise LesionflowError(
-            f"compare.baseline {baseline!r} is not a run; valid run names: {sorted(summaries)}"
-        )
+    check_baseline_is_run(baseline, summaries)
     tags = tags or {}
-    exclude_tags = _tag_list(exclude_tags, "compare.exclude_tags")
+    exclude_tags = tag_list(exclude_tags, "compare.exclude_tags")
     rows = []
     for run, summary in summaries.items():
         where = f" ({sources[run]})" if sources and run in sources else ""
@@ -135,7 +182,7 @@ def leaderboard(
                 "evaluate stage writes"
             )
         test = summary["test"]
-        run_tags = _tag_list(tags.get(run), f"tags of run {run!r}")
+        run_tags = tag_list(tags.get(run), f"tags of run {run!r}")
         status, reason = run_status(test, run_tags, exclude_tags)
         row: dict = {
             "run": run,
@@ -149,22 +196,13 @@ def leaderboard(
         }
         for metric in PAIRED_METRICS:
             for suffix in ("", "_ci_low", "_ci_high", "_n"):
-                row[metric + suffix] = _number(test.get(metric + suffix))
-        row.update({count: _number(test.get(count)) for count in COUNTS})
+                row[metric + suffix] = summary_number(test.get(metric + suffix))
+        row.update({count: summary_number(test.get(count)) for count in COUNTS})
         rows.append(row)
     df = pd.DataFrame(rows)
     base = df.set_index("run").loc[baseline]
-    if base["status"] == EXCLUDED:
-        raise LesionflowError(
-            f"compare.baseline {baseline!r} is excluded from the ranking ({base['status_reason']}); "
-            "choose another baseline or remove the tag from the run or from compare.exclude_tags"
-        )
-    ranked = df["status"] == RANKED
-    for metric, rank_col in RANK_COLUMNS.items():
-        # method="min": tied runs share the better rank; NaN (undefined) ranks last. Only ranked runs
-        # compete, so an excluded or failed run never pushes a ranked one down.
-        df[rank_col] = df.loc[ranked, metric].rank(ascending=False, method="min", na_option="bottom")
-    df["mean_rank"] = df[list(RANK_COLUMNS.values())].mean(axis=1)
+    check_baseline_not_excluded(baseline, base["status"], base["status_reason"])
+    df = rank_runs(df, SEGMENTATION_RANKS)
     for metric in RANK_COLUMNS:
         delta = df[metric] - base[metric]
         df[f"delta_{metric}_vs_baseline"] = delta
@@ -174,13 +212,7 @@ def leaderboard(
             100.0 * delta / ref if np.isfinite(ref) and ref != 0 else np.nan
         )
     df["source"] = [str(sources[r]) if sources and r in sources else "" for r in df["run"]]
-    order = df["status"].map(STATUS_ORDER)
-    return (
-        df.assign(_order=order)
-        .sort_values(["_order", "mean_rank", "run"], kind="stable")
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
+    return in_board_order(df)
 
 
 # ---------------------------------------------------------------- paired comparison
@@ -267,6 +299,16 @@ def check_settings(settings: Mapping, baseline: str) -> None:
         )
 
 
+def read_summaries(summary_paths: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
+    """Each run's summary.json, by run; an error naming the run and file when one is absent."""
+    summaries = {}
+    for name, path in summary_paths.items():
+        if not Path(path).is_file():
+            raise LesionflowError(f"summary of run {name!r} not found: {path}")
+        summaries[name] = read_json(path)
+    return summaries
+
+
 def _read_per_image(name: str, path: str | os.PathLike) -> pd.DataFrame:
     if not Path(path).is_file():
         raise LesionflowError(f"per-image test table of run {name!r} not found: {path}")
@@ -295,11 +337,7 @@ def run_compare(
         save_figure(plot_leaderboard(empty), out / "leaderboard.png")
         return empty
     check_settings(settings, baseline)
-    summaries = {}
-    for name, path in summary_paths.items():
-        if not Path(path).is_file():
-            raise LesionflowError(f"summary of run {name!r} not found: {path}")
-        summaries[name] = read_json(path)
+    summaries = read_summaries(summary_paths)
     df = leaderboard(
         summaries, baseline, summary_paths, tags=settings["tags"], exclude_tags=settings["exclude_tags"]
     )

@@ -33,16 +33,11 @@ BOOTSTRAP_KEYS = ("n_resamples", "seed", "confidence")
 CALIBRATION_KEYS = ("method", "intercept", "slope", "fitted_on", "n_val")
 
 
-def check_settings(settings: Mapping) -> None:
-    """Raise unless the evaluate settings hold every key this stage reads (schema defaults filled)."""
-    missing = [f"evaluate.{key}" for key in SETTINGS_KEYS if key not in settings]
-    if "bootstrap" in settings:
-        missing += [f"evaluate.bootstrap.{k}" for k in BOOTSTRAP_KEYS if k not in settings["bootstrap"]]
-    if missing:
-        raise LesionflowError(
-            f"evaluate settings lack {', '.join(missing)}: pass the run's evaluate section with the "
-            "schema's defaults filled"
-        )
+def evaluate_settings(settings: Mapping) -> dict:
+    """The job's evaluate section, checked to hold every key this stage reads (schema defaults filled)."""
+    evaluate = complete_section(settings, "evaluate", SETTINGS_KEYS)
+    complete_section({"evaluate.bootstrap": evaluate["bootstrap"]}, "evaluate.bootstrap", BOOTSTRAP_KEYS)
+    return evaluate
 
 
 def read_calibration(path: str | os.PathLike, n_val: int) -> dict:
@@ -110,8 +105,7 @@ def run_evaluate_scores(
     ``settings`` is the job's ``{"evaluate": {score_ranges, bootstrap}}``. Each scores file must hold
     exactly its subset's images. The calibration is read, checked and applied as it is.
     """
-    settings = complete_section(settings, "evaluate", ())
-    check_settings(settings)
+    settings = evaluate_settings(settings)
     val = subset_cases(
         manifest_path, split_path, val_scores_path, "val", "the val scores file must hold val images only"
     )

@@ -14,10 +14,20 @@ import numpy as np
 import pandas as pd
 
 from lesionflow.evaluation.bootstrap import Resampler, describe, difference
-from lesionflow.evaluation.leaderboard import check_settings
-from lesionflow.evaluation.leaderboard_columns import EXCLUDED, FAILED, RANKED, STATUS_ORDER
+from lesionflow.evaluation.leaderboard import (
+    check_baseline_is_run,
+    check_baseline_not_excluded,
+    check_settings,
+    in_board_order,
+    rank_runs,
+    read_summaries,
+    summary_number,
+    tag_list,
+    tagged_status,
+)
+from lesionflow.evaluation.leaderboard_columns import EXCLUDED
 from lesionflow.evaluation.regression import regression_estimates
-from lesionflow.pipeline.artifacts import read_json, write_csv
+from lesionflow.pipeline.artifacts import write_csv
 from lesionflow.pipeline.errors import LesionflowError
 
 # Test metrics copied from each summary, in column order; p-values have no interval.
@@ -37,23 +47,6 @@ TEXT_COLUMNS = ("run", "status", "status_reason", "tags", "paired_baseline", "pa
 TRUE_SCORE_TOLERANCE = 1e-9
 
 
-def _number(value: object) -> float:
-    # summary.json stores undefined metrics as null.
-    if value is None:
-        return math.nan
-    number = float(value)
-    return number if math.isfinite(number) else math.nan
-
-
-def _tag_list(value: object, what: str) -> list[str]:
-    """A list of tags from settings; a bare string would otherwise be read letter by letter."""
-    if value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise LesionflowError(f"{what} must be a list of tags, got {value!r}")
-    return [str(tag) for tag in value]
-
-
 def is_regression(summary: Mapping) -> bool:
     """Whether a summary.json is the evaluate_scores stage's (``"task": "regression"``)."""
     return summary.get("task") == "regression"
@@ -68,28 +61,19 @@ def failure_reason(test: Mapping) -> str:
     Unusable: an undefined test sRMSE (no cases, constant true scores) or an undefined test Pearson r
     (constant predictions, the usual collapse of a regressor to one value, or fewer than 3 cases).
     """
-    n = _number(test.get("n"))
+    n = summary_number(test.get("n"))
     count = f" (n={int(n)})" if not math.isnan(n) else ""
     reasons = []
-    if math.isnan(_number(test.get("srmse"))):
+    if math.isnan(summary_number(test.get("srmse"))):
         reasons.append(f"test srmse is undefined{count}: no cases or constant true scores")
-    if math.isnan(_number(test.get("pearson_r"))):
+    if math.isnan(summary_number(test.get("pearson_r"))):
         reasons.append(f"test pearson_r is undefined{count}: constant predictions or fewer than 3 cases")
     return "; ".join(reasons)
 
 
 def run_status(test: Mapping, tags: Sequence[str], exclude_tags: Sequence[str]) -> tuple[str, str]:
     """(status, reason) of one regression run: excluded by a tag, failed on test, or ranked (reason '')."""
-    excluded = list(dict.fromkeys(tag for tag in tags if tag in exclude_tags))
-    failure = failure_reason(test)
-    if excluded:
-        names = ", ".join(repr(tag) for tag in excluded)
-        reason = f"tag {names} is" if len(excluded) == 1 else f"tags {names} are"
-        reason += " in compare.exclude_tags"
-        return EXCLUDED, reason + (f"; it also failed: {failure}" if failure else "")
-    if failure:
-        return FAILED, failure
-    return RANKED, ""
+    return tagged_status(failure_reason(test), tags, exclude_tags)
 
 
 def _test_block(run: str, summary: Mapping, source: str) -> Mapping:
@@ -106,11 +90,11 @@ def _test_block(run: str, summary: Mapping, source: str) -> Mapping:
 def _metric_row(test: Mapping) -> dict:
     row: dict = {}
     for metric in METRICS:
-        row[metric] = _number(test.get(metric))
+        row[metric] = summary_number(test.get(metric))
         if metric not in P_VALUES:
-            row[f"{metric}_ci_low"] = _number(test.get(f"{metric}_ci_low"))
-            row[f"{metric}_ci_high"] = _number(test.get(f"{metric}_ci_high"))
-    row["n"] = _number(test.get("n"))
+            row[f"{metric}_ci_low"] = summary_number(test.get(f"{metric}_ci_low"))
+            row[f"{metric}_ci_high"] = summary_number(test.get(f"{metric}_ci_high"))
+    row["n"] = summary_number(test.get("n"))
     return row
 
 
@@ -179,17 +163,9 @@ def _paired_baseline(
     summaries: Mapping[str, Mapping], statuses: Mapping[str, tuple[str, str]], baseline: str
 ) -> tuple[str, str]:
     """(run the deltas are taken against, why it is not ``baseline`` or '')."""
-    if baseline not in summaries:
-        raise LesionflowError(
-            f"compare.baseline {baseline!r} is not a run; valid run names: {sorted(summaries)}"
-        )
+    check_baseline_is_run(baseline, summaries)
     if baseline in statuses:
-        status, reason = statuses[baseline]
-        if status == EXCLUDED:
-            raise LesionflowError(
-                f"compare.baseline {baseline!r} is excluded from the ranking ({reason}); choose "
-                "another baseline or remove the tag from the run or from compare.exclude_tags"
-            )
+        check_baseline_not_excluded(baseline, *statuses[baseline])
         return baseline, ""
     usable = [run for run, (status, _) in statuses.items() if status != EXCLUDED]
     if not usable:
@@ -201,15 +177,6 @@ def _paired_baseline(
         f"compare.baseline {baseline!r} is not a regression run; deltas are to the first "
         f"regression run not excluded, {usable[0]!r}"
     )
-
-
-def _rank(df: pd.DataFrame) -> pd.DataFrame:
-    ranked = df["status"] == RANKED
-    for metric, (column, ascending) in RANK_COLUMNS.items():
-        # method="min": tied runs share the better rank; NaN ranks last; only ranked runs compete.
-        df[column] = df.loc[ranked, metric].rank(ascending=ascending, method="min", na_option="bottom")
-    df["mean_rank"] = df[[column for column, _ in RANK_COLUMNS.values()]].mean(axis=1)
-    return df
 
 
 def regression_leaderboard(
@@ -231,7 +198,7 @@ def regression_leaderboard(
     """
     check_settings(settings, baseline)
     sources = sources or {}
-    exclude_tags = _tag_list(settings["exclude_tags"], "compare.exclude_tags")
+    exclude_tags = tag_list(settings["exclude_tags"], "compare.exclude_tags")
     runs = [run for run, summary in summaries.items() if is_regression(summary)]
     if not runs:
         raise LesionflowError(f"compare: none of the runs {sorted(summaries)} is a regression run")
@@ -239,7 +206,7 @@ def regression_leaderboard(
     if missing:
         raise LesionflowError(f"compare: no per-case test table given for the regression runs {missing}")
     tests = {run: _test_block(run, summaries[run], str(sources.get(run, ""))) for run in runs}
-    tags = {run: _tag_list(settings["tags"].get(run), f"tags of run {run!r}") for run in runs}
+    tags = {run: tag_list(settings["tags"].get(run), f"tags of run {run!r}") for run in runs}
     statuses = {run: run_status(tests[run], tags[run], exclude_tags) for run in runs}
     paired_to, fallback = _paired_baseline(summaries, statuses, baseline)
     rows = []
@@ -261,13 +228,7 @@ def regression_leaderboard(
                 "source": str(sources.get(run, "")),
             }
         )
-    df = _rank(pd.DataFrame(rows))[list(leaderboard_columns())]
-    return (
-        df.assign(_order=df["status"].map(STATUS_ORDER))
-        .sort_values(["_order", "mean_rank", "run"], kind="stable")
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
+    return in_board_order(rank_runs(pd.DataFrame(rows), RANK_COLUMNS)[list(leaderboard_columns())])
 
 
 # ---------------------------------------------------------------- the stage
@@ -308,11 +269,7 @@ def run_regression_compare(
         write_csv(empty, out)
         return empty
     check_settings(settings, baseline)
-    summaries = {}
-    for run, path in summaries_paths.items():
-        if not Path(path).is_file():
-            raise LesionflowError(f"summary of run {run!r} not found: {path}")
-        summaries[run] = read_json(path)
+    summaries = read_summaries(summaries_paths)
     tables = {
         run: read_per_case(run, path)
         for run, path in per_case_paths.items()

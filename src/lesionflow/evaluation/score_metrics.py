@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import pearsonr, spearmanr
 
+from lesionflow.evaluation import vectors
 from lesionflow.pipeline.errors import LesionflowError
 
 # Metrics that get a bootstrap interval; the p-values are reported for the point estimate only.
@@ -49,7 +50,6 @@ def regression_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict:
     return out
 
 
-
 def _is_constant(values: np.ndarray) -> bool:
     return bool(values.size == 0 or np.all(values == values[0]))
 
@@ -65,14 +65,4 @@ def check_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.nda
 
 def finite_vector(values: ArrayLike, what: str) -> np.ndarray:
     """``values`` as a 1-D float array; LesionflowError naming ``what`` for text, NaN or inf."""
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise LesionflowError(f"{what}: not numbers ({err})") from None
-    if arr.ndim != 1:
-        raise LesionflowError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise LesionflowError(f"{what}[{i}] is {arr[i]}; every score must be a finite number")
-    return arr
+    return vectors.finite_vector(values, what, "every score must be a finite number")

@@ -1,4 +1,4 @@
-"""Exact resumption of training: the state after each finished epoch, its RNG states and fingerprint.
+"""Resumable training runs: each finished epoch's state, RNG states and fingerprint, and the run loop.
 
 Never resumes a checkpoint written for other settings or data, and never writes half a checkpoint.
 """
@@ -10,24 +10,32 @@ import json
 import math
 import os
 import random
+import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
+import pandas as pd
 import torch
 from monai.data import DataLoader
 from monai.transforms import Compose, Randomizable
 
+from lesionflow.model.interrupt import StopSignals
 from lesionflow.model.joblog import log
 from lesionflow.model.sampling import LesionBatchSampler
 from lesionflow.pipeline import artifacts
+from lesionflow.pipeline.resources import peak_rss_mb
 
 # While training runs, <out>/resume/checkpoint.pt: not a declared output, so Snakemake keeps it
 # when the job fails; the train stage deletes the folder once the final artifacts are written.
 RESUME_DIR = "resume"
 CHECKPOINT_FILE = "checkpoint.pt"
+STEP_COLUMNS = ["step", "epoch", "lr", "loss"]
+Hook = Callable[[], None]
 # Bumped whenever the checkpoint's layout changes, so an old one is ignored rather than misread.
 CHECKPOINT_FORMAT = 1
 # Settings that change how training runs but not what it computes (the train stage's not_in_key in
@@ -65,6 +73,18 @@ class TrainingProgress:
     train_images: int = 0
     train_seconds: float = 0.0
     elapsed_s: float = 0.0
+
+    def take_if_best(self, row: dict[str, float]) -> bool:
+        """Keep ``row``'s validation dice_pos if it is finite and the highest yet; True if kept."""
+        dice = row["val_dice"]
+        if not (math.isfinite(dice) and dice > self.best_dice):
+            return False
+        self.best_dice = dice
+        return True
+
+    def best_value(self) -> float:
+        """The validation metric of the best epoch (dice_pos; a trainer's subclass picks its own)."""
+        return self.best_dice
 
 
 # ---------------------------------------------------------------- random number generators
@@ -273,3 +293,108 @@ def resume_or_start(
         return build(), progress_type(), None
     log(f"resuming from checkpoint at epoch {progress.epoch} of {epochs} ({path})")
     return parts, progress, progress.epoch
+
+
+# ---------------------------------------------------------------- the run, shared by both trainers
+
+
+@dataclass
+class TrainingRun:
+    """What a training run holds fixed; ``started`` (perf_counter) is when its stage began."""
+
+    out: Path
+    fingerprint: str
+    epochs: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    num_workers: int
+    started: float
+
+
+def write_training_artifacts(
+    out: Path,
+    progress: TrainingProgress,
+    model: torch.nn.Module,
+    model_info: dict[str, Any],
+    columns: list[str],
+) -> tuple[int, float]:
+    """model.pt (best weights), metrics_by_epoch.csv (``columns``) and lr_by_step.csv; best epoch, metric."""
+    if progress.best_state is None:
+        # The validation metric was never finite (every prediction NaN): keep the last weights.
+        best_epoch, best_value, state = progress.epoch, math.nan, model.state_dict()
+    else:
+        best_epoch, best_value, state = progress.best_epoch, progress.best_value(), progress.best_state
+    with artifacts.atomic_path(out / "model.pt") as tmp:
+        torch.save({"state_dict": state, **model_info, "best_epoch": best_epoch}, tmp)
+    artifacts.write_csv(pd.DataFrame(progress.epoch_rows, columns=columns), out / "metrics_by_epoch.csv")
+    artifacts.write_csv(pd.DataFrame(progress.step_rows, columns=STEP_COLUMNS), out / "lr_by_step.csv")
+    return best_epoch, best_value
+
+
+def _summary(
+    run: TrainingRun, progress: TrainingProgress, resumed_from: int | None, wall_time_s: float,
+    best: dict[str, Any], facts: dict[str, Any],
+) -> dict[str, Any]:
+    """train_summary.json: the run's common keys around the task's ``best`` and ``facts``."""
+    device, amp, cuda = run.device, run.amp_dtype, run.device.type == "cuda"
+    rows, seconds = progress.epoch_rows, progress.train_seconds
+    return {
+        "iterations": len(progress.step_rows), "wall_time_s": wall_time_s, **best,
+        "final_train_loss": rows[-1]["train_loss"], "final_val_loss": rows[-1]["val_loss"],
+        "epochs_run": len(rows), "stopped_early": progress.stopped_early,
+        "resumed_from_epoch": resumed_from,
+        # Training images per second of training-loop time (validation left out), all attempts.
+        "throughput_images_per_s": progress.train_images / seconds if seconds > 0 else None,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
+        "peak_rss_mb": peak_rss_mb(), "device": str(device),
+        "gpu_name": torch.cuda.get_device_name(device) if cuda else None,
+        "amp_dtype": str(amp).removeprefix("torch.") if amp is not None else None,
+        "deterministic": not cuda, "num_workers": run.num_workers, **facts,
+        "torch_version": torch.__version__, "monai_version": monai.__version__,
+    }
+
+
+def train_resumably(
+    run: TrainingRun,
+    build: Callable[[], TrainingParts],
+    progress_type: type[TrainingProgress],
+    run_epochs: Callable[[TrainingParts, TrainingProgress, Hook, Hook], None],
+    finish: Callable[[TrainingParts, TrainingProgress], tuple[dict[str, Any], dict[str, Any]]],
+) -> dict[str, Any]:
+    """Resume or start, run the epochs under StopSignals with a checkpoint after each; finish.
+
+    ``run_epochs(parts, progress, save, stop)`` trains; ``finish(parts, progress)`` writes the
+    task's artifacts and returns its best-epoch and other summary fields. Writes and returns
+    train_summary.json, then deletes the resume folder. Raises TrainingInterrupted on signals.
+    """
+    path = run.out / RESUME_DIR / CHECKPOINT_FILE
+    parts, progress, resumed_from = resume_or_start(
+        path, run.fingerprint, run.epochs, run.device, build, progress_type
+    )
+    if run.device.type == "cuda":
+        # GPU runs are not bitwise repeatable anyway; let cuDNN pick its fastest kernels.
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(run.device)
+    # Time of the attempts whose work the checkpoint kept, so wall_time_s covers the whole run.
+    earlier_s = progress.elapsed_s
+
+    def save() -> None:
+        progress.elapsed_s = earlier_s + time.perf_counter() - run.started
+        write_checkpoint(path, run.fingerprint, run.epochs, parts, progress, run.device)
+
+    with StopSignals() as signals:
+
+        def stop() -> None:
+            signals.check(progress.epoch)
+
+        run_epochs(parts, progress, save, stop)
+        stop()
+        best, facts = finish(parts, progress)
+        wall_time_s = earlier_s + time.perf_counter() - run.started
+        summary = _summary(run, progress, resumed_from, wall_time_s, best, facts)
+        artifacts.write_json(run.out / "train_summary.json", summary)
+        # A signal during the writes: the job will be called failed, so keep what a retry needs.
+        stop()
+    shutil.rmtree(run.out / RESUME_DIR, ignore_errors=True)
+    return summary

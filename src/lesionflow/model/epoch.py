@@ -1,11 +1,14 @@
-"""One training epoch: the parts it runs on, its optimizer steps on 'train' and its validation on 'val'.
+"""Training epochs: the parts they run on, optimizer steps on 'train', validation on 'val', the loop.
 
 Never loads, predicts or scores split 'test', and never writes a file: the train stage saves.
+
+The loop, the settings checks and the parts' optimizer, schedule and loader serve both trainers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -16,11 +19,19 @@ import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
 from monai.utils import set_determinism
+from tqdm import tqdm
 
-from lesionflow.model.checkpoint import TrainingParts, TrainingProgress
-from lesionflow.model.networks import build_network, forward_logits
-from lesionflow.model.sampling import LesionBatchSampler, training_transforms, worker_init
+from lesionflow.model.checkpoint import Hook, TrainingParts, TrainingProgress, seed_epoch
+from lesionflow.model.joblog import log
+from lesionflow.model.networks import build_network, forward_logits, resolve_device
+from lesionflow.model.sampling import (
+    LesionBatchSampler,
+    resolve_num_workers,
+    training_transforms,
+    worker_init,
+)
 from lesionflow.model.scores import batch_scores, mean_score
+from lesionflow.pipeline.errors import LesionflowError
 
 # Not infer.sw_overlap: a change to inference settings must never change training's checkpoint choice.
 VALIDATION_SW_OVERLAP = 0.25
@@ -46,6 +57,29 @@ def amp_dtype_for(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def run_hardware(train: dict[str, Any]) -> tuple[torch.device, torch.dtype | None, int]:
+    """The device of ``train.device``, its mixed-precision dtype and the loader's worker count."""
+    device = resolve_device(train["device"], "train.device")
+    return device, amp_dtype_for(device), resolve_num_workers(train["num_workers"])
+
+
+def check_train_settings(train: dict[str, Any], spatial_dims: int) -> None:
+    """Refuse a bad ``train.scheduler``, ``train.patch_size`` or ``train.num_workers``."""
+    if train["scheduler"] not in ("onecycle", "cosine", "none"):
+        raise LesionflowError(
+            f"train.scheduler: expected onecycle, cosine or none, got {train['scheduler']!r}"
+        )
+    patch = train["patch_size"]
+    if patch is not None and (len(patch) != spatial_dims or min(patch) < 1):
+        raise LesionflowError(
+            f"train.patch_size: expected {spatial_dims} positive sizes (model.spatial_dims), "
+            f"got {patch!r}"
+        )
+    workers = train["num_workers"]
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+        raise LesionflowError(f"train.num_workers: expected null or an integer >= 0, got {workers!r}")
+
+
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is not None:
         return torch.autocast(device_type=device.type, dtype=amp_dtype)
@@ -60,6 +94,47 @@ def _scheduler(optimizer: torch.optim.Optimizer, name: str, learning_rate: float
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return None
+
+
+def fitting_parts(
+    model: torch.nn.Module,
+    sampler: Any,
+    transform: Any,
+    items: list[dict[str, Any]],
+    train: dict[str, Any],
+    setup: EpochSetup | Any,
+    num_workers: int,
+) -> TrainingParts:
+    """TrainingParts of a built ``model`` (on ``setup.device``), batch ``sampler`` and ``transform``.
+
+    Adds the loader, AdamW, ``train.scheduler`` over every step and the loss scaler.
+    """
+    device, amp_dtype = setup.device, setup.amp_dtype
+    # Workers are not persistent: each epoch starts new ones, seeded from the reseeded torch RNG.
+    loader = DataLoader(
+        Dataset(items, transform=transform), batch_sampler=sampler, num_workers=num_workers,
+        pin_memory=device.type == "cuda", worker_init_fn=worker_init,
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(train["learning_rate"]),
+        weight_decay=float(train["weight_decay"]),
+    )
+    scheduler = _scheduler(
+        optimizer, train["scheduler"], float(train["learning_rate"]),
+        len(sampler) * int(train["epochs"]),
+    )
+    # Loss scaling is for float16 only: bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return TrainingParts(model, sampler, transform, loader, optimizer, scheduler, scaler)
+
+
+def optimizer_step(parts: TrainingParts, loss: torch.Tensor) -> None:
+    """Backpropagate ``loss`` through the scaler, step the optimizer, then the schedule."""
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    if parts.scheduler is not None:
+        parts.scheduler.step()
 
 
 def build_training_parts(
@@ -82,22 +157,7 @@ def build_training_parts(
         positive, int(train["batch_size"]), float(train["positive_oversampling"]), int(train["seed"])
     )
     transform = training_transforms(train["augment"], train["patch_size"], roi_size)
-    # Workers are not persistent: each epoch starts new ones, seeded from the reseeded torch RNG.
-    loader = DataLoader(
-        Dataset(items, transform=transform), batch_sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda", worker_init_fn=worker_init,
-    )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(train["learning_rate"]),
-        weight_decay=float(train["weight_decay"]),
-    )
-    scheduler = _scheduler(
-        optimizer, train["scheduler"], float(train["learning_rate"]),
-        len(sampler) * int(train["epochs"]),
-    )
-    # Loss scaling is for float16 only: bfloat16 has float32's range.
-    scaler = torch.amp.GradScaler(device.type, enabled=setup.amp_dtype == torch.float16)
-    return TrainingParts(model, sampler, transform, loader, optimizer, scheduler, scaler)
+    return fitting_parts(model, sampler, transform, items, train, setup, num_workers)
 
 
 def train_epoch(
@@ -120,11 +180,7 @@ def train_epoch(
             with _autocast(device, amp_dtype):
                 logits = parts.model(x)
                 loss = setup.loss_fn(logits.float(), y)
-            parts.scaler.scale(loss).backward()
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-            if parts.scheduler is not None:
-                parts.scheduler.step()
+            optimizer_step(parts, loss)
             losses.append(float(loss.detach()))
             weights.append(len(x))
             scores.append(batch_scores(torch.sigmoid(logits), y))
@@ -210,3 +266,67 @@ def run_epoch(
         "seconds": time.perf_counter() - started,
     }
     return row, steps, images, seconds
+
+
+def record_epoch(
+    progress: TrainingProgress,
+    row: dict[str, float],
+    finished: tuple[list[dict[str, float]], int, float],
+    model: torch.nn.Module,
+    patience: int | None,
+    epochs: int,
+) -> bool:
+    """Add an epoch (``finished``: its steps, images, seconds) to ``progress``; True if the best."""
+    steps, images, seconds = finished
+    epoch = int(row["epoch"])
+    improved = progress.take_if_best(row)
+    if improved:
+        progress.best_epoch = epoch
+        progress.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    progress.epoch = epoch
+    progress.epoch_rows.append(row)
+    progress.step_rows.extend(steps)
+    progress.train_images += images
+    progress.train_seconds += seconds
+    patience_over = patience is not None and epoch - progress.best_epoch >= int(patience)
+    progress.stopped_early = patience_over and epoch < epochs
+    progress.finished = patience_over or epoch >= epochs
+    return improved
+
+
+def train_epochs(
+    parts: TrainingParts,
+    progress: TrainingProgress,
+    save: Hook,
+    stop: Hook,
+    *,
+    setup: Any,
+    train: dict[str, Any],
+    run: Callable[..., tuple[dict[str, float], list[dict[str, float]], int, float]],
+    shown: tuple[str, ...],
+    logged: tuple[tuple[str, str], ...],
+) -> None:
+    """Run epochs (``run(parts, setup, progress, epoch, stop)``) to the last or early stopping.
+
+    ``save`` after each, ``stop`` between batches. The bar shows the ``shown`` columns; the log
+    line names each ``(label, column)`` of ``logged``, then the learning rate and seconds.
+    """
+    epochs, seed, patience = int(train["epochs"]), int(train["seed"]), train["early_stopping_patience"]
+    with tqdm(
+        total=epochs, initial=progress.epoch, desc="train", unit="epoch", file=sys.stderr
+    ) as bar:
+        while not progress.finished:
+            stop()  # before the loader starts an epoch's worker processes
+            epoch = progress.epoch + 1
+            seed_epoch(seed, epoch, parts)
+            row, *finished = run(parts, setup, progress, epoch, stop)
+            improved = record_epoch(progress, row, tuple(finished), parts.model, patience, epochs)
+            save()
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in shown}, refresh=False)
+            bar.update(1)
+            # One plain line per epoch, so the log file stays readable without the bar's redraws.
+            log(
+                f"epoch {epoch}/{epochs} "
+                + "".join(f"{label} {row[column]:.4f} " for label, column in logged)
+                + f"lr {row['lr']:.2e} {row['seconds']:.1f}s" + (" *best*" if improved else "")
+            )

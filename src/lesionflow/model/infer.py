@@ -10,7 +10,6 @@ probabilities and nothing else.
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import time
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from tqdm import tqdm
 from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
 from lesionflow.data.tiles import Stitcher, tile_id, tile_origins
 from lesionflow.io.readers import read_image
-from lesionflow.model.networks import build_network, resolve_device
+from lesionflow.model.networks import build_network, read_model_file, resolve_device, restored
 from lesionflow.model.tta import checked_names, get_transforms, window_probabilities
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
@@ -38,11 +37,7 @@ CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims"
 
 def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network saved by the train stage; return it (eval mode) and the checkpoint."""
-    try:
-        checkpoint = torch.load(model_path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        reason = str(err).splitlines()[0]
-        raise LesionflowError(f"{model_path}: cannot read the checkpoint ({reason})") from None
+    checkpoint = read_model_file(model_path, device)
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise LesionflowError(
@@ -51,8 +46,7 @@ def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[tor
     model = build_network(
         checkpoint["model_settings"], checkpoint["in_channels"], checkpoint.get("out_channels", 1)
     )
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
+    return restored(model, checkpoint, device), checkpoint
 
 
 def windows_of(

@@ -1,10 +1,12 @@
-"""MONAI segmentation networks and losses, built by name, and the one forward path for train and infer.
+"""MONAI segmentation networks and losses by name, the one forward path, and model.pt reading and building.
 
 Never hard-codes 2D: defaults derive from `spatial_dims`; in/out channels come from the data.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,32 +59,66 @@ def default_kwargs(network: str, spatial_dims: int) -> dict[str, Any]:
     raise KeyError(network)
 
 
-def build_network(
-    model_settings: dict[str, Any], in_channels: int, out_channels: int = 1
+def build_named(
+    registry: dict[str, Callable[..., torch.nn.Module]],
+    kind: str,
+    model_settings: dict[str, Any],
+    channels: tuple[int, int],
+    defaults: Callable[[str, int], dict[str, Any]],
+    reserved: frozenset[str],
 ) -> torch.nn.Module:
-    """Build the MONAI network named by ``model_settings = {network, spatial_dims, kwargs}``."""
+    """Build the ``kind`` (network, regressor) of ``registry`` that ``model_settings`` names.
+
+    ``channels`` are (in, out); ``defaults(name, spatial_dims)`` gives the constructor arguments
+    that ``model_settings['kwargs']`` override, which must not set any of ``reserved``.
+    """
     name = model_settings.get("network")
-    if name not in NETWORKS:
+    if name not in registry:
         raise LesionflowError(
-            f"model.network: unknown network {name!r}; expected one of {', '.join(NETWORKS)}"
+            f"model.network: unknown {kind} {name!r}; expected one of {', '.join(registry)}"
         )
     spatial_dims = model_settings.get("spatial_dims")
     if spatial_dims not in (2, 3):
         raise LesionflowError(f"model.spatial_dims: expected 2 or 3, got {spatial_dims!r}")
     user_kwargs = dict(model_settings.get("kwargs") or {})
-    reserved = {"spatial_dims", "in_channels", "out_channels"} & set(user_kwargs)
-    if reserved:
+    taken = reserved & set(user_kwargs)
+    if taken:
         raise LesionflowError(
-            f"model.kwargs: {', '.join(sorted(reserved))} are set by lesionflow; remove them"
+            f"model.kwargs: {', '.join(sorted(taken))} are set by lesionflow; remove them"
         )
-    kwargs = {**default_kwargs(name, spatial_dims), **user_kwargs}
+    kwargs = {**defaults(name, spatial_dims), **user_kwargs}
     try:
-        return NETWORKS[name](
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs
+        return registry[name](
+            spatial_dims=spatial_dims, in_channels=channels[0], out_channels=channels[1], **kwargs
         )
-    except (TypeError, ValueError, AssertionError) as err:
+    except (TypeError, ValueError, AssertionError, KeyError) as err:
         # MONAI reports bad arguments as TypeError (unknown name) or ValueError/assert (bad value).
         raise LesionflowError(f"model.kwargs: {name} rejected {user_kwargs!r}: {err}") from None
+
+
+def build_network(
+    model_settings: dict[str, Any], in_channels: int, out_channels: int = 1
+) -> torch.nn.Module:
+    """Build the MONAI network named by ``model_settings = {network, spatial_dims, kwargs}``."""
+    return build_named(
+        NETWORKS, "network", model_settings, (in_channels, out_channels), default_kwargs,
+        frozenset({"spatial_dims", "in_channels", "out_channels"}),
+    )
+
+
+def read_model_file(model_path: str | os.PathLike, device: torch.device) -> dict[str, Any]:
+    """The train stage's model.pt, loaded onto ``device``; a LesionflowError naming it if unreadable."""
+    try:
+        return torch.load(model_path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).splitlines()[0]
+        raise LesionflowError(f"{model_path}: cannot read the checkpoint ({reason})") from None
+
+
+def restored(model: torch.nn.Module, checkpoint: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
 
 
 def build_loss(name: str, batch_dice: bool, out_channels: int = 1) -> torch.nn.Module:

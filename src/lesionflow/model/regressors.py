@@ -17,6 +17,7 @@ from monai.networks.nets.segresnet_ds import SegResEncoder
 from monai.transforms import ResizeWithPadOrCrop
 from monai.utils import convert_to_numpy
 
+from lesionflow.model.networks import build_named
 from lesionflow.pipeline.errors import LesionflowError
 
 
@@ -104,28 +105,10 @@ def default_kwargs(network: str) -> dict[str, Any]:
 
 def build_regressor(model_settings: dict[str, Any], in_channels: int) -> torch.nn.Module:
     """Build the regressor named by ``model_settings = {network, spatial_dims, kwargs}``: one output."""
-    name = model_settings.get("network")
-    if name not in REGRESSORS:
-        raise LesionflowError(
-            f"model.network: unknown regressor {name!r}; expected one of {', '.join(REGRESSORS)}"
-        )
-    spatial_dims = model_settings.get("spatial_dims")
-    if spatial_dims not in (2, 3):
-        raise LesionflowError(f"model.spatial_dims: expected 2 or 3, got {spatial_dims!r}")
-    user_kwargs = dict(model_settings.get("kwargs") or {})
-    reserved = RESERVED_KWARGS & set(user_kwargs)
-    if reserved:
-        raise LesionflowError(
-            f"model.kwargs: {', '.join(sorted(reserved))} are set by lesionflow; remove them"
-        )
-    kwargs = {**default_kwargs(name), **user_kwargs}
-    try:
-        return REGRESSORS[name](
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1, **kwargs
-        )
-    except (TypeError, ValueError, AssertionError, KeyError) as err:
-        # MONAI reports bad arguments as TypeError (unknown name) or ValueError/assert (bad value).
-        raise LesionflowError(f"model.kwargs: {name} rejected {user_kwargs!r}: {err}") from None
+    return build_named(
+        REGRESSORS, "regressor", model_settings, (in_channels, 1),
+        lambda name, _spatial_dims: default_kwargs(name), RESERVED_KWARGS,
+    )
 
 
 def check_input_size(model: torch.nn.Module, in_channels: int, roi_size: Sequence[int]) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -30,9 +29,8 @@ from torch.utils.data import Sampler
 
 from lesionflow.evaluation.score_metrics import regression_metrics
 from lesionflow.model.checkpoint import TrainingParts, TrainingProgress
-from lesionflow.model.epoch import _autocast, _scheduler
+from lesionflow.model.epoch import _autocast, fitting_parts, optimizer_step
 from lesionflow.model.regressors import build_regressor, check_input_size
-from lesionflow.model.sampling import worker_init
 
 
 @dataclass
@@ -106,22 +104,7 @@ def build_score_parts(
     check_input_size(model, in_channels, roi_size)
     sampler = ShuffledBatches(len(items), int(train["batch_size"]), int(train["seed"]))
     transform = score_transforms(train["augment"], len(roi_size))
-    # Workers are not persistent: each epoch starts new ones, seeded from the reseeded torch RNG.
-    loader = DataLoader(
-        Dataset(items, transform=transform), batch_sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda", worker_init_fn=worker_init,
-    )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(train["learning_rate"]),
-        weight_decay=float(train["weight_decay"]),
-    )
-    scheduler = _scheduler(
-        optimizer, train["scheduler"], float(train["learning_rate"]),
-        len(sampler) * int(train["epochs"]),
-    )
-    # Loss scaling is for float16 only: bfloat16 has float32's range.
-    scaler = torch.amp.GradScaler(device.type, enabled=setup.amp_dtype == torch.float16)
-    return TrainingParts(model, sampler, transform, loader, optimizer, scheduler, scaler)
+    return fitting_parts(model, sampler, transform, items, train, setup, num_workers)
 
 
 def weighted_loss(
@@ -159,11 +142,7 @@ def train_score_epoch(
         with _autocast(device, amp_dtype):
             predicted = parts.model(x)
         loss = weighted_loss(setup.loss_fn, predicted, y, w)
-        parts.scaler.scale(loss).backward()
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-        if parts.scheduler is not None:
-            parts.scheduler.step()
+        optimizer_step(parts, loss)
         losses.append(float(loss.detach()))
         sizes.append(len(x))
         squared.append(((predicted.detach().float() - y) ** 2).reshape(-1).cpu().numpy())

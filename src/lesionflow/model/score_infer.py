@@ -7,7 +7,6 @@ calibrates: it writes the network's raw outputs, each TTA transform's and their 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from lesionflow.io.readers import read_image
-from lesionflow.model.networks import resolve_device
+from lesionflow.model.networks import read_model_file, resolve_device, restored
 from lesionflow.model.regressors import build_regressor, fit_to_roi
 from lesionflow.model.tta import TTATransform, checked_names, get_transforms
 from lesionflow.pipeline import artifacts
@@ -55,11 +54,7 @@ def regression_tta_names(names: Sequence[str]) -> list[str]:
 
 def load_regressor(model_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Rebuild the regressor saved by the train stage; return it (eval mode) and the checkpoint."""
-    try:
-        checkpoint = torch.load(model_path, map_location=device, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        reason = str(err).splitlines()[0]
-        raise LesionflowError(f"{model_path}: cannot read the checkpoint ({reason})") from None
+    checkpoint = read_model_file(model_path, device)
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing or checkpoint["task"] != "regression":
         raise LesionflowError(
@@ -67,8 +62,7 @@ def load_regressor(model_path: str | os.PathLike, device: torch.device) -> tuple
             f"({'missing ' + ', '.join(missing) if missing else 'task ' + repr(checkpoint['task'])})"
         )
     model = build_regressor(checkpoint["model_settings"], checkpoint["in_channels"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
+    return restored(model, checkpoint, device), checkpoint
 
 
 def read_score_images(path: str | os.PathLike, subset: str) -> pd.DataFrame:

@@ -48,6 +48,12 @@ class FileHashCache:
             self.dirty = False
 
 
+def _is_further_image(column: str) -> bool:
+    # Further sequences of a case (image_t1, image_t2; data.manifest.MODALITY_PREFIX), hashed by
+    # content like the image itself. Not imported from there: plan code stays free of stage code.
+    return column.startswith("image_") and column != "image_id"
+
+
 def manifest_fingerprint(manifest: Path, cache: FileHashCache) -> str:
     """Hash of a user manifest's rows with every listed file replaced by its content hash.
 
@@ -57,16 +63,19 @@ def manifest_fingerprint(manifest: Path, cache: FileHashCache) -> str:
         raise LesionflowError(f"manifest {manifest} (config key 'data.manifest') does not exist")
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    missing = {"image", "mask", "subject"} - set(rows[0] if rows else {})
+    # The mask column may be left out when the manifest carries scores instead (regression); the
+    # data stage checks that against data.score_column.
+    missing = {"image", "subject"} - set(rows[0] if rows else {})
     if missing:
         raise LesionflowError(
             f"manifest {manifest} lacks the column(s) {', '.join(sorted(missing))}"
         )
+    files = [c for c in (rows[0] if rows else {}) if c in ("image", "mask") or _is_further_image(c)]
     fingerprinted = []
     for row in rows:
-        entry = {k: v for k, v in row.items() if k not in ("image", "mask")}
+        entry = {k: v for k, v in row.items() if k not in files}
         entry.setdefault("image_id", Path(row["image"]).stem)
-        for column in ("image", "mask"):
+        for column in files:
             file = manifest.parent / (row[column] or "")
             # A missing file is part of the fingerprint, not an error here: the data stage's
             # manifest check then reports every missing file at once, with its row.

@@ -6,6 +6,7 @@ Must never recompute a metric, a rank or a difference: every number is read from
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,20 @@ DELTA_METRICS = ("dice_pos", "presence_roc_auc", "presence_ap", "lesion_f1")
 REQUIRED_COLUMNS = ("run", "status", "status_reason", "is_baseline", "mean_rank")
 
 
+def read_board_csv(path: Path, text_columns: Sequence[str]) -> pd.DataFrame | None:
+    """A leaderboard CSV whose ``text_columns`` stay text ('' when empty: a run named 'NA' is not a
+    missing value) and whose empty numeric cells are NaN; None for a file without even a header."""
+    try:
+        text = dict.fromkeys(text_columns, "string")
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
+    except pd.errors.EmptyDataError:
+        return None
+    for column in text_columns:
+        if column in df:
+            df[column] = df[column].fillna("").astype(str)
+    return df
+
+
 def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd.DataFrame:
     """The leaderboard.csv the compare stage wrote, checked against the expected baseline.
 
@@ -51,10 +66,8 @@ def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd
     path = Path(path)
     if not path.is_file():
         raise LesionflowError(f"leaderboard {path} not found")
-    text = {column: "string" for column in TEXT_COLUMNS}
-    try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text)
-    except pd.errors.EmptyDataError:
+    df = read_board_csv(path, TEXT_COLUMNS)
+    if df is None:
         # Not even a header: no segmentation run to rank.
         return pd.DataFrame(columns=REQUIRED_COLUMNS).astype({"is_baseline": bool})
     missing = [c for c in REQUIRED_COLUMNS if c not in df]
@@ -62,9 +75,6 @@ def read_leaderboard(path: str | os.PathLike, baseline: str | None = None) -> pd
         raise LesionflowError(
             f"{path}: not a leaderboard of this version, missing column(s) {', '.join(missing)}"
         )
-    for column in TEXT_COLUMNS:
-        if column in df:
-            df[column] = df[column].fillna("").astype(str)
     df["is_baseline"] = df["is_baseline"].astype(str).str.lower().isin(["true", "1", "1.0"])
     written = df.loc[df["is_baseline"], "run"].tolist()
     if baseline is not None and len(df) and written != [baseline]:
@@ -84,11 +94,12 @@ def level_text(df: pd.DataFrame) -> str:
     return f"Ranked on {what} (`compare.level: {level}`); resolution: {resolution or 'not stated'}."
 
 
-def baseline_name(df: pd.DataFrame) -> str:
-    """The run the leaderboard's deltas are taken against."""
+def baseline_name(df: pd.DataFrame, board: str = "leaderboard") -> str:
+    """The run the leaderboard's deltas are taken against; ``board`` names the leaderboard in the
+    error when it does not mark exactly one."""
     names = df.loc[is_baseline(df), "run"].tolist()
     if len(names) != 1:
-        raise LesionflowError(f"leaderboard must mark exactly one baseline run, found {names}")
+        raise LesionflowError(f"{board} must mark exactly one baseline run, found {names}")
     return str(names[0])
 
 
@@ -96,6 +107,17 @@ def column_values(df: pd.DataFrame, name: str) -> np.ndarray:
     """Column ``name`` as floats; all NaN when the leaderboard has no such column."""
     # A leaderboard built without per-image tables has no paired columns: show them as undefined.
     return df[name].to_numpy(dtype=float) if name in df else np.full(len(df), np.nan)
+
+
+def row_value(row: pd.DataFrame, column: str) -> float:
+    """``column`` of a one-row frame as a float; NaN when the leaderboard has no such column."""
+    return float(column_values(row, column)[0])
+
+
+def row_interval(row: pd.DataFrame, metric: str, signed: bool = False) -> str:
+    """'value [low, high]' of ``metric`` (with its _ci_low and _ci_high columns) in a one-row frame."""
+    values = [row_value(row, metric + suffix) for suffix in ("", "_ci_low", "_ci_high")]
+    return interval_text(*values, signed=signed)
 
 
 def ranking_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -130,22 +152,31 @@ def rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {COMPARISON_NAMES[by]: ranking_table(df, by) for by in RANKINGS}
 
 
+def other_runs(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """Every run of the leaderboard but the baseline, as one-row frames in leaderboard order."""
+    others = df[~is_baseline(df)]
+    return [others.iloc[[index]] for index in range(len(others))]
+
+
+def delta_cells(row: pd.DataFrame, prefix: str, metrics: Sequence[str]) -> dict[str, str]:
+    """run, status and for each of ``metrics`` 'Δ <metric>': the signed interval of the column
+    ``prefix`` + metric, of a one-row frame."""
+    out = {"run": row["run"].iloc[0], "status": row["status"].iloc[0]}
+    for metric in metrics:
+        out[f"Δ {metric}"] = row_interval(row, prefix + metric, signed=True)
+    return out
+
+
 def baseline_differences(df: pd.DataFrame) -> pd.DataFrame:
     """Every run but the baseline: paired difference (run - baseline) with interval per metric,
     median per-image Dice difference, Wilcoxon p and n, and the number of shared test images."""
-    others = df[~is_baseline(df)]
     rows = []
-    for index in range(len(others)):
-        row = others.iloc[[index]]
-        out = {"run": row["run"].iloc[0], "status": row["status"].iloc[0]}
-        for metric in DELTA_METRICS:
-            key = f"paired_delta_{metric}"
-            values = [column_values(row, key + suffix)[0] for suffix in ("", "_ci_low", "_ci_high")]
-            out[f"Δ {metric}"] = interval_text(*values, signed=True)
-        out["median Δ Dice per image"] = signed_text(column_values(row, "median_dice_difference")[0])
-        out["Wilcoxon p"] = p_value_text(column_values(row, "wilcoxon_dice_p")[0])
-        out["Wilcoxon n"] = count_text(column_values(row, "wilcoxon_dice_n")[0])
-        out["shared images"] = count_text(column_values(row, "n_shared_images")[0])
+    for row in other_runs(df):
+        out = delta_cells(row, "paired_delta_", DELTA_METRICS)
+        out["median Δ Dice per image"] = signed_text(row_value(row, "median_dice_difference"))
+        out["Wilcoxon p"] = p_value_text(row_value(row, "wilcoxon_dice_p"))
+        out["Wilcoxon n"] = count_text(row_value(row, "wilcoxon_dice_n"))
+        out["shared images"] = count_text(row_value(row, "n_shared_images"))
         rows.append(out)
     columns = ["run", "status", *(f"Δ {m}" for m in DELTA_METRICS)]
     columns += ["median Δ Dice per image", "Wilcoxon p", "Wilcoxon n", "shared images"]
@@ -166,6 +197,10 @@ def status_counts(df: pd.DataFrame) -> str:
     """One line: how many runs, how many of each status, and the baseline; or that there are none."""
     if df.empty:
         return "No segmentation runs in this config: `leaderboard.csv` has no rows."
+    return f"{len(df)} runs: {status_breakdown(df)}; baseline: {baseline_name(df)!r}."
+
+
+def status_breakdown(df: pd.DataFrame) -> str:
+    """How many runs of the leaderboard have each status, e.g. '2 ranked, 1 excluded, 1 failed'."""
     counts = df["status"].value_counts()
-    parts = [f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER]
-    return f"{len(df)} runs: {', '.join(parts)}; baseline: {baseline_name(df)!r}."
+    return ", ".join(f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER)

@@ -93,6 +93,21 @@ def row_axes(ax: Axes, df: pd.DataFrame, colours: Sequence[str]) -> None:
     ax.set_axisbelow(True)
 
 
+def finish_forest(fig: Figure, axes: Sequence[Axes], references: Sequence[Line2D], title: str) -> None:
+    """Label the run axis of a forest plot and add its legend (the row colours, the baseline's
+    value line, then the panels' ``references`` lines) and its ``title``."""
+    axes[0].set_ylabel("run (leaderboard order)")
+    handles = [
+        point_handle(RANKED_COLOUR, "ranked run: value and interval"),
+        point_handle(BASELINE_COLOUR, "baseline"),
+        point_handle(NOT_RANKED_COLOUR, "excluded or failed (not ranked)"),
+        Line2D([], [], color=BASELINE_COLOUR, linestyle="--", linewidth=1, label="baseline value"),
+        *references,
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+    fig.suptitle(title)
+
+
 def plot_forest(df: pd.DataFrame) -> Figure:
     """Forest plot of test dice_pos and presence ROC-AUC: one row per run in leaderboard order,
     point and bootstrap interval; baseline orange, excluded and failed runs grey with their status.
@@ -115,16 +130,8 @@ def plot_forest(df: pd.DataFrame) -> Figure:
         ax.set_xlim(-0.03, 1.03)  # a point at exactly 0 or 1 stays whole
         ax.set_xlabel(COMPARISON_NAMES[metric])
         row_axes(ax, df, colours)
-    axes[0].set_ylabel("run (leaderboard order)")
-    handles = [
-        point_handle(RANKED_COLOUR, "ranked run: value and interval"),
-        point_handle(BASELINE_COLOUR, "baseline"),
-        point_handle(NOT_RANKED_COLOUR, "excluded or failed (not ranked)"),
-        Line2D([], [], color=BASELINE_COLOUR, linestyle="--", linewidth=1, label="baseline value"),
-        Line2D([], [], color="0.3", linestyle=":", linewidth=1, label="ROC-AUC 0.5 (chance)"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
-    fig.suptitle("Test metrics per run with subject-bootstrap intervals")
+    chance = Line2D([], [], color="0.3", linestyle=":", linewidth=1, label="ROC-AUC 0.5 (chance)")
+    finish_forest(fig, axes, [chance], "Test metrics per run with subject-bootstrap intervals")
     return fig
 
 
@@ -182,47 +189,61 @@ def off_scale(ax: Axes, values: np.ndarray, limit: float, colours: Sequence[str]
         )
 
 
+def delta_panel(ax: Axes, others: pd.DataFrame, column: str, lower_is_better: bool) -> None:
+    """One panel of paired differences: each run of ``others`` (every run but the baseline) as
+    ``column`` with its interval (``column``_ci_low/_ci_high), coloured by the side of 0 it lies on,
+    around a line at 0; a panel that says so when there is no other run."""
+    if others.empty:
+        ax.text(0.5, 0.5, "no run besides\nthe baseline", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    values, low, high = (column_values(others, column + s) for s in ("", "_ci_low", "_ci_high"))
+    ax.axvline(0, color="black", linewidth=1)
+    limit = symmetric_limit(others, values, low, high)
+    ax.set_xlim(-limit, limit)
+    ax.set_xticks(inner_ticks(limit))
+    colours = delta_colours(others, low, high, lower_is_better)
+    draw_intervals(ax, values, low, high, colours)
+    off_scale(ax, values, limit, colours)
+    row_axes(ax, others, [NOT_RANKED_COLOUR if s != RANKED else "black" for s in others["status"]])
+
+
+def deltas_figure(
+    others: pd.DataFrame, panels: Sequence[tuple[str, str, bool]], width: float, sides: tuple[str, str]
+) -> Figure:
+    """Paired-difference panels side by side over the runs of ``others`` (every run but the
+    baseline), one per (column, x label, lower is better) of ``panels``, with a legend whose first
+    two entries are ``sides``: what the better and the worse colour mean. The caller titles it."""
+    fig = Figure(figsize=(width, figure_height(max(len(others), 1))), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True)
+    for ax, (column, label, lower_is_better) in zip(axes, panels, strict=True):
+        ax.set_xlabel(label)
+        delta_panel(ax, others, column, lower_is_better)
+    better, worse = sides
+    handles = [
+        point_handle(BETTER_COLOUR, better),
+        point_handle(WORSE_COLOUR, worse),
+        point_handle(UNCLEAR_COLOUR, "interval includes 0"),
+        point_handle(NOT_RANKED_COLOUR, "excluded or failed run"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False, fontsize=9)
+    return fig
+
+
 def plot_paired_deltas(df: pd.DataFrame) -> Figure:
     """Per run but the baseline: paired difference (run - baseline) with its interval for dice_pos,
     presence ROC-AUC, AP and lesion F1, one panel each, with a line at 0 (no difference).
     A leaderboard without rows gives a figure that says so."""
     if df.empty:
         return message_figure(NO_RUNS, "Paired differences to the baseline")
-    others = df[~is_baseline(df)].reset_index(drop=True)
-    fig = Figure(figsize=(14, figure_height(max(len(others), 1))), layout="constrained")
-    axes = fig.subplots(1, len(DELTA_METRICS), sharey=True)
-    for ax, metric in zip(axes, DELTA_METRICS, strict=True):
-        key = f"paired_delta_{metric}"
-        values, low, high = (column_values(others, key + s) for s in ("", "_ci_low", "_ci_high"))
-        ax.set_xlabel(f"Δ {COMPARISON_NAMES[metric]}\n(run − baseline)")
-        if others.empty:
-            ax.text(
-                0.5,
-                0.5,
-                "no run besides\nthe baseline",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="0.4",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-            continue
-        ax.axvline(0, color="black", linewidth=1)
-        limit = symmetric_limit(others, values, low, high)
-        ax.set_xlim(-limit, limit)
-        ax.set_xticks(inner_ticks(limit))
-        colours = delta_colours(others, low, high, lower_is_better=False)
-        draw_intervals(ax, values, low, high, colours)
-        off_scale(ax, values, limit, colours)
-        row_axes(ax, others, [NOT_RANKED_COLOUR if s != RANKED else "black" for s in others["status"]])
-    handles = [
-        point_handle(BETTER_COLOUR, "interval above 0: run better"),
-        point_handle(WORSE_COLOUR, "interval below 0: run worse"),
-        point_handle(UNCLEAR_COLOUR, "interval includes 0"),
-        point_handle(NOT_RANKED_COLOUR, "excluded or failed run"),
+    panels = [
+        (f"paired_delta_{metric}", f"Δ {COMPARISON_NAMES[metric]}\n(run − baseline)", False)
+        for metric in DELTA_METRICS
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False, fontsize=9)
+    sides = ("interval above 0: run better", "interval below 0: run worse")
+    fig = deltas_figure(df[~is_baseline(df)].reset_index(drop=True), panels, 14, sides)
     base = baseline_name(df) if is_baseline(df).sum() == 1 else "?"
     fig.suptitle(f"Paired differences to the baseline {base!r} on shared test images (subject bootstrap)")
     return fig

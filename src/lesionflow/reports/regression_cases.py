@@ -23,11 +23,19 @@ from lesionflow.reports.slices import cut, focus_voxel, planes
 
 
 class CaseVolume(NamedTuple):
-    """One case to show: its image ``(C, *spatial)`` in RAS, its lesion mask and voxel spacing (mm)."""
+    """One case to show: its image ``(C, *spatial)`` in RAS, its lesion mask and voxel spacing (mm).
+
+    ``mask`` is None when the data have no masks (a manifest of scores only).
+    """
 
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     spacing: tuple[float, ...]
+
+
+def _has_mask(row: pd.Series) -> bool:
+    cell = row.get("mask", "")
+    return not pd.isna(cell) and str(cell).strip() != ""
 
 
 def worst_cases(per_case: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -41,7 +49,10 @@ def worst_cases(per_case: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def load_case_volumes(ids: Sequence[str], manifest: pd.DataFrame) -> list[CaseVolume]:
-    """Image, mask and spacing of each id, read in RAS from the data manifest's ``image`` and ``mask``."""
+    """Image, mask and spacing of each id, read in RAS from the data manifest's ``image`` and ``mask``.
+
+    A row without a mask (an empty ``mask`` cell, or no column) gives a case whose mask is None.
+    """
     rows = manifest.set_index("image_id", drop=False)
     loaded = []
     for image_id in ids:
@@ -49,6 +60,9 @@ def load_case_volumes(ids: Sequence[str], manifest: pd.DataFrame) -> list[CaseVo
             raise LesionflowError(f"manifest: no row for test image id {image_id!r}")
         row = rows.loc[image_id]
         image, geometry = read_image(row["image"])
+        if not _has_mask(row):
+            loaded.append(CaseVolume(image, None, tuple(geometry.spacing)))
+            continue
         mask = read_manifest_mask(row).array
         if mask.shape != image.shape[1:]:
             raise LesionflowError(
@@ -71,6 +85,8 @@ def plot_worst_cases(rows: pd.DataFrame, volumes: Sequence[CaseVolume]) -> Figur
     """One row per case (``rows`` of the per-case table, as :func:`worst_cases` orders them): its
     axial, coronal and sagittal planes through the centroid of its largest lesion (the centre
     without one), the lesion outlined in red; the row's title gives true, predicted, residual.
+    A case without a mask is cut through the volume's centre, with no outline, and each plane's
+    title says there is no mask.
 
     Planes are drawn the radiological way with the true voxel shape (see ``slices.cut``); each
     case has one grey window over its whole volume, its minimum to its maximum.
@@ -92,18 +108,25 @@ def plot_worst_cases(rows: pd.DataFrame, volumes: Sequence[CaseVolume]) -> Figur
 
 
 def _draw_case(subfig: Figure, case: CaseVolume) -> None:
-    # A constant map makes focus_voxel fall back to the centre when the mask is empty.
-    voxel = focus_voxel(case.mask, np.zeros(case.mask.shape, dtype=np.float32))
-    shown = planes(case.mask.shape, case.spacing, voxel)
+    shape = case.image.shape[1:]
+    if case.mask is None:
+        voxel = tuple(size // 2 for size in shape)
+    else:
+        # A constant map makes focus_voxel fall back to the centre when the mask is empty.
+        voxel = focus_voxel(case.mask, np.zeros(shape, dtype=np.float32))
+    shown = planes(shape, case.spacing, voxel)
     axes = subfig.subplots(1, len(shown), squeeze=False)[0]
     window = {"cmap": "gray", "vmin": float(case.image[0].min()), "vmax": float(case.image[0].max())}
     for ax, panel in zip(axes, shown, strict=True):
         ax.imshow(cut(case.image[0], panel), aspect=panel.aspect, **window)
-        outline = cut(case.mask, panel)
-        if outline.any() and not outline.all():  # the contour of a constant mask is undefined
-            ax.contour(outline, levels=[0.5], colors="red", linewidths=1.0)
-        lesion = "lesion centroid" if case.mask.any() else "centre (no lesion)"
-        ax.set_title(f"{panel.label or 'image'} ({lesion})", fontsize="small")
+        if case.mask is None:
+            where = "volume centre; no mask"
+        else:
+            outline = cut(case.mask, panel)
+            if outline.any() and not outline.all():  # the contour of a constant mask is undefined
+                ax.contour(outline, levels=[0.5], colors="red", linewidths=1.0)
+            where = "lesion centroid" if case.mask.any() else "centre (no lesion)"
+        ax.set_title(f"{panel.label or 'image'} ({where})", fontsize="small")
         ax.set_xticks([])
         ax.set_yticks([])
 

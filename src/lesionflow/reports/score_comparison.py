@@ -11,10 +11,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lesionflow.evaluation.leaderboard_columns import RANKED, STATUS_ORDER, is_baseline
+from lesionflow.evaluation.leaderboard_columns import RANKED, is_baseline
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.reports.comparison import column_values
-from lesionflow.reports.labels import count_text, interval_text, p_value_text
+from lesionflow.reports.comparison import (
+    baseline_name,
+    column_values,
+    delta_cells,
+    other_runs,
+    read_board_csv,
+    row_interval,
+    row_value,
+    status_breakdown,
+)
+from lesionflow.reports.labels import count_text, p_value_text
 
 # Display names of the regression metrics (axis labels, table headings).
 SCORE_NAMES = {
@@ -64,9 +73,8 @@ def read_regression_leaderboard(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LesionflowError(f"regression leaderboard {path} not found")
-    try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=dict.fromkeys(TEXT, "string"))
-    except pd.errors.EmptyDataError:
+    df = read_board_csv(path, TEXT)
+    if df is None:
         # An empty file: a config without regression runs, written without even a header.
         return pd.DataFrame(columns=[*REQUIRED, "status_reason", "is_baseline"])
     if "status_reason" not in df and "reason" in df:
@@ -76,9 +84,6 @@ def read_regression_leaderboard(path: str | os.PathLike) -> pd.DataFrame:
         raise LesionflowError(
             f"{path}: not a regression leaderboard of this version, missing column(s) {', '.join(missing)}"
         )
-    for column in TEXT:
-        if column in df:
-            df[column] = df[column].fillna("").astype(str)
     df["is_baseline"] = _baseline_mask(df, path) if len(df) else np.zeros(0, bool)
     return df
 
@@ -108,29 +113,14 @@ def check_baseline(board: pd.DataFrame, regression_board: pd.DataFrame, baseline
 
 def regression_baseline(df: pd.DataFrame) -> str:
     """The regression run the deltas are taken against."""
-    names = df.loc[is_baseline(df), "run"].tolist()
-    if len(names) != 1:
-        raise LesionflowError(f"regression leaderboard must mark exactly one baseline run, found {names}")
-    return str(names[0])
+    return baseline_name(df, "regression leaderboard")
 
 
 def regression_status_counts(df: pd.DataFrame) -> str:
     """One line: how many regression runs, of each status, and their baseline; or that there are none."""
     if df.empty:
         return "No regression runs in this config: `leaderboard_regression.csv` has no rows."
-    counts = df["status"].value_counts()
-    parts = [f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER]
-    return f"{len(df)} regression runs: {', '.join(parts)}; baseline: {regression_baseline(df)!r}."
-
-
-def _interval(row: pd.DataFrame, metric: str, signed: bool = False) -> str:
-    """'value [low, high]' of ``metric`` in a one-row frame."""
-    values = [column_values(row, metric + suffix)[0] for suffix in ("", "_ci_low", "_ci_high")]
-    return interval_text(*values, signed=signed)
-
-
-def _cell(row: pd.DataFrame, column: str) -> float:
-    return float(column_values(row, column)[0])
+    return f"{len(df)} regression runs: {status_breakdown(df)}; baseline: {regression_baseline(df)!r}."
 
 
 def regression_ranking(df: pd.DataFrame) -> pd.DataFrame:
@@ -143,15 +133,15 @@ def regression_ranking(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for index in range(len(ranked)):
         row = ranked.iloc[[index]]
-        ranks = [count_text(_cell(row, column)) for column, _ in SCORE_RANKS.values()]
+        ranks = [count_text(row_value(row, column)) for column, _ in SCORE_RANKS.values()]
         rows.append(
             {
                 "rank": int(position[index]),
                 "run": row["run"].iloc[0],
-                **{SCORE_NAMES[metric]: _interval(row, metric) for metric in SCORE_RANKS},
+                **{SCORE_NAMES[metric]: row_interval(row, metric) for metric in SCORE_RANKS},
                 ranks_heading: ", ".join(ranks),
-                "mean rank": f"{_cell(row, 'mean_rank'):.2f}",
-                "n": count_text(_cell(row, "n")),
+                "mean rank": f"{row_value(row, 'mean_rank'):.2f}",
+                "n": count_text(row_value(row, "n")),
             }
         )
     columns = ["rank", "run", *(SCORE_NAMES[m] for m in SCORE_RANKS), ranks_heading, "mean rank", "n"]
@@ -169,12 +159,12 @@ def regression_other_metrics(df: pd.DataFrame) -> pd.DataFrame:
             {
                 "run": row["run"].iloc[0],
                 "status": row["status"].iloc[0],
-                "Pearson p": p_value_text(_cell(row, "pearson_p")),
-                SCORE_NAMES["spearman_rho"]: _interval(row, "spearman_rho"),
-                "Spearman p": p_value_text(_cell(row, "spearman_p")),
-                SCORE_NAMES["rmse"]: _interval(row, "rmse"),
-                SCORE_NAMES["r2"]: _interval(row, "r2"),
-                "n": count_text(_cell(row, "n")),
+                "Pearson p": p_value_text(row_value(row, "pearson_p")),
+                SCORE_NAMES["spearman_rho"]: row_interval(row, "spearman_rho"),
+                "Spearman p": p_value_text(row_value(row, "spearman_p")),
+                SCORE_NAMES["rmse"]: row_interval(row, "rmse"),
+                SCORE_NAMES["r2"]: row_interval(row, "r2"),
+                "n": count_text(row_value(row, "n")),
             }
         )
     columns = ["run", "status", "Pearson p", SCORE_NAMES["spearman_rho"], "Spearman p"]
@@ -185,14 +175,10 @@ def regression_other_metrics(df: pd.DataFrame) -> pd.DataFrame:
 def regression_differences(df: pd.DataFrame) -> pd.DataFrame:
     """Every regression run but the baseline: paired difference (run - baseline) with interval for
     sRMSE, Pearson r and MAE, the number of paired test cases, and the leaderboard's note."""
-    others = df[~is_baseline(df)]
     rows = []
-    for index in range(len(others)):
-        row = others.iloc[[index]]
-        out = {"run": row["run"].iloc[0], "status": row["status"].iloc[0]}
-        for metric in SCORE_DELTAS:
-            out[f"Δ {metric}"] = _interval(row, f"delta_{metric}", signed=True)
-        out["paired cases"] = count_text(_cell(row, "n_paired"))
+    for row in other_runs(df):
+        out = delta_cells(row, "delta_", list(SCORE_DELTAS))
+        out["paired cases"] = count_text(row_value(row, "n_paired"))
         out["note"] = row["paired_note"].iloc[0] if "paired_note" in row else ""
         rows.append(out)
     columns = ["run", "status", *(f"Δ {m}" for m in SCORE_DELTAS), "paired cases", "note"]

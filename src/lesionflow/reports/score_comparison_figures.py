@@ -13,23 +13,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lesionflow.evaluation.leaderboard_columns import RANKED, is_baseline
+from lesionflow.evaluation.leaderboard_columns import is_baseline
 from lesionflow.reports.comparison import column_values
 from lesionflow.reports.comparison_figures import (
-    BETTER_COLOUR,
-    UNCLEAR_COLOUR,
-    WORSE_COLOUR,
-    delta_colours,
+    deltas_figure,
     draw_intervals,
     figure_height,
-    inner_ticks,
+    finish_forest,
     message_figure,
-    off_scale,
-    point_handle,
     row_axes,
-    symmetric_limit,
 )
-from lesionflow.reports.leaderboard_plot import BASELINE_COLOUR, NOT_RANKED_COLOUR, RANKED_COLOUR, row_colours
+from lesionflow.reports.leaderboard_plot import BASELINE_COLOUR, row_colours
 from lesionflow.reports.score_comparison import SCORE_DELTAS, SCORE_NAMES, regression_baseline
 
 FOREST_TITLE = "Regression runs: test metrics with subject-bootstrap intervals"
@@ -88,44 +82,17 @@ def plot_regression_forest(df: pd.DataFrame) -> Figure:
     colours = row_colours(df)
     for ax, metric in zip(axes, ("srmse", "pearson_r"), strict=True):
         _forest_panel(ax, df, metric, colours)
-    axes[0].set_ylabel("run (leaderboard order)")
-    handles = [
-        point_handle(RANKED_COLOUR, "ranked run: value and interval"),
-        point_handle(BASELINE_COLOUR, "baseline"),
-        point_handle(NOT_RANKED_COLOUR, "excluded or failed (not ranked)"),
-        Line2D([], [], color=BASELINE_COLOUR, linestyle="--", linewidth=1, label="baseline value"),
+    references = [
         Line2D([], [], color="0.3", linestyle="-.", linewidth=1, label="sRMSE 1: predicting the mean"),
         Line2D([], [], color="0.3", linestyle=":", linewidth=1, label="r = 0: no correlation"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
-    fig.suptitle(FOREST_TITLE)
+    finish_forest(fig, axes, references, FOREST_TITLE)
     return fig
 
 
-def _no_others(ax: Axes) -> None:
-    ax.text(0.5, 0.5, "no run besides\nthe baseline", transform=ax.transAxes, ha="center",
-            va="center", color="0.4")  # fmt: skip
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _delta_panel(ax: Axes, others: pd.DataFrame, metric: str) -> None:
-    lower_is_better = SCORE_DELTAS[metric]
+def _delta_label(metric: str, lower_is_better: bool) -> str:
     better = "negative" if lower_is_better else "positive"
-    ax.set_xlabel(f"Δ {SCORE_NAMES[metric]}\n(run − baseline; {better} = run better)")
-    if others.empty:
-        _no_others(ax)
-        return
-    key = f"delta_{metric}"
-    values, low, high = (column_values(others, key + s) for s in ("", "_ci_low", "_ci_high"))
-    ax.axvline(0, color="black", linewidth=1)
-    limit = symmetric_limit(others, values, low, high)
-    ax.set_xlim(-limit, limit)
-    ax.set_xticks(inner_ticks(limit))
-    colours = delta_colours(others, low, high, lower_is_better)
-    draw_intervals(ax, values, low, high, colours)
-    off_scale(ax, values, limit, colours)
-    row_axes(ax, others, [NOT_RANKED_COLOUR if s != RANKED else "black" for s in others["status"]])
+    return f"Δ {SCORE_NAMES[metric]}\n(run − baseline; {better} = run better)"
 
 
 def plot_regression_deltas(df: pd.DataFrame) -> Figure:
@@ -137,18 +104,9 @@ def plot_regression_deltas(df: pd.DataFrame) -> Figure:
     """
     if df.empty:
         return message_figure(NO_RUNS, DELTAS_TITLE)
-    others = df[~is_baseline(df)].reset_index(drop=True)
-    fig = Figure(figsize=(13, figure_height(max(len(others), 1))), layout="constrained")
-    axes = fig.subplots(1, len(SCORE_DELTAS), sharey=True)
-    for ax, metric in zip(axes, SCORE_DELTAS, strict=True):
-        _delta_panel(ax, others, metric)
-    handles = [
-        point_handle(BETTER_COLOUR, "interval on the better side of 0: run better"),
-        point_handle(WORSE_COLOUR, "interval on the worse side of 0: run worse"),
-        point_handle(UNCLEAR_COLOUR, "interval includes 0"),
-        point_handle(NOT_RANKED_COLOUR, "excluded or failed run"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False, fontsize=9)
+    panels = [(f"delta_{m}", _delta_label(m, lower), lower) for m, lower in SCORE_DELTAS.items()]
+    sides = ("interval on the better side of 0: run better", "interval on the worse side of 0: run worse")
+    fig = deltas_figure(df[~is_baseline(df)].reset_index(drop=True), panels, 13, sides)
     base = regression_baseline(df) if is_baseline(df).sum() == 1 else "?"
     fig.suptitle(f"{DELTAS_TITLE} {base!r} on shared test cases (subject bootstrap)")
     return fig

@@ -23,10 +23,8 @@ from lesionflow.reports.trends import (
     final_value,
     gap_trend,
     is_score_table,
-    val_dice_trend,
-    val_srmse_trend,
 )
-from lesionflow.reports.verdicts import band_rule_text, check_rules, rule_text
+from lesionflow.reports.verdicts import band_rule_text, check_rules, quality_of, rule_text
 
 # The tasks a train_summary.json may name (pipeline.stages.TASKS), restated rather than imported so
 # that an edit of the stage registry does not change this stage's code fingerprint.
@@ -183,19 +181,13 @@ def _trend_rows(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> lis
         _trend_text(gap_trend(metrics_by_epoch, window)),
         rule_text("overfit_gap_slope", rules),
     )
-    if is_score_table(metrics_by_epoch):
-        quality = (
-            "trend of val sRMSE",
-            _trend_text(val_srmse_trend(metrics_by_epoch, window)),
-            rule_text("improving_srmse_slope", rules),
-        )
-    else:
-        quality = (
-            "trend of val Dice",
-            _trend_text(val_dice_trend(metrics_by_epoch, window)),
-            rule_text("improving_slope", rules),
-        )
-    return [gap, quality]
+    quality = quality_of(metrics_by_epoch)
+    trend = (
+        f"trend of {quality.what}",
+        _trend_text(quality.trend(metrics_by_epoch, window)),
+        rule_text(quality.improving_rule, rules),
+    )
+    return [gap, trend]
 
 
 # ---------------------------------------------------------------- log table

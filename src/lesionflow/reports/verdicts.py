@@ -5,7 +5,8 @@ Must never judge a run by anything but the rules it is given, nor invent a thres
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,7 @@ from lesionflow.reports.bands import band_labels, check_bands, dice_band
 from lesionflow.reports.labels import MISSING, format_value, is_undefined
 from lesionflow.reports.trends import (
     MIN_WINDOW,
+    Trend,
     best_epoch,
     final_value,
     gap_trend,
@@ -86,7 +88,44 @@ def band_rule_text(bands: Sequence[float]) -> str:
     return f"performance band of best val Dice: bad < {low:g} <= mid < {high:g} <= good"
 
 
+# ---------------------------------------------------------------- the judged metric
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The epoch-table metric a run's training is judged by, and the two rules that judge it."""
+
+    what: str  # its name in the verdicts, e.g. 'val Dice'
+    column: str  # its metrics_by_epoch.csv column
+    lower_is_better: bool
+    good_rule: str  # judges the best epoch's value
+    improving_rule: str  # judges its trend over the last epochs
+    trend: Callable[[pd.DataFrame, int], Trend | None]
+    good_words: tuple[str, str]  # the good rule's conclusion when met, when not
+
+
+DICE = Quality(
+    "val Dice", "val_dice", False, "good_val_dice", "improving_slope", val_dice_trend, ("met", "not met")
+)
+SRMSE = Quality(
+    "val sRMSE", "val_srmse", True, "good_val_srmse", "improving_srmse_slope", val_srmse_trend,
+    ("met (good)", "not met (not good)"),
+)  # fmt: skip
+
+
+def quality_of(metrics_by_epoch: pd.DataFrame) -> Quality:
+    """The metric an epoch table is judged by: val sRMSE for a regression run's, else val Dice."""
+    return SRMSE if is_score_table(metrics_by_epoch) else DICE
+
+
 # ---------------------------------------------------------------- verdicts
+
+
+def _relation(met: bool, lower_is_better: bool) -> str:
+    """How the judged number compares with the rule's bound: below it meets a lower-better rule."""
+    if lower_is_better:
+        return "<" if met else ">="
+    return ">" if met else "<="
 
 
 def _undefined_trend(rule: str, metrics_by_epoch: pd.DataFrame, what: str) -> str:
@@ -96,17 +135,30 @@ def _undefined_trend(rule: str, metrics_by_epoch: pd.DataFrame, what: str) -> st
     )
 
 
+def _best(metrics_by_epoch: pd.DataFrame, quality: Quality) -> tuple[int, float] | None:
+    """(epoch, value) of the epoch whose weights are kept; None without a finite value."""
+    best = best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
+    if best is None:
+        return None
+    values = metrics_by_epoch[quality.column]
+    return best, float(values.min() if quality.lower_is_better else values.max())
+
+
+def _no_best(rule: str, quality: Quality) -> str:
+    return f"Rule '{rule}': undefined, no finite {quality.what} in the epoch table."
+
+
 def performance_band_verdict(metrics_by_epoch: pd.DataFrame, bands: Sequence[float]) -> str:
     """The quality band (bad/mid/good) of the best val Dice, stating the Dice and the band edges."""
     low, high = check_bands(bands)
     rule = band_rule_text((low, high))
-    best = best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
+    best = _best(metrics_by_epoch, DICE)
     if best is None:
-        return f"Rule '{rule}': undefined, no finite val Dice in the epoch table."
-    dice = float(metrics_by_epoch["val_dice"].max())
+        return _no_best(rule, DICE)
+    epoch, dice = best
     band = dice_band(dice, (low, high))
     return (
-        f"Rule '{rule}': best val Dice {dice:.4f} (epoch {best}) is in band '{band}' "
+        f"Rule '{rule}': best val Dice {dice:.4f} (epoch {epoch}) is in band '{band}' "
         f"({band_labels((low, high))[band]})."
     )
 
@@ -124,31 +176,39 @@ def overfitting_verdict(metrics_by_epoch: pd.DataFrame, window: int, max_gap_slo
         return _undefined_trend(rule, metrics_by_epoch, "train and val loss")
     met = trend.slope > max_gap_slope
     conclusion = "met (overfitting)" if met else "not met (no overfitting by this rule)"
-    return f"Rule '{rule}': {conclusion}; {trend.describe()} {'>' if met else '<='} {max_gap_slope}."
+    return f"Rule '{rule}': {conclusion}; {trend.describe()} {_relation(met, False)} {max_gap_slope}."
 
 
-def improving_verdict(metrics_by_epoch: pd.DataFrame, window: int, min_slope: float) -> str:
-    """Still improving if val Dice rose faster than ``min_slope`` per epoch over the last epochs."""
-    rule = rule_text("improving_slope", {"improving_slope": min_slope, "window": window})
-    trend = val_dice_trend(metrics_by_epoch, window)
+def improving_verdict(
+    metrics_by_epoch: pd.DataFrame, window: int, min_slope: float, quality: Quality = DICE
+) -> str:
+    """Still improving if the ``quality`` metric (val Dice unless given) rose faster than
+    ``min_slope`` per epoch over the last epochs; a lower-better one (val sRMSE) must fall faster
+    than ``min_slope``, i.e. its slope must be below ``-min_slope``."""
+    name = quality.improving_rule
+    rule = rule_text(name, {name: min_slope, "window": window})
+    trend = quality.trend(metrics_by_epoch, window)
     if trend is None:
-        return _undefined_trend(rule, metrics_by_epoch, "val Dice")
-    met = trend.slope > min_slope
+        return _undefined_trend(rule, metrics_by_epoch, quality.what)
+    lower = quality.lower_is_better
+    bound = -min_slope if lower else min_slope
+    met = trend.slope < bound if lower else trend.slope > bound
     conclusion = "met (still improving)" if met else "not met (not improving by this rule)"
-    ending = "; more epochs may raise val Dice." if met else "."
-    return f"Rule '{rule}': {conclusion}; {trend.describe()} {'>' if met else '<='} {min_slope}{ending}"
+    ending = f"; more epochs may {'lower' if lower else 'raise'} {quality.what}." if met else "."
+    return f"Rule '{rule}': {conclusion}; {trend.describe()} {_relation(met, lower)} {bound}{ending}"
 
 
-def _good_val_dice_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str:
-    rule = rule_text("good_val_dice", {"good_val_dice": threshold})
-    best = best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
+def _good_verdict(metrics_by_epoch: pd.DataFrame, threshold: float, quality: Quality) -> str:
+    rule = rule_text(quality.good_rule, {quality.good_rule: threshold})
+    best = _best(metrics_by_epoch, quality)
     if best is None:
-        return f"Rule '{rule}': undefined, no finite val Dice in the epoch table."
-    dice = float(metrics_by_epoch["val_dice"].max())
-    met = dice > threshold
+        return _no_best(rule, quality)
+    epoch, value = best
+    lower = quality.lower_is_better
+    met = value < threshold if lower else value > threshold
     return (
-        f"Rule '{rule}': {'met' if met else 'not met'}; best val Dice {dice:.4f} "
-        f"(epoch {best}) {'>' if met else '<='} {threshold}."
+        f"Rule '{rule}': {quality.good_words[0 if met else 1]}; best {quality.what} {value:.4f} "
+        f"(epoch {epoch}) {_relation(met, lower)} {threshold}."
     )
 
 
@@ -164,49 +224,8 @@ def _loss_ratio_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str
     met = ratio > threshold
     return (
         f"Rule '{rule}': {'met' if met else 'not met'}; {float(val):.4f} / "
-        f"{float(train):.4f} = {ratio:.2f} {'>' if met else '<='} {threshold}."
+        f"{float(train):.4f} = {ratio:.2f} {_relation(met, False)} {threshold}."
     )
-
-
-def _good_val_srmse_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str:
-    rule = rule_text("good_val_srmse", {"good_val_srmse": threshold})
-    best = best_epoch(metrics_by_epoch) if len(metrics_by_epoch) else None
-    if best is None:
-        return f"Rule '{rule}': undefined, no finite val sRMSE in the epoch table."
-    srmse = float(metrics_by_epoch["val_srmse"].min())
-    met = srmse < threshold
-    return (
-        f"Rule '{rule}': {'met (good)' if met else 'not met (not good)'}; best val sRMSE "
-        f"{srmse:.4f} (epoch {best}) {'<' if met else '>='} {threshold}."
-    )
-
-
-def improving_srmse_verdict(metrics_by_epoch: pd.DataFrame, window: int, min_fall: float) -> str:
-    """Still improving if val sRMSE fell faster than ``min_fall`` per epoch over the last epochs
-    (its slope is below ``-min_fall``; sRMSE is lower-better)."""
-    rule = rule_text("improving_srmse_slope", {"improving_srmse_slope": min_fall, "window": window})
-    trend = val_srmse_trend(metrics_by_epoch, window)
-    if trend is None:
-        return _undefined_trend(rule, metrics_by_epoch, "val sRMSE")
-    met = trend.slope < -min_fall
-    conclusion = "met (still improving)" if met else "not met (not improving by this rule)"
-    ending = "; more epochs may lower val sRMSE." if met else "."
-    return f"Rule '{rule}': {conclusion}; {trend.describe()} {'<' if met else '>='} {-min_fall}{ending}"
-
-
-def _score_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[str]:
-    verdicts = []
-    if "good_val_srmse" in rules:
-        verdicts.append(_good_val_srmse_verdict(metrics_by_epoch, rules["good_val_srmse"]))
-    if "overfit_loss_ratio" in rules:
-        verdicts.append(_loss_ratio_verdict(metrics_by_epoch, rules["overfit_loss_ratio"]))
-    if "overfit_gap_slope" in rules:
-        verdicts.append(overfitting_verdict(metrics_by_epoch, rules["window"], rules["overfit_gap_slope"]))
-    if "improving_srmse_slope" in rules:
-        verdicts.append(
-            improving_srmse_verdict(metrics_by_epoch, rules["window"], rules["improving_srmse_slope"])
-        )
-    return verdicts
 
 
 def training_verdicts(
@@ -221,17 +240,16 @@ def training_verdicts(
     segmentation run's table.
     """
     check_rules(rules)
-    if is_score_table(metrics_by_epoch):
-        return _score_verdicts(metrics_by_epoch, rules)
-    verdicts = [] if bands is None else [performance_band_verdict(metrics_by_epoch, bands)]
-    if "good_val_dice" in rules:
-        verdicts.append(_good_val_dice_verdict(metrics_by_epoch, rules["good_val_dice"]))
+    quality = quality_of(metrics_by_epoch)
+    use_bands = bands is not None and quality is DICE
+    verdicts = [performance_band_verdict(metrics_by_epoch, bands)] if use_bands else []
+    if quality.good_rule in rules:
+        verdicts.append(_good_verdict(metrics_by_epoch, rules[quality.good_rule], quality))
     if "overfit_loss_ratio" in rules:
         verdicts.append(_loss_ratio_verdict(metrics_by_epoch, rules["overfit_loss_ratio"]))
     if "overfit_gap_slope" in rules:
-        verdicts.append(
-            overfitting_verdict(metrics_by_epoch, rules["window"], rules["overfit_gap_slope"])
-        )
-    if "improving_slope" in rules:
-        verdicts.append(improving_verdict(metrics_by_epoch, rules["window"], rules["improving_slope"]))
+        verdicts.append(overfitting_verdict(metrics_by_epoch, rules["window"], rules["overfit_gap_slope"]))
+    if quality.improving_rule in rules:
+        rate = rules[quality.improving_rule]
+        verdicts.append(improving_verdict(metrics_by_epoch, rules["window"], rate, quality))
     return verdicts
