@@ -146,11 +146,8 @@ def _rmse(true: np.ndarray, predicted: np.ndarray) -> float:
     return math.sqrt(mean_squared_error(true, predicted))
 
 
-def check_method(settings: Mapping) -> str:
-    """The ``tune.calibration`` method of the tune settings; an error naming the key if absent or unknown."""
-    if "calibration" not in settings:
-        raise LesionflowError("tune settings lack tune.calibration; pass the run's tune section")
-    method = settings["calibration"]
+def checked_method(method: object) -> str:
+    """``method`` if it is a ``tune.calibration`` method; else an error naming the key."""
     if method not in METHODS:
         raise LesionflowError(f"tune.calibration must be one of {list(METHODS)}, got {method!r}")
     return str(method)
@@ -162,7 +159,7 @@ def fit_calibration(true: ArrayLike, predicted: ArrayLike, method: str) -> dict:
     ``none`` is the identity (intercept 0, slope 1); ``linear`` is the least-squares line, which
     needs at least two distinct predictions.
     """
-    method = check_method({"calibration": method})
+    method = checked_method(method)
     y = numeric_vector(true, "calibration true scores")
     x = numeric_vector(predicted, "calibration predictions")
     if y.size != x.size or not (np.isfinite(x).all() and np.isfinite(y).all()):
@@ -211,7 +208,7 @@ def run_calibrate(
     must be a validation image and every validation image must be there, so a test-split file is
     refused.
     """
-    method = check_method(complete_section(settings, "tune", ("calibration",)))
+    method = checked_method(complete_section(settings, "tune", ("calibration",))["calibration"])
     cases = subset_cases(
         manifest_path, split_path, val_scores_path, "val", "calibration is fitted on validation only"
     )
