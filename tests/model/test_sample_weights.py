@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from lesionflow.model.sample_weights import (
-    bin_labels,
-    inverse_frequency_weights,
-    score_bins,
-    training_weights,
-)
+# The weights count in the split's score bins: one bin convention for both.
+from lesionflow.data.score_column import score_bin_index as score_bins
+from lesionflow.data.score_column import score_bin_labels as bin_labels
+from lesionflow.model.sample_weights import inverse_frequency_weights, training_weights
 from lesionflow.model.score_epoch import weighted_loss
 from lesionflow.pipeline.errors import LesionflowError
 

@@ -176,8 +176,13 @@ def score_bin_labels(cuts: Sequence[float]) -> list[str]:
     return [f"<{cuts[0]:g}", *inner, f">={cuts[-1]:g}"]
 
 
+def score_bin_index(values: Sequence[float] | np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+    """The index of each score's bin in :func:`score_bin_labels`: how many cuts are <= the score,
+    so a score on a cut point is in the bin above it."""
+    return np.digitize(np.asarray(values, dtype=float), np.asarray(cuts, dtype=float), right=False)
+
+
 def score_bins(values: np.ndarray, cuts: Sequence[float]) -> list[str]:
     """The label of each score's bin (see :func:`score_bin_labels`); scores must be finite."""
     labels = score_bin_labels(cuts)
-    # digitize with right=False counts the cuts <= value, which is the half-open bin's index.
-    return [labels[i] for i in np.digitize(np.asarray(values, dtype=float), cuts, right=False)]
+    return [labels[i] for i in score_bin_index(values, cuts)]

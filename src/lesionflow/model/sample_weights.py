@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lesionflow.data.score_column import score_bin_index, score_bin_labels
 from lesionflow.pipeline.errors import LesionflowError
 
 METHODS = ("none", "inverse_frequency")
@@ -30,31 +31,17 @@ def checked_cut_points(cut_points: Sequence[float], key: str) -> list[float]:
     return cuts
 
 
-def score_bins(scores: Sequence[float] | np.ndarray, cut_points: Sequence[float]) -> np.ndarray:
-    """The bin of each score: 0 below the first cut, ``i`` from cut ``i - 1`` (inclusive) to cut ``i``.
-
-    A score on a cut point belongs to the upper bin, so cuts [2, 5, 10] give <2, [2, 5), [5, 10), >=10.
-    """
-    return np.searchsorted(np.asarray(cut_points, dtype=float), np.asarray(scores, dtype=float), side="right")
-
-
-def bin_labels(cut_points: Sequence[float]) -> list[str]:
-    """Labels of the ``len(cut_points) + 1`` bins: "<2", "[2, 5)", "[5, 10)", ">=10"."""
-    cuts = list(cut_points)
-    middle = [f"[{low:g}, {high:g})" for low, high in zip(cuts, cuts[1:], strict=False)]
-    return [f"<{cuts[0]:g}", *middle, f">={cuts[-1]:g}"]
-
-
 def inverse_frequency_weights(
     scores: Sequence[float] | np.ndarray, cut_points: Sequence[float]
 ) -> np.ndarray:
     """Weight of each training sample: N / (K * n_b) for a sample in bin b.
 
     N is the number of samples, K the number of non-empty bins, n_b the samples in bin b (bins as
-    :func:`score_bins`: below the first cut is bin 0, a score on a cut point is in the upper bin).
+    ``data.score_column.score_bin_index``: below the first cut is bin 0, a score on a cut point is
+    in the upper bin, the split's score bins).
     The weights average 1 and every non-empty bin carries the same total weight, N / K.
     """
-    bins = score_bins(scores, cut_points)
+    bins = score_bin_index(scores, cut_points)
     if bins.size == 0:
         return np.ones(0)
     counts = np.bincount(bins, minlength=len(cut_points) + 1)
@@ -80,9 +67,9 @@ def training_weights(
         weights = np.ones(values.size)
     else:
         weights = inverse_frequency_weights(values, cuts)
-    bins = score_bins(values, cuts)
+    bins = score_bin_index(values, cuts)
     rows = []
-    for index, label in enumerate(bin_labels(cuts)):
+    for index, label in enumerate(score_bin_labels(cuts)):
         members = bins == index
         rows.append({
             "bin": label,
