@@ -3,6 +3,7 @@
 # -> analysis and training-report notebooks -> leaderboard -> comparison notebook -> run views
 # -> report. Regression runs (task: regression) go from train to infer_scores (TTA) -> calibrate
 # on validation, locked -> evaluate_scores -> regression notebook, and into their own leaderboard.
+# A run with source external imports another tool's predictions in place of train and infer.
 # Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
 # lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 
@@ -43,10 +44,23 @@ rule all:
     default_target: True
 
 
+# A failed job does not hide the runs that finished (with --keep-going, as the profiles set):
+# they are ranked in results/compare/partial/, beside a row per failed run naming the stage and
+# its log. A finished leaderboard makes that folder obsolete.
+onerror:
+    write_partial_leaderboard()
+
+
+onsuccess:
+    remove_obsolete_partial_leaderboard()
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/nnunet_export.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/import_predictions.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/evaluate.smk"

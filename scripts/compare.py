@@ -8,8 +8,10 @@ import argparse
 import json
 
 from lesionflow.evaluation.leaderboard import run_compare
+from lesionflow.evaluation.run_groups import read_import_records
 from lesionflow.evaluation.score_leaderboard import run_regression_compare
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
+from lesionflow.reports.leaderboard_pages import write_leaderboard_pages
 
 
 def _name_paths(texts: list[str], flag: str) -> dict[str, str]:
@@ -42,30 +44,37 @@ def main() -> None:
     parser.add_argument(
         "--per-case", nargs="+", default=[], help="NAME=PATH of each regression run's per_case_test.csv"
     )
+    parser.add_argument(
+        "--import-record", nargs="+", default=[], help="NAME=PATH of each external run's test_infer.json"
+    )
     parser.add_argument("--baseline", default="", help="segmentation run the deltas are taken against")
     parser.add_argument("--score-baseline", default="", help="regression run the deltas are taken against")
     parser.add_argument(
         "--settings",
         required=True,
         help="the config's compare section, defaults filled, plus every run's tags "
-        "({'tags': {run: [tag, ...]}}), as JSON",
+        "({'tags': {run: [tag, ...]}}), group, seed and the settings that differ between runs, as JSON",
     )
     parser.add_argument(
-        "--out", required=True, help="output folder for leaderboard.csv, .png and leaderboard_regression.csv"
+        "--out", required=True, help="output folder of leaderboard[_regression][_groups].csv and .html pages"
     )
     args = parser.parse_args()
     settings = json.loads(args.settings)
+    settings["imports"] = read_import_records(_name_paths(args.import_record, "--import-record"))
     summaries = _name_paths(args.summary, "--summary")
     per_image = _name_paths(args.per_image, "--per-image") if args.per_image else None
     # Each table has its own baseline: the config's, or the first run of its task.
-    run_compare(summaries, args.baseline, args.out, per_image, {**settings, "baseline": args.baseline})
-    run_regression_compare(
+    board = run_compare(
+        summaries, args.baseline, args.out, per_image, {**settings, "baseline": args.baseline}
+    )
+    scores = run_regression_compare(
         _name_paths(args.score_summary, "--score-summary"),
         _name_paths(args.per_case, "--per-case"),
         args.score_baseline,
         args.out,
         {**settings, "baseline": args.score_baseline},
     )
+    write_leaderboard_pages(board, scores, settings["settings"], args.out)
 
 
 if __name__ == "__main__":

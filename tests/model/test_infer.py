@@ -21,7 +21,7 @@ from lesionflow.model.tta import (
     get_transforms,
     predict_batch,
     predict_probabilities,
-    window_probabilities,
+    window_predictions,
 )
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.config import complete_run_section
@@ -31,13 +31,14 @@ SETTINGS = {
     "model": {
         "network": "UNet", "spatial_dims": 2,
         "kwargs": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+        "presence_head": False,
     },
     "train": {
         "epochs": 1, "batch_size": 4, "learning_rate": 0.01, "weight_decay": 0.0,
         "scheduler": "none", "loss": "DiceCE", "positive_oversampling": 0.0,
         "augment": {"flip": False, "rotate90": False, "intensity": False},
         "early_stopping_patience": None, "seed": 0, "patch_size": None, "device": "cpu",
-        "num_workers": 0, "batch_dice": False,
+        "num_workers": 0, "batch_dice": False, "presence_loss_weight": 0.5,
     },
 }
 SW_OVERLAP = complete_run_section("infer", {})["sw_overlap"]
@@ -219,7 +220,7 @@ def test_3d_windows_stitched_with_gaussian_weights_equal_monai_sliding_window_in
     image = np.random.default_rng(5).random((1, *shape)).astype(np.float32)
     window, stride, weights = windows_of({"tile_size": None}, list(roi), 3, overlap)
     stitcher = Stitcher(shape, weights)
-    for origin, prob in window_probabilities(
+    for origin, prob, _ in window_predictions(
         model, image, tile_origins(shape, window, stride), window, tta, list(roi), 4, "cpu", overlap
     ):
         stitcher.add(prob, origin)

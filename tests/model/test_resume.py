@@ -40,13 +40,14 @@ SETTINGS = {
     "model": {
         "network": "UNet", "spatial_dims": 2,
         "kwargs": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+        "presence_head": False,
     },
     "train": {
         "epochs": EPOCHS, "batch_size": 4, "learning_rate": 0.01, "weight_decay": 1e-4,
         "scheduler": "onecycle", "loss": "DiceCE", "positive_oversampling": 0.5,
         "augment": {"flip": True, "rotate90": True, "intensity": True},
         "early_stopping_patience": None, "seed": 0, "patch_size": None, "device": "cpu",
-        "num_workers": 0, "batch_dice": False,
+        "num_workers": 0, "batch_dice": False, "presence_loss_weight": 0.5,
     },
 }
 

@@ -177,6 +177,8 @@ def write_tiny_run(folder) -> dict:
         data_images=str(folder / "images.csv"),
         data_lesions=str(folder / "data_lesions.csv"),
         title="Tiny run",
+        source="model",
+        predictions_record=None,
         probs_test=str(folder / "test.npz"),
         locked=str(folder / "locked.json"),
         figures_dir=str(folder / "figures"),

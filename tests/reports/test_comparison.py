@@ -23,6 +23,7 @@ from lesionflow.pipeline.artifacts import write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports import comparison
 from lesionflow.reports.labels import COMPARISON_NAMES
+from lesionflow.reports.leaderboard_pages import write_leaderboard_pages
 from lesionflow.reports.notebook import run_notebook
 
 # --- reading the leaderboard back ------------------------------------------------------------
@@ -150,18 +151,23 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
         write_json(summaries[name], summary)
         write_csv(table, per_image[name])
     settings = compare_settings(exclude_tags=["smoke"], bootstrap={"n_resamples": 50})
-    run_compare(summaries, "base", tmp_path / "compare", per_image, settings | {"tags": {"quick": ["smoke"]}})
+    settings |= {"tags": {"quick": ["smoke"]}}
+    board = run_compare(summaries, "base", tmp_path / "compare", per_image, settings)
     figures = tmp_path / "figures"
     # A config without regression runs: the regression table has its header and no rows.
     (tmp_path / "compare" / "leaderboard_regression.csv").write_text(
         "run,status,status_reason,is_baseline,srmse,pearson_r,mae,mean_rank\n"
     )
+    scores = comparison.read_leaderboard(tmp_path / "compare" / "leaderboard_regression.csv")
+    write_leaderboard_pages(board, scores, {"base": {"train.seed": 1}}, tmp_path / "compare")
     params = {
         "title": "Comparison",
         "leaderboard": "compare/leaderboard.csv",  # relative: resolved from cwd
         "leaderboard_regression": "compare/leaderboard_regression.csv",
         "figures_dir": str(figures),
         "baseline": "base",
+        "leaderboard_html": "compare/leaderboard.html",
+        "leaderboard_regression_html": "compare/leaderboard_regression.html",
     }
     out = run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report", cwd=tmp_path)
     html = unescape((tmp_path / "report" / "compare.html").read_text(encoding="utf-8"))
@@ -170,6 +176,8 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     assert "quick" in html and "tag 'smoke' is in compare.exclude_tags" in html
     assert "no lesion predicted on any of 24 test images" in html
     assert "No regression runs in this config" in html
+    # The sortable table of every run, with the settings that differ as columns.
+    assert "noise floor" in html and "train.seed" in html and "lesionflowSort" in html
     for name in ("forest", "paired_deltas", "forest_regression", "paired_deltas_regression"):
         assert (figures / f"{name}.svg").stat().st_size > 0
         assert _distinct_colours(figures / f"{name}.png") > 1
@@ -180,6 +188,8 @@ def test_compare_notebook_without_a_parameter_names_it(repo_root, tmp_path):
         "leaderboard": str(tmp_path / "leaderboard.csv"),
         "leaderboard_regression": str(tmp_path / "leaderboard_regression.csv"),
         "figures_dir": str(tmp_path),
+        "leaderboard_html": str(tmp_path / "leaderboard.html"),
+        "leaderboard_regression_html": str(tmp_path / "leaderboard_regression.html"),
     }
     with pytest.raises(LesionflowError, match="compare notebook: parameter\\(s\\) not set: baseline"):
         run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report")

@@ -15,6 +15,7 @@ from lesionflow.pipeline.artifacts import write_csv
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports import score_comparison
 from lesionflow.reports.comparison import read_leaderboard
+from lesionflow.reports.leaderboard_pages import write_leaderboard_pages
 from lesionflow.reports.notebook import run_notebook
 
 NAN = np.nan
@@ -179,6 +180,7 @@ def test_compare_notebook_serves_segmentation_regression_or_both_and_writes_all_
     regression = regression_board() if runs != "segmentation" else regression_board().iloc[:0]
     write_csv(segmentation, tmp_path / "leaderboard.csv")
     write_csv(regression, tmp_path / "leaderboard_regression.csv")
+    write_leaderboard_pages(segmentation, regression, {}, tmp_path)
     assert read_leaderboard(tmp_path / "leaderboard.csv").empty == (runs == "regression")
     figures = tmp_path / "figures"
     params = {
@@ -187,6 +189,8 @@ def test_compare_notebook_serves_segmentation_regression_or_both_and_writes_all_
         "leaderboard_regression": str(tmp_path / "leaderboard_regression.csv"),
         "figures_dir": str(figures),
         "baseline": "resnet" if runs == "regression" else "unet",
+        "leaderboard_html": str(tmp_path / "leaderboard.html"),
+        "leaderboard_regression_html": str(tmp_path / "leaderboard_regression.html"),
     }
     out = run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report", cwd=tmp_path)
     # Without tags: the notes set file names in code spans.

@@ -6,8 +6,10 @@ rule analyse:
         lesions_test=get_input("analyse", "evaluate", "lesions_test.csv"),
         summary=get_input("analyse", "evaluate", "summary.json"),
         summary_tiles=get_input("analyse", "evaluate", "summary_tiles.json"),
-        metrics_by_epoch=get_input("analyse", "train", "metrics_by_epoch.csv"),
-        train_summary=get_input("analyse", "train", "train_summary.json"),
+        # An external run has no training: these two are then absent, and its import record is given.
+        metrics_by_epoch=get_optional_input("analyse", "train", "metrics_by_epoch.csv"),
+        train_summary=get_optional_input("analyse", "train", "train_summary.json"),
+        predictions_record=get_import_record("analyse", "test_infer.json"),
         zero_dice_images=get_input("analyse", "breakdown", "zero_dice_images.csv"),
         zero_dice_summary=get_input("analyse", "breakdown", "zero_dice_summary.csv"),
         split_summary=get_input("analyse", "split", "split_summary.csv"),

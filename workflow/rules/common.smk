@@ -3,10 +3,13 @@
 import json
 import os
 import re
+import shutil
 
 from lesionflow.evaluation.artifact_names import FILE_NAMES as EVALUATION_FILES
+from lesionflow.pipeline.failures import PARTIAL_FOLDER, run_failures
 from lesionflow.pipeline.plan import settings_json
-from lesionflow.pipeline.stages import NOTEBOOK_STAGES, STAGES, figures
+from lesionflow.reports.run_settings_table import differing_settings
+from lesionflow.pipeline.stages import KEYED_STAGES, NOTEBOOK_STAGES, STAGES, figures
 
 envvars:
     "PATH",
@@ -35,6 +38,28 @@ def get_input(stage, upstream, filename):
         return f"results/{upstream}/{PLAN.upstream(stage, wildcards.key, upstream)}/{filename}"
 
     return artifact
+
+
+def get_optional_input(stage, upstream, filename):
+    """As get_input, but nothing (an empty list) for a job without that upstream stage: an
+    external run has no training."""
+
+    def artifact(wildcards):
+        key = PLAN.job(stage, wildcards.key).inputs.get(upstream)
+        return f"results/{upstream}/{key}/{filename}" if key else []
+
+    return artifact
+
+
+def get_import_record(stage, filename):
+    """The import_predictions record `filename` read by the `stage` job of an external run; nothing
+    (an empty list) for a model run."""
+
+    def record(wildcards):
+        key = PLAN.job(stage, wildcards.key).inputs["infer"]
+        return f"results/infer/{key}/{filename}" if key in PLAN.jobs["import_predictions"] else []
+
+    return record
 
 
 def get_settings(stage):
@@ -68,11 +93,19 @@ def get_notebook_parameters(stage, title):
     """Papermill parameters of a notebook job: its input files, figures folder and settings."""
 
     def parameters(wildcards, input, output):
-        files = {name: os.path.abspath(path) for name, path in input.items() if name != "notebook"}
+        # An optional input that is absent (an empty list) reaches the notebook as None.
+        files = {
+            name: os.path.abspath(path) if path else None
+            for name, path in input.items()
+            if name != "notebook"
+        }
         figures_dir = os.path.join(os.path.abspath(os.path.dirname(output.html)), "figures")
         if stage == "compare_report":
             return json.dumps({"title": title, **files, "figures_dir": figures_dir, "baseline": PLAN.baseline})
-        settings = PLAN.job(stage, wildcards.key).settings["analyse"]
+        job_settings = PLAN.job(stage, wildcards.key).settings
+        # The analysis notebook of an external run also learns where its predictions came from.
+        source = {"source": job_settings["source"]} if "source" in job_settings else {}
+        settings = {**job_settings["analyse"], **source}
         runs = ", ".join(PLAN.runs_with(stage, wildcards.key))
         heading = f"{title}: {runs} ({wildcards.key})"
         return json.dumps({"title": heading, **files, "figures_dir": figures_dir, **settings})
@@ -112,25 +145,36 @@ def get_score_run_artifacts(wildcards):
     }
 
 
+# What a segmentation run's view links to: label -> (stage, file in the stage's folder).
+RUN_ARTIFACTS = {
+    "split_summary": ("split", "split_summary.csv"),
+    "metrics_by_epoch": ("train", "metrics_by_epoch.csv"),
+    "train_summary": ("train", "train_summary.json"),
+    "locked": ("tune", "locked.json"),
+    "per_image_test": ("evaluate", "per_image_test.csv"),
+    "lesions_test": ("evaluate", "lesions_test.csv"),
+    "summary": ("evaluate", "summary.json"),
+    "export": ("export", "export.json"),
+    "zero_dice_summary": ("breakdown", "zero_dice_summary.csv"),
+    "zero_dice": ("breakdown", "zero_dice.json"),
+    "analysis": ("analyse", "analysis.html"),
+    "analysis_notebook": ("analyse", "analysis.ipynb"),
+    "training_report": ("training_report", "training_report.html"),
+    "training_report_notebook": ("training_report", "training_report.ipynb"),
+}
+
+
 def get_run_artifacts(wildcards):
-    """Every artifact a segmentation run's view links to, by label (building them builds the run's branch)."""
+    """Every artifact a segmentation run's view links to, by label (building them builds the run's
+    branch); an external run has no training artifacts."""
     folders = PLAN.run_folders(wildcards.name)
     return {
-        "split_summary": f"{folders['split']}/split_summary.csv",
-        "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
-        "train_summary": f"{folders['train']}/train_summary.json",
-        "locked": f"{folders['tune']}/locked.json",
-        "per_image_test": f"{folders['evaluate']}/per_image_test.csv",
-        "lesions_test": f"{folders['evaluate']}/lesions_test.csv",
-        "summary": f"{folders['evaluate']}/summary.json",
-        "export": f"{folders['export']}/export.json",
-        "zero_dice_summary": f"{folders['breakdown']}/zero_dice_summary.csv",
-        "zero_dice": f"{folders['breakdown']}/zero_dice.json",
-        "analysis": f"{folders['analyse']}/analysis.html",
-        "analysis_notebook": f"{folders['analyse']}/analysis.ipynb",
-        "training_report": f"{folders['training_report']}/training_report.html",
-        "training_report_notebook": f"{folders['training_report']}/training_report.ipynb",
-        **_figure_artifacts(folders, ("analyse", "training_report")),
+        **{
+            label: f"{folders[stage]}/{filename}"
+            for label, (stage, filename) in RUN_ARTIFACTS.items()
+            if stage in folders
+        },
+        **_figure_artifacts(folders, [s for s in ("analyse", "training_report") if s in folders]),
     }
 
 
@@ -187,15 +231,78 @@ def get_labelled(filename, stage="evaluate", flag=None):
     return labelled
 
 
+def get_import_records(wildcards=None):
+    """Each external run's import record (results/infer/<key>/test_infer.json), by run name."""
+    return {
+        name: f"results/infer/{keys['infer']}/test_infer.json"
+        for name, keys in PLAN.runs.items()
+        if keys.get("infer") in PLAN.jobs["import_predictions"]
+    }
+
+
+def get_import_files(wildcards):
+    """The external runs' import records, as a list of inputs."""
+    return list(get_import_records().values())
+
+
+def get_labelled_imports(wildcards):
+    """`--import-record run=path` pairs of the external runs, or nothing when there are none."""
+    pairs = " ".join(f"{name}={path}" for name, path in get_import_records().items())
+    return f"--import-record {pairs}" if pairs else ""
+
+
 def get_labelled_inputs(wildcards, input):
     """`label=path` pairs of a rule's named inputs, for entry points that need both."""
     return " ".join(f"{name}={path}" for name, path in input.items())
 
 
-def get_compare_settings(wildcards):
-    """The compare section (baseline, excluded tags, paired bootstrap) and every run's tags, as JSON."""
+def get_compare_settings(wildcards=None):
+    """The compare section (baseline, excluded tags, paired bootstrap), every run's tags, group
+    (the recipe its seeds came from), seed (for the runs of a recipe with seeds) and the settings
+    that differ between runs, as JSON."""
     tags = {name: run["tags"] for name, run in CONFIG.runs.items()}
-    return json.dumps({**CONFIG.compare, "tags": tags}, sort_keys=True)
+    seeds = {
+        name: run["train"]["seed"] if CONFIG.groups[name] != name else None
+        for name, run in CONFIG.runs.items()
+    }
+    return json.dumps(
+        {
+            **CONFIG.compare,
+            "tags": tags,
+            "groups": CONFIG.groups,
+            "seeds": seeds,
+            # Only what differs: the whole configs of 50 runs would not fit on a command line.
+            "settings": differing_settings(CONFIG.runs),
+        },
+        sort_keys=True,
+    )
+
+
+def remove_obsolete_partial_leaderboard():
+    """Remove results/compare/partial/ once a leaderboard newer than it has been written."""
+    partial, finished = Path(PARTIAL_FOLDER), Path("results/compare/leaderboard.csv")
+    if partial.is_dir() and finished.is_file() and finished.stat().st_mtime > partial.stat().st_mtime:
+        shutil.rmtree(partial)
+
+
+def write_partial_leaderboard():
+    """After failed jobs: rank the runs that finished, list the others with the stage that failed
+    and its log (results/compare/partial/), and say so. Nothing when every run has test results."""
+    # Imported here: the statistics and plotting it pulls in would slow every parse of the workflow.
+    from lesionflow.evaluation.partial_leaderboard import write_partial_leaderboards
+    from lesionflow.evaluation.run_groups import read_import_records
+
+    outputs = {stage: [str(path) for path in getattr(rules, stage).output] for stage in KEYED_STAGES}
+    logs = {stage: [str(path) for path in getattr(rules, stage).log] for stage in KEYED_STAGES}
+    failures = run_failures(PLAN, outputs, logs, Path.cwd())
+    if not failures:
+        return
+    records = {name: path for name, path in get_import_records().items() if Path(path).is_file()}
+    settings = {**json.loads(get_compare_settings()), "imports": read_import_records(records)}
+    folder = write_partial_leaderboards(PLAN, settings, RANKED_FILES, failures, Path.cwd())
+    for name, failure in failures.items():
+        print(f"lesionflow: run {name}: {failure['reason']}", file=sys.stderr)
+    print(f"lesionflow: the other runs are ranked in {folder}/leaderboard.csv", file=sys.stderr)
 
 
 def get_code(stage):
@@ -210,7 +317,9 @@ BASELINES = {stage: PLAN.baseline_of(stage) for stage in ("evaluate", "evaluate_
 
 
 def get_all_targets(wildcards):
-    """The leaderboard, the compare notebook and every run's view."""
-    return ["results/compare/leaderboard.csv", "results/compare/compare.html"] + [
+    """The leaderboard, the compare notebook, every run's view and, when the config asks for it,
+    the nnU-Net export."""
+    export = [f"results/nnunet_export/{PLAN.nnunet_export}"] if PLAN.nnunet_export else []
+    return ["results/compare/leaderboard.csv", "results/compare/compare.html", *export] + [
         f"results/runs/{name}/index.json" for name in PLAN.runs
     ]

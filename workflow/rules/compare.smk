@@ -6,6 +6,7 @@ rule compare:
         per_image=get_evaluation_files(RANKED_FILES["per_image"]),
         score_summaries=get_evaluation_files("summary.json", "evaluate_scores"),
         per_case=get_evaluation_files("per_case_test.csv", "evaluate_scores"),
+        imports=get_import_files,
     output:
         table=report(
             "results/compare/leaderboard.csv",
@@ -17,6 +18,14 @@ rule compare:
             caption="../report/leaderboard.rst",
             category="Leaderboard",
         ),
+        page=report(
+            "results/compare/leaderboard.html",
+            caption="../report/leaderboard.rst",
+            category="Leaderboard",
+        ),
+        groups="results/compare/leaderboard_groups.csv",
+        regression_page="results/compare/leaderboard_regression.html",
+        regression_groups="results/compare/leaderboard_regression_groups.csv",
         regression=report(
             "results/compare/leaderboard_regression.csv",
             caption="../report/leaderboard_regression.rst",
@@ -29,6 +38,7 @@ rule compare:
         per_image=get_labelled(RANKED_FILES["per_image"], flag="--per-image"),
         score_summaries=get_labelled("summary.json", "evaluate_scores", "--score-summary"),
         per_case=get_labelled("per_case_test.csv", "evaluate_scores", "--per-case"),
+        imports=get_labelled_imports,
         baseline=BASELINES["evaluate"] or "",
         score_baseline=BASELINES["evaluate_scores"] or "",
         settings=get_compare_settings,
@@ -37,5 +47,6 @@ rule compare:
         "../envs/lesionflow.yaml"
     shell:
         "compare.py {params.summaries} {params.per_image} {params.score_summaries} {params.per_case} "
+        "{params.imports} "
         "--baseline '{params.baseline}' --score-baseline '{params.score_baseline}' "
         "--settings {params.settings:q} --out $(dirname {output.table}) > {log} 2>&1"

@@ -3,6 +3,8 @@ rule compare_report:
         notebook=NOTEBOOKS["compare_report"],
         leaderboard="results/compare/leaderboard.csv",
         leaderboard_regression="results/compare/leaderboard_regression.csv",
+        leaderboard_html="results/compare/leaderboard.html",
+        leaderboard_regression_html="results/compare/leaderboard_regression.html",
     output:
         notebook="results/compare/compare.ipynb",
         html=report(

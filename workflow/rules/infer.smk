@@ -7,8 +7,12 @@ rule infer:
         probs="results/infer/{key}/{subset}.npz",
         tiles="results/infer/{key}/{subset}_tiles.npz",
         summary="results/infer/{key}/{subset}_infer.json",
+        presence="results/infer/{key}/{subset}_presence.csv",
     log:
         "logs/infer/{key}_{subset}.log",
+    # The keys of model runs only: an external run's files here come from rule import_predictions.
+    wildcard_constraints:
+        key=names_pattern(PLAN.jobs["infer"]),
     params:
         settings=get_settings("infer"),
     threads: get_run_resource("infer", "threads")

@@ -26,6 +26,7 @@ from lesionflow.evaluation.leaderboard_columns import (
     RANKED,
     STATUS_ORDER,
 )
+from lesionflow.evaluation.run_groups import failed_rows, group_summary, with_failed, with_groups
 from lesionflow.evaluation.summary import paired_estimates
 from lesionflow.io.figures import save_figure
 from lesionflow.pipeline.artifacts import read_json, write_csv
@@ -321,21 +322,30 @@ def run_compare(
     out_dir: str | os.PathLike,
     per_image_paths: Mapping[str, str | os.PathLike] | None,
     settings: Mapping,
+    failures: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Write ``leaderboard.csv`` and ``leaderboard.png`` from the runs' summaries.
+    """Write ``leaderboard.csv``, ``leaderboard_groups.csv`` and ``leaderboard.png`` from the runs'
+    summaries, with a row for each run of ``failures`` (run -> {stage, log, reason}), which has none.
 
     With ``per_image_paths`` (each run's per_image_test.csv) every run is also compared with the
     baseline on their shared test images: paired bootstrap intervals and a Wilcoxon p-value.
     ``settings`` is the config's compare section with the schema's defaults filled, plus every
-    run's tags (``tags``: run -> list); its ``exclude_tags`` and ``bootstrap`` are used.
+    run's tags (``tags``: run -> list); its ``exclude_tags`` and ``bootstrap`` are used, and
+    ``groups`` (run -> recipe) and ``seeds`` (run -> seed) when given: see
+    :func:`lesionflow.evaluation.run_groups.with_groups` for the noise floors they give.
     """
     out = Path(out_dir)
+    failures = failures or {}
     if not summary_paths:
-        # A config of regression runs only: the table is written, with its header and no rows.
-        empty = pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-        write_csv(empty, out / "leaderboard.csv")
-        save_figure(plot_leaderboard(empty), out / "leaderboard.png")
-        return empty
+        # No segmentation run has test results (a config of regression runs only, or every one
+        # failed): the table is written with its header and the failed runs' rows.
+        failed = failed_rows(failures, settings.get("tags", {}))
+        board = with_failed(pd.DataFrame(columns=LEADERBOARD_COLUMNS), failed)
+        board = with_groups(board, settings, RANK_COLUMNS)
+        write_csv(board, out / "leaderboard.csv")
+        write_csv(group_summary(board, PAIRED_METRICS), out / "leaderboard_groups.csv")
+        save_figure(plot_leaderboard(board), out / "leaderboard.png")
+        return board
     check_settings(settings, baseline)
     summaries = read_summaries(summary_paths)
     df = leaderboard(
@@ -352,6 +362,9 @@ def run_compare(
         )
         df = df.merge(paired, on="run", how="left")
         df = df[[c for c in df.columns if c != "source"] + ["source"]]
+    df = in_board_order(with_failed(df, failed_rows(failures, settings["tags"])))
+    df = with_groups(df, settings, RANK_COLUMNS)
     write_csv(df, out / "leaderboard.csv")
+    write_csv(group_summary(df, PAIRED_METRICS), out / "leaderboard_groups.csv")
     save_figure(plot_leaderboard(df), out / "leaderboard.png")
     return df

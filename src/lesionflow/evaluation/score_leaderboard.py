@@ -27,6 +27,7 @@ from lesionflow.evaluation.leaderboard import (
 )
 from lesionflow.evaluation.leaderboard_columns import EXCLUDED
 from lesionflow.evaluation.regression import regression_estimates
+from lesionflow.evaluation.run_groups import failed_rows, group_summary, with_failed, with_groups
 from lesionflow.pipeline.artifacts import write_csv
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -256,18 +257,21 @@ def run_regression_compare(
     baseline: str,
     out_dir: str | os.PathLike,
     settings: Mapping,
+    failures: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Write ``leaderboard_regression.csv`` from the runs' summary.json and per_case_test.csv.
+    """Write ``leaderboard_regression.csv`` and ``leaderboard_regression_groups.csv`` from the runs'
+    summary.json and per_case_test.csv, with a row for each run of ``failures`` (see run_compare).
 
     ``summaries_paths`` may hold runs of every task; only regression runs get a row and need a
     per-case table. ``settings``: the compare section with the schema's defaults filled plus ``tags``.
     """
-    out = Path(out_dir) / "leaderboard_regression.csv"
+    out = Path(out_dir)
+    failed = failed_rows(failures or {}, settings.get("tags", {}))
     if not summaries_paths:
-        # A config of segmentation runs only: the table is written, with its header and no rows.
+        # No regression run has test results (a config of segmentation runs only, or every one
+        # failed): the table is written with its header and the failed runs' rows.
         empty = pd.DataFrame(columns=list(leaderboard_columns()))
-        write_csv(empty, out)
-        return empty
+        return _write_board(with_failed(empty, failed), settings, out)
     check_settings(settings, baseline)
     summaries = read_summaries(summaries_paths)
     tables = {
@@ -276,5 +280,11 @@ def run_regression_compare(
         if run in summaries and is_regression(summaries[run])
     }
     df = regression_leaderboard(summaries, tables, baseline, settings, sources=summaries_paths)
-    write_csv(df, out)
-    return df
+    return _write_board(in_board_order(with_failed(df, failed)), settings, out)
+
+
+def _write_board(board: pd.DataFrame, settings: Mapping, out: Path) -> pd.DataFrame:
+    board = with_groups(board, settings, RANK_COLUMNS)
+    write_csv(board, out / "leaderboard_regression.csv")
+    write_csv(group_summary(board, DELTA_METRICS), out / "leaderboard_regression_groups.csv")
+    return board

@@ -3,6 +3,8 @@
 Never loads, predicts or scores split 'test', and never writes a file: the train stage saves.
 
 The loop, the settings checks and the parts' optimizer, schedule and loader serve both trainers.
+A dual-head model (model.presence_head) adds its presence loss to each step and its presence
+ROC-AUC / AP to validation; a model without a head runs exactly the same operations as before.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from monai.utils import set_determinism
 from tqdm import tqdm
 
 from lesionflow.model.checkpoint import Hook, TrainingParts, TrainingProgress, seed_epoch
+from lesionflow.model.dual_head import DualHead, dual_head_loss
 from lesionflow.model.joblog import log
-from lesionflow.model.networks import build_network, forward_logits, resolve_device
+from lesionflow.model.networks import build_model, forward_logits, forward_with_presence, resolve_device
+from lesionflow.model.presence import presence_metrics
 from lesionflow.model.sampling import (
     LesionBatchSampler,
     resolve_num_workers,
@@ -48,6 +52,8 @@ class EpochSetup:
     val_masks: list[np.ndarray]
     roi_size: list[int]
     batch_size: int
+    # train.presence_loss_weight: read only when the model is a DualHead.
+    presence_weight: float
 
 
 def amp_dtype_for(device: torch.device) -> torch.dtype | None:
@@ -152,7 +158,9 @@ def build_training_parts(
     """
     set_determinism(seed=int(train["seed"]))
     device = setup.device
-    model = build_network(model_settings, in_channels=int(items[0]["image"].shape[0])).to(device)
+    model = build_model(
+        model_settings, int(items[0]["image"].shape[0]), bool(model_settings["presence_head"])
+    ).to(device)
     sampler = LesionBatchSampler(
         positive, int(train["batch_size"]), float(train["positive_oversampling"]), int(train["seed"])
     )
@@ -160,13 +168,32 @@ def build_training_parts(
     return fitting_parts(model, sampler, transform, items, train, setup, num_workers)
 
 
+def _step_loss(
+    model: torch.nn.Module, setup: EpochSetup, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float] | None]:
+    """Segmentation logits, the loss to backpropagate and, for a DualHead only, its logged parts."""
+    if not isinstance(model, DualHead):
+        logits = model(x)
+        return logits, setup.loss_fn(logits.float(), y), None
+    logits, presence = model(x)
+    loss, logged = dual_head_loss(
+        lambda seg, target: setup.loss_fn(seg.float(), target), logits, presence, y,
+        setup.presence_weight,
+    )
+    return logits, loss, logged
+
+
 def train_epoch(
     parts: TrainingParts, setup: EpochSetup, epoch: int, first_step: int, stop: Callable[[], None]
 ) -> tuple[dict[str, float], list[dict[str, float]], int, float]:
-    """Train one epoch; return its train scores, step rows, images seen and loop seconds."""
+    """Train one epoch; return its train scores, step rows, images seen and loop seconds.
+
+    For a DualHead the loss of the scores and step rows is the segmentation part, comparable with
+    a plain model's and with val_loss; its presence BCE is the scores' ``presence_loss``.
+    """
     device, amp_dtype = setup.device, setup.amp_dtype
     parts.model.train()
-    losses, weights, scores, steps = [], [], [], []
+    losses, weights, scores, steps, presence_losses = [], [], [], [], []
     started = time.perf_counter()
     with warnings.catch_warnings():
         # RandCropByPosNegLabeld warns for every lesion-free image; that is expected here.
@@ -178,10 +205,11 @@ def train_epoch(
             lr = parts.optimizer.param_groups[0]["lr"]
             parts.optimizer.zero_grad(set_to_none=True)
             with _autocast(device, amp_dtype):
-                logits = parts.model(x)
-                loss = setup.loss_fn(logits.float(), y)
+                logits, loss, logged = _step_loss(parts.model, setup, x, y)
             optimizer_step(parts, loss)
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach()) if logged is None else logged["segmentation_loss"])
+            if logged is not None:
+                presence_losses.append(logged["presence_loss"])
             weights.append(len(x))
             scores.append(batch_scores(torch.sigmoid(logits), y))
             steps.append({"step": first_step + len(steps), "epoch": epoch, "lr": lr, "loss": losses[-1]})
@@ -192,7 +220,19 @@ def train_epoch(
         "train_iou": mean_score([s["iou"] for s in scores]),
         "train_pearson": mean_score([s["pearson"] for s in scores]),
     }
+    if presence_losses:
+        train_scores["presence_loss"] = float(np.average(presence_losses, weights=weights))
     return train_scores, steps, int(sum(weights)), seconds
+
+
+def _validation_logits(
+    model: torch.nn.Module, x: torch.Tensor, roi_size: list[int], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Segmentation logits (float32) and, for a DualHead only, each image's presence logit."""
+    if isinstance(model, DualHead):
+        logits, presence = forward_with_presence(model, x, roi_size, batch_size, VALIDATION_SW_OVERLAP)
+        return logits.float(), presence
+    return forward_logits(model, x, roi_size, batch_size, VALIDATION_SW_OVERLAP).float(), None
 
 
 def validate(
@@ -208,10 +248,12 @@ def validate(
 ) -> dict[str, float]:
     """Validation loss and scores on whole images (sliding window beyond the training roi).
 
-    ``stop`` is called at every batch boundary; it raises when training must end now.
+    ``stop`` is called at every batch boundary; it raises when training must end now. A DualHead
+    adds ``presence_roc_auc`` and ``presence_ap``: its presence logits (the highest window's under
+    a sliding window) ranking the images by whether their masks hold a lesion.
     """
     model.eval()
-    losses, weights, scores = [], [], []
+    losses, weights, scores, labels, presence = [], [], [], [], []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape), []).append(index)
@@ -224,16 +266,23 @@ def validate(
                 x = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
                 y = torch.from_numpy(np.stack([masks[i] for i in chunk])[:, None]).float()
                 y = y.to(device)
-                logits = forward_logits(model, x, roi_size, batch_size, VALIDATION_SW_OVERLAP).float()
+                logits, head = _validation_logits(model, x, roi_size, batch_size)
+                if head is not None:
+                    presence.extend(head.float().cpu().tolist())
+                    labels.extend(bool(masks[i].any()) for i in chunk)
                 losses.append(float(loss_fn(logits, y)))
                 weights.append(len(chunk))
                 scores.append(batch_scores(torch.sigmoid(logits), y))
-    return {
+    result = {
         "loss": float(np.average(losses, weights=weights)),
         "dice": mean_score([s["dice"] for s in scores]),
         "iou": mean_score([s["iou"] for s in scores]),
         "pearson": mean_score([s["pearson"] for s in scores]),
     }
+    if isinstance(model, DualHead):
+        metrics = presence_metrics(labels, presence)
+        result.update(presence_roc_auc=metrics["roc_auc"], presence_ap=metrics["ap"])
+    return result
 
 
 def run_epoch(
@@ -265,6 +314,12 @@ def run_epoch(
         "lr": steps[-1]["lr"],
         "seconds": time.perf_counter() - started,
     }
+    if isinstance(parts.model, DualHead):
+        row.update(
+            presence_loss=train_scores["presence_loss"],
+            val_presence_roc_auc=val["presence_roc_auc"],
+            val_presence_ap=val["presence_ap"],
+        )
     return row, steps, images, seconds
 
 

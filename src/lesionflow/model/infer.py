@@ -3,8 +3,9 @@
 Each preprocessed image is predicted window by window (the tiles, or sliding windows of the
 training patch), TTA applied to every batch of windows; the windows are stitched with Gaussian
 weights and the whole-image map is mapped back to the original image, so that metrics are
-computed at the resolution of the reference masks. Never thresholds, tunes or scores: it writes
-probabilities and nothing else.
+computed at the resolution of the reference masks. A dual-head model also gives each image a
+presence logit: its head's, averaged over TTA as a probability, then the highest over the image's
+windows. Never thresholds, tunes or scores: it writes probabilities and nothing else.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from tqdm import tqdm
 from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
 from lesionflow.data.tiles import Stitcher, tile_id, tile_origins
 from lesionflow.io.readers import read_image
-from lesionflow.model.networks import build_network, read_model_file, resolve_device, restored
-from lesionflow.model.tta import checked_names, get_transforms, window_probabilities
+from lesionflow.model.dual_head import DualHead
+from lesionflow.model.networks import build_model, read_model_file, resolve_device, restored
+from lesionflow.model.presence import highest_logit, presence_table
+from lesionflow.model.tta import checked_names, get_transforms, window_predictions
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
@@ -36,15 +39,20 @@ CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims"
 
 
 def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network saved by the train stage; return it (eval mode) and the checkpoint."""
+    """Rebuild the network saved by the train stage; return it (eval mode) and the checkpoint.
+
+    A DualHead when the checkpoint records ``presence_head``.
+    """
     checkpoint = read_model_file(model_path, device)
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
         raise LesionflowError(
             f"{model_path}: not a lesionflow checkpoint (missing {', '.join(missing)})"
         )
-    model = build_network(
-        checkpoint["model_settings"], checkpoint["in_channels"], checkpoint.get("out_channels", 1)
+    # Model files written before presence heads existed have no key and no head.
+    model = build_model(
+        checkpoint["model_settings"], checkpoint["in_channels"],
+        bool(checkpoint.get("presence_head", False)), checkpoint.get("out_channels", 1),
     )
     return restored(model, checkpoint, device), checkpoint
 
@@ -89,9 +97,11 @@ def run_infer(
 
     ``<subset>.npz``: one float16 map per source image at its original size;
     ``<subset>_tiles.npz``: one per item training saw (each tile, or each whole preprocessed
-    image when not tiling) at the preprocessed resolution; ``<subset>_infer.json``: counts,
-    windows, resolution, seconds and peak memory. Images are read, predicted and written one
-    at a time.
+    image when not tiling) at the preprocessed resolution; ``<subset>_presence.csv``: per
+    source image the presence head's logit and probability (presence.TABLE_COLUMNS; both empty
+    for a model without a head); ``<subset>_infer.json``: counts, windows, resolution, whether
+    the model has a presence head, seconds and peak memory. Images are read, predicted and
+    written one at a time.
     """
     if subset not in SUBSETS:
         raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
@@ -113,6 +123,7 @@ def run_infer(
     tiled = preprocess["tile_size"] is not None
     out = Path(out_dir)
     n_items = 0
+    presence_logits = []
     with (
         artifacts.array_writer(out / f"{subset}.npz") as add_image,
         artifacts.array_writer(out / f"{subset}_tiles.npz") as add_item,
@@ -129,10 +140,12 @@ def run_infer(
             size = window or shape
             origins = tile_origins(shape, size, stride or size)
             stitcher = Stitcher(shape, weights)
-            for origin, prob in window_probabilities(
+            window_logits = []
+            for origin, prob, logit in window_predictions(
                 model, image, origins, size, transforms, roi_size, batch_size, device, overlap
             ):
                 stitcher.add(prob, origin)
+                window_logits.append(logit)
                 if tiled:
                     add_item(tile_id(row["image_id"], origin), prob.astype(np.float16))
                     n_items += 1
@@ -141,7 +154,11 @@ def run_infer(
                 add_item(row["image_id"], whole.astype(np.float16))
                 n_items += 1
             add_image(row["image_id"], restore_map(whole, row).astype(np.float16))
+            presence_logits.append(highest_logit(window_logits))
             bar.update(1)
+    artifacts.write_csv(
+        presence_table(rows["image_id"].tolist(), presence_logits), out / f"{subset}_presence.csv"
+    )
     summary = {
         "subset": subset,
         "n_images": len(rows),
@@ -150,6 +167,7 @@ def run_infer(
         "window": list(window) if window else None,
         "stride": list(stride) if stride else None,
         "stitch_weights": weights,
+        "presence_head": isinstance(model, DualHead),
         "resolution": ORIGINAL_RESOLUTION,
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": peak_rss_mb(),

@@ -1,6 +1,9 @@
 """MONAI segmentation networks and losses by name, the one forward path, and model.pt reading and building.
 
 Never hard-codes 2D: defaults derive from `spatial_dims`; in/out channels come from the data.
+
+A dual-head model (lesionflow.model.dual_head.DualHead) segments through its wrapped network alone:
+every path that wants segmentation maps goes through :func:`segmentation_network`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss, DiceFocalLoss
 from monai.networks import nets
 
+from lesionflow.model.dual_head import DualHead
 from lesionflow.pipeline.errors import LesionflowError
 
 NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {
@@ -106,6 +110,23 @@ def build_network(
     )
 
 
+def build_model(
+    model_settings: dict[str, Any], in_channels: int, presence_head: bool, out_channels: int = 1
+) -> torch.nn.Module:
+    """:func:`build_network`, wrapped in a DualHead when ``presence_head`` (model.presence_head).
+
+    The head is made after the network, so the network's initial weights are those of a model
+    without a head built from the same RNG state.
+    """
+    network = build_network(model_settings, in_channels, out_channels)
+    return DualHead(network) if presence_head else network
+
+
+def segmentation_network(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that gives ``model``'s segmentation logits: a DualHead's network, else ``model``."""
+    return model.network if isinstance(model, DualHead) else model
+
+
 def read_model_file(model_path: str | os.PathLike, device: torch.device) -> dict[str, Any]:
     """The train stage's model.pt, loaded onto ``device``; a LesionflowError naming it if unreadable."""
     try:
@@ -161,9 +182,49 @@ def forward_logits(
     also goes through the sliding window, which pads it to the roi: a direct pass could break
     the network's divisibility (e.g. by 8 for the default UNet).
     """
+    network = segmentation_network(model)
     if roi_size is None or tuple(batch.shape[2:]) == tuple(roi_size):
-        return model(batch)
+        return network(batch)
     return sliding_window_inference(
-        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=model,
+        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=network,
         overlap=sw_overlap, mode="gaussian",
     )
+
+
+class _HighestPresence:
+    """A sliding-window predictor: a DualHead's segmentation, keeping each image's highest head logit."""
+
+    def __init__(self, model: DualHead, n_images: int, device: torch.device) -> None:
+        self.model = model
+        self.highest = torch.full((n_images,), -torch.inf, dtype=torch.float32, device=device)
+
+    def __call__(self, windows: torch.Tensor, coords: Sequence[Sequence[slice]]) -> torch.Tensor:
+        segmentation, presence = self.model(windows)
+        # MONAI gives each window's slices, the first one selecting its image of the batch.
+        images = torch.tensor([coord[0].start for coord in coords], device=self.highest.device)
+        self.highest.scatter_reduce_(0, images, presence.float(), reduce="amax")
+        return segmentation
+
+
+def forward_with_presence(
+    model: DualHead,
+    batch: torch.Tensor,
+    roi_size: Sequence[int] | None,
+    sw_batch_size: int,
+    sw_overlap: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`forward_logits` of a DualHead, and each image's presence logit, shape (B,).
+
+    The presence logit is the head's on the whole input in one pass; under a sliding window, the
+    highest over the windows (the most lesion-like window decides, as a max-probability score does).
+    The segmentation is exactly what :func:`forward_logits` gives.
+    """
+    if roi_size is None or tuple(batch.shape[2:]) == tuple(roi_size):
+        segmentation, presence = model(batch)
+        return segmentation, presence.float()
+    recorder = _HighestPresence(model, batch.shape[0], batch.device)
+    segmentation = sliding_window_inference(
+        batch, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=recorder,
+        overlap=sw_overlap, mode="gaussian", with_coord=True,
+    )
+    return segmentation, recorder.highest

@@ -15,6 +15,11 @@ runs stay reproducible and exactly resumable for an unchanged worker count, but 
 draws other (equally valid) augmentations. On a GPU, cuDNN autotuning and atomic adds make runs
 valid but not bitwise repeatable.
 
+With model.presence_head the network is a DualHead (lesionflow.model.dual_head): each step adds
+train.presence_loss_weight times the presence BCE, metrics_by_epoch.csv gains the presence columns
+(lesionflow.model.presence.EPOCH_COLUMNS) and model.pt records ``presence_head`` for inference.
+The checkpoint is still chosen on validation dice_pos alone.
+
 Never loads, predicts or scores split 'test': checkpoint choice and early stopping read 'val' only.
 Never writes a checkpoint of a half-finished epoch, and never draws a figure (the training-report
 stage plots metrics_by_epoch.csv, so a plot edit never retrains a model).
@@ -50,6 +55,7 @@ from lesionflow.model.epoch import (
     train_epochs,
 )
 from lesionflow.model.networks import build_loss
+from lesionflow.model.presence import EPOCH_COLUMNS as PRESENCE_COLUMNS
 from lesionflow.model.score_train import run_score_train
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -61,15 +67,22 @@ EPOCH_COLUMNS = [
 _TRAIN_KEYS = (
     "epochs", "batch_size", "learning_rate", "weight_decay", "scheduler", "loss",
     "positive_oversampling", "augment", "early_stopping_patience", "seed", "patch_size", "device",
-    "num_workers", "batch_dice",
+    "num_workers", "batch_dice", "presence_loss_weight",
 )
 
 
+def epoch_columns(presence_head: bool) -> list[str]:
+    """The columns of metrics_by_epoch.csv: EPOCH_COLUMNS, then the presence ones of a dual head."""
+    return EPOCH_COLUMNS + PRESENCE_COLUMNS if presence_head else list(EPOCH_COLUMNS)
+
+
 def _check_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    model = complete_section(settings, "model", ("network", "spatial_dims", "kwargs"))
+    model = complete_section(settings, "model", ("network", "spatial_dims", "kwargs", "presence_head"))
     train = complete_section(settings, "train", _TRAIN_KEYS)
     complete_section(train, "augment", ("flip", "rotate90", "intensity"))
     check_train_settings(train, model["spatial_dims"])
+    if not isinstance(model["presence_head"], bool):
+        raise LesionflowError(f"model.presence_head: expected true or false, got {model['presence_head']!r}")
     return model, train
 
 
@@ -133,7 +146,7 @@ def run_train(
     setup = EpochSetup(
         build_loss(train["loss"], batch_dice=bool(train["batch_dice"])),
         device, amp_dtype, val_images, val_masks, roi_size,
-        int(train["batch_size"]),
+        int(train["batch_size"]), float(train["presence_loss_weight"]),
     )
     items = [
         {"image": image, "label": mask[None].astype(np.float32)}
@@ -148,11 +161,17 @@ def run_train(
         "spatial_dims": spatial_dims,
         "patch_size": patch_size,
         "roi_size": roi_size,
+        "presence_head": model_settings["presence_head"],
     }
+    columns = epoch_columns(model_settings["presence_head"])
+    logged = (("train_loss", "train_loss"), ("val_loss", "val_loss"),
+              ("train_dice", "train_dice"), ("val_dice_pos", "val_dice"))
+    if model_settings["presence_head"]:
+        logged += (("presence_loss", "presence_loss"), ("val_presence_auc", "val_presence_roc_auc"))
 
     def finish(parts: TrainingParts, progress: TrainingProgress) -> tuple[dict, dict]:
         best_epoch, best_dice = write_training_artifacts(
-            out, progress, parts.model, model_info, EPOCH_COLUMNS
+            out, progress, parts.model, model_info, columns
         )
         facts = {
             "n_train": len(train_images), "n_val": len(val_images),
@@ -169,9 +188,7 @@ def run_train(
         TrainingProgress,
         functools.partial(
             train_epochs, setup=setup, train=train, run=run_epoch,
-            shown=("train_loss", "val_loss", "val_dice"),
-            logged=(("train_loss", "train_loss"), ("val_loss", "val_loss"),
-                    ("train_dice", "train_dice"), ("val_dice_pos", "val_dice")),
+            shown=("train_loss", "val_loss", "val_dice"), logged=logged,
         ),
         finish,
     )

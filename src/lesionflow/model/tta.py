@@ -1,6 +1,9 @@
 """Test-time augmentation: probabilities averaged over flips and quarter turns, each inverted.
 
 Never thresholds or post-processes: it returns probabilities; tuning decides what they mean.
+
+A dual-head model's presence logit is a scalar per window, which no flip or turn moves: its
+probabilities are averaged over the transforms as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import numpy as np
 import torch
 
 from lesionflow.data.tiles import crop_or_pad
-from lesionflow.model.networks import forward_logits
+from lesionflow.model.dual_head import DualHead
+from lesionflow.model.networks import forward_logits, forward_with_presence
+from lesionflow.model.presence import mean_probability_logit
 from lesionflow.pipeline.errors import LesionflowError
 
 # Spatial tensors are (B, C, *spatial): spatial axis i is tensor dimension 2 + i. Quarter turns act
@@ -168,7 +173,36 @@ def predict_probabilities(
 
 
 @torch.no_grad()
-def window_probabilities(
+def predict_batch_with_presence(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    transforms: Sequence[TTATransform],
+    roi_size: Sequence[int] | None,
+    sw_batch_size: int,
+    sw_overlap: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`predict_batch`, and each window's presence logit (B,), float64.
+
+    The logit of the mean over ``transforms`` of the head's sigmoid (the highest over sliding
+    windows within a batch item, see :func:`lesionflow.model.networks.forward_with_presence`);
+    NaN for a model without a presence head, whose maps come from :func:`predict_batch` alone.
+    """
+    if not isinstance(model, DualHead):
+        nan = torch.full((batch.shape[0],), torch.nan, dtype=torch.float64)
+        return predict_batch(model, batch, transforms, roi_size, sw_batch_size, sw_overlap), nan
+    shape = (batch.shape[0], 1, *batch.shape[2:])
+    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
+    presence = []
+    for transform in transforms:
+        roi = _roi_for(transform, roi_size)
+        logits, head = forward_with_presence(model, transform.forward(batch), roi, sw_batch_size, sw_overlap)
+        total += transform.inverse(torch.sigmoid(logits.float()))
+        presence.append(head)
+    return total / len(transforms), mean_probability_logit(torch.stack(presence)).cpu()
+
+
+@torch.no_grad()
+def window_predictions(
     model: torch.nn.Module,
     image: np.ndarray,
     origins: Sequence[Sequence[int]],
@@ -178,13 +212,14 @@ def window_probabilities(
     batch_size: int,
     device: torch.device | str,
     sw_overlap: float,
-) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """Yield ``(origin, probability map)`` of each window of one ``(C, *spatial)`` image.
+) -> Iterator[tuple[tuple[int, ...], np.ndarray, float]]:
+    """Yield ``(origin, probability map, presence logit)`` of each window of one ``(C, *spatial)`` image.
 
     Windows of shape ``window`` start at ``origins`` (zero-padded past the border) and go
     through the network ``batch_size`` at a time, each batch with every TTA transform, so only
     one batch of windows is ever on the device. Stitching the maps with Gaussian weights gives
-    MONAI's sliding-window inference over the same windows.
+    MONAI's sliding-window inference over the same windows. The presence logit is
+    :func:`predict_batch_with_presence`'s: NaN for a model without a presence head.
     """
     chosen = get_transforms(transforms, len(window))
     model.eval()
@@ -193,6 +228,6 @@ def window_probabilities(
         chunk = origins[start : start + batch_size]
         windows = np.stack([crop_or_pad(image, origin, window) for origin in chunk])
         batch = torch.from_numpy(windows).float().to(device)
-        probs = predict_batch(model, batch, chosen, roi_size, batch_size, sw_overlap)
-        for origin, prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
-            yield origin, prob.astype(np.float32)
+        probs, presence = predict_batch_with_presence(model, batch, chosen, roi_size, batch_size, sw_overlap)
+        for origin, prob, logit in zip(chunk, probs[:, 0].cpu().numpy(), presence.tolist(), strict=True):
+            yield origin, prob.astype(np.float32), float(logit)

@@ -20,7 +20,6 @@ from lesionflow.pipeline.errors import LesionflowError
 # Package data, so an installed lesionflow (not only an editable one) finds it; workflow/schemas/
 # holds a link to it where Snakemake workflows keep their schemas.
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-RUN_SECTIONS = ("model", "preprocess", "train", "infer", "tune", "evaluate", "analyse", "resources")
 TASKS = ("segmentation", "regression")
 # The score column of the built-in loes dataset (data.synthetic.kind loes).
 LOES_SCORE_COLUMN = "loes_score"
@@ -35,6 +34,10 @@ class ResolvedConfig:
     runs: dict[str, dict[str, Any]]
     baseline: str
     compare: dict[str, Any] = field(default_factory=dict)
+    # Each run's group: the recipe whose `seeds` it was expanded from, else the run itself.
+    groups: dict[str, str] = field(default_factory=dict)
+    # The nnU-Net export's settings (dataset_id, dataset_name), or None when not asked for.
+    nnunet_export: dict[str, Any] | None = None
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -225,7 +228,9 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         )
         run = fill_defaults(merge_run(defaults, override or {}), run_schema, schema)
         _validate(run, run_schema, schema, ("runs", name))
+        _check_external(name, run, given)
         runs[name] = run
+    runs, groups = expand_seeds(runs, config["runs"])
 
     split = config["split"]
     total = split["train"] + split["val"] + split["test"]
@@ -244,13 +249,74 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     data = _score_settings(data, runs)
 
     baseline = config["compare"].get("baseline", next(iter(runs)))
+    # A seeded recipe as baseline: its first seed, the run the others are paired with.
+    baseline = next((run for run, group in groups.items() if group == baseline), baseline)
     if baseline not in runs:
         raise LesionflowError(
             f"config key 'compare.baseline' is '{baseline}', which is not a run; "
             f"runs are: {', '.join(runs)}"
         )
     compare = {**config["compare"], "baseline": baseline}
-    return ResolvedConfig(data=data, split=split, runs=runs, baseline=baseline, compare=compare)
+    return ResolvedConfig(
+        data=data,
+        split=split,
+        runs=runs,
+        baseline=baseline,
+        compare=compare,
+        groups=groups,
+        nnunet_export=config["nnunet_export"],
+    )
+
+
+def _check_external(name: str, run: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """An external run names its predictions, and asks for no preprocessing: its maps are at each
+    image's original size, and so are the items it is evaluated on."""
+    if run.get("source") != "external":
+        return
+    if not run["external"]["predictions"]:
+        raise LesionflowError(
+            f"config key 'runs.{name}.external.predictions' is required by source external: "
+            "the folder of the run's predictions, named by image id"
+        )
+    if given.get("preprocess"):
+        raise LesionflowError(
+            f"config key 'runs.{name}.preprocess' does not apply to a run with source external "
+            "(its predictions are read at each image's original size); remove it, from defaults too"
+        )
+
+
+def seeded_name(recipe: str, seed: int) -> str:
+    """The name of the run that trains ``recipe`` with ``seed``."""
+    return f"{recipe}.seed{seed}"
+
+
+def expand_seeds(
+    runs: Mapping[str, dict[str, Any]], overrides: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The runs with every run that lists ``seeds`` replaced by one run per seed, in config order,
+    and each run's group (its recipe's name). ``overrides`` are the runs as the user wrote them."""
+    expanded: dict[str, dict[str, Any]] = {}
+    groups: dict[str, str] = {}
+    for name, run in runs.items():
+        seeds = run.pop("seeds")
+        if seeds is None:
+            expanded[name], groups[name] = run, name
+            continue
+        if "seed" in ((overrides.get(name) or {}).get("train") or {}):
+            raise LesionflowError(
+                f"config keys 'runs.{name}.seeds' and 'runs.{name}.train.seed' are both set; "
+                "keep seeds (one training per seed) or train.seed (one training)"
+            )
+        for seed in seeds:
+            seeded = seeded_name(name, seed)
+            if seeded in runs:
+                raise LesionflowError(
+                    f"config key 'runs.{name}.seeds' makes a run named '{seeded}', which is "
+                    "already a run; rename one of them"
+                )
+            expanded[seeded] = merge_run(run, {"train": {"seed": seed}})
+            groups[seeded] = name
+    return expanded, groups
 
 
 def _score_settings(data: dict[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

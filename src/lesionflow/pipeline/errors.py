@@ -18,15 +18,20 @@ class LesionflowError(Exception):
 
 
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a stage's ``main`` so a LesionflowError becomes one line on stderr and exit code 2."""
+    """Wrap a stage's ``main`` so a LesionflowError becomes one line on stderr (one per problem when
+    it lists several) and exit code 2."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except LesionflowError as err:
-            message = " ".join(str(err).split())
-            print(f"lesionflow: error: {message}", file=sys.stderr)
+            # An error listing many problems (a manifest's rows, a prediction folder's files) has
+            # `lines`: a count line, then one line per problem, all reported at once.
+            lines = getattr(err, "lines", None) or [" ".join(str(err).split())]
+            print(f"lesionflow: error: {lines[0]}", file=sys.stderr)
+            for line in lines[1:]:
+                print(f"  {line}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapped

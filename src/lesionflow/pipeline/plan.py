@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lesionflow.io.prediction_folder import folder_fingerprint
 from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.config import ResolvedConfig
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.file_hashes import FileHashCache, manifest_fingerprint
 from lesionflow.pipeline.fingerprints import CodeBase
 from lesionflow.pipeline.keys import digest
-from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, task_stages
+from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, run_stages
 
 # The data settings that say which column holds the score and what to do with a bad one.
 SCORE_SETTINGS = ("score_column", "score_range", "invalid_scores")
@@ -46,6 +47,8 @@ class Plan:
     jobs: dict[str, dict[str, Job]] = field(default_factory=lambda: {s: {} for s in KEYED_STAGES})
     baseline: str = ""
     dataset_fingerprint: str = ""
+    # The key of the nnU-Net export (results/nnunet_export/<key>/), or '' when not asked for.
+    nnunet_export: str = ""
     code: dict[str, str] = field(default_factory=dict)
 
     def job(self, stage: str, key: str) -> Job:
@@ -134,6 +137,18 @@ def _split_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     return {**split, "nnunet_splits": str(path)}, {**split, "nnunet_splits": content}
 
 
+def _external(run: dict[str, Any], workdir: Path, cache: FileHashCache) -> tuple[dict, dict]:
+    """The external section as the import job gets it (an absolute folder) and as its key sees it
+    (the folder's content, never its path)."""
+    external = run["external"]
+    folder = (workdir / external["predictions"]).resolve()
+    fingerprint = folder_fingerprint(folder, cache)
+    return (
+        {"external": {**external, "predictions": str(folder)}},
+        {"external": {**external, "predictions": fingerprint}},
+    )
+
+
 def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
     """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
     workdir = Path(workdir)
@@ -142,20 +157,36 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
     # What identifies the dataset in reports: its generator settings or its files' content.
     plan.dataset_fingerprint = digest(data_key_params, length=16)
     shared = {"data": (data_settings, data_key_params), "split": _split_settings(config, workdir)}
+    cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
     for name, run in config.runs.items():
         keys: dict[str, str] = {}
-        for stage in task_stages(run["task"]):
+        for stage in run_stages(run["task"], run["source"]):
+            if stage == "infer" and run["source"] == "external":
+                # Its own job, under the infer stage's name: later stages read it as they read infer.
+                keys[stage] = _add_job(plan, "import_predictions", *_external(run, workdir, cache), keys)
+                continue
             if stage in shared:
                 settings, key_params = shared[stage]
             else:
                 settings = run_settings(stage, run)
                 key_params = _key_settings(stage, settings)
-            inputs = {upstream: keys[upstream] for upstream in STAGES[stage].reads}
-            key = digest({"stage": stage, "params": key_params, "inputs": inputs, "code": plan.code[stage]})
-            keys[stage] = key
-            plan.jobs[stage].setdefault(key, Job(stage, key, settings, inputs))
+            keys[stage] = _add_job(plan, stage, settings, key_params, keys)
         plan.runs[name] = keys
+    if config.nnunet_export is not None:
+        # Every run reads the same data and split: any run's keys give the export's inputs.
+        export = {"nnunet_export": config.nnunet_export}
+        plan.nnunet_export = _add_job(plan, "nnunet_export", export, export, next(iter(plan.runs.values())))
     return plan
+
+
+def _add_job(plan: Plan, stage: str, settings: dict, key_params: dict, keys: dict[str, str]) -> str:
+    """Key and register the job of ``stage`` that receives ``settings`` (``key_params`` as its key
+    sees them) and reads the artifacts of ``keys`` (a run's key per stage); return its key."""
+    # An external run has no train stage: its analysis reads what it has.
+    inputs = {upstream: keys[upstream] for upstream in STAGES[stage].reads if upstream in keys}
+    key = digest({"stage": stage, "params": key_params, "inputs": inputs, "code": plan.code[stage]})
+    plan.jobs[stage].setdefault(key, Job(stage, key, settings, inputs))
+    return key
 
 
 def settings_json(plan: Plan, stage: str, key: str) -> str:
@@ -169,7 +200,13 @@ PLAN_ENV = "LESIONFLOW_PLAN"
 
 def _config_digest(config: ResolvedConfig) -> str:
     return digest(
-        {"data": config.data, "split": config.split, "runs": config.runs, "compare": config.compare},
+        {
+            "data": config.data,
+            "split": config.split,
+            "runs": config.runs,
+            "compare": config.compare,
+            "nnunet_export": config.nnunet_export,
+        },
         length=32,
     )
 
@@ -180,6 +217,7 @@ def plan_record(plan: Plan, config: ResolvedConfig) -> dict[str, Any]:
         "config_digest": _config_digest(config),
         "baseline": plan.baseline,
         "dataset_fingerprint": plan.dataset_fingerprint,
+        "nnunet_export": plan.nnunet_export,
         "code": plan.code,
         "runs": plan.runs,
         "jobs": {
@@ -195,6 +233,7 @@ def plan_from_record(record: dict[str, Any]) -> Plan:
         runs=record["runs"],
         baseline=record["baseline"],
         dataset_fingerprint=record["dataset_fingerprint"],
+        nnunet_export=record["nnunet_export"],
         code=record["code"],
     )
     for stage, jobs in record["jobs"].items():

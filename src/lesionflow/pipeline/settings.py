@@ -11,6 +11,9 @@ from typing import Any
 
 from lesionflow.pipeline.errors import LesionflowError
 
+# The sections of a run, in the config's order (jobs read them here, never from the schema).
+RUN_SECTIONS = ("model", "preprocess", "train", "infer", "tune", "evaluate", "analyse", "resources")
+
 
 def complete_section(settings: Mapping[str, Any], section: str, keys: Iterable[str]) -> dict[str, Any]:
     """``settings[section]``, checked to be a mapping that holds every one of ``keys``."""

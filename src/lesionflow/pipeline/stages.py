@@ -64,6 +64,15 @@ _REGISTRY = (
         reads=("data",),
     ),
     Stage(
+        "nnunet_export",
+        "the dataset and split as an nnU-Net v2 raw dataset (nnunet_export in the config)",
+        script="nnunet_export",
+        scope="dataset",
+        reads=("data", "split"),
+        # No run has it: the config's nnunet_export section asks for it once.
+        tasks=(),
+    ),
+    Stage(
         "preprocess",
         "field-of-view crop, resize, normalisation and tiles; each item keeps its image's subset",
         script="preprocess",
@@ -77,6 +86,15 @@ _REGISTRY = (
         reads=("preprocess",),
         sections={"task": None, "model": None, "train": None},
         not_in_key=("device", "num_workers"),
+    ),
+    Stage(
+        "import_predictions",
+        "an external run's predictions (nnU-Net's or any tool's folder) as the probability maps of infer",
+        script="import_predictions",
+        reads=("data", "split"),
+        sections={"external": None},
+        # Placed by the plan: it stands in for train and infer in a run with source external.
+        tasks=(),
     ),
     Stage(
         "infer",
@@ -123,7 +141,8 @@ _REGISTRY = (
         script="notebook",
         tasks=(SEGMENTATION,),
         reads=("data", "split", "preprocess", "train", "infer", "tune", "evaluate", "breakdown"),
-        sections={"analyse": ("dice_bands", "n_examples")},
+        # An external run (source) has no train stage: the notebook says where its maps came from.
+        sections={"analyse": ("dice_bands", "n_examples"), "source": None},
         notebook="analysis",
         figures=(
             "split",
@@ -235,6 +254,19 @@ NOTEBOOK_STAGES: tuple[str, ...] = tuple(s.name for s in _REGISTRY if s.notebook
 def task_stages(task: str) -> tuple[str, ...]:
     """The keyed stages of a run of ``task``, in pipeline order."""
     return tuple(name for name in KEYED_STAGES if task in STAGES[name].tasks)
+
+
+def run_stages(task: str, source: str) -> tuple[str, ...]:
+    """The keyed stages of a run of ``task`` whose predictions come from ``source`` (model or
+    external), in pipeline order; an external run's predictions take the infer stage's place."""
+    stages = task_stages(task)
+    if source == "external":
+        stages = tuple(name for name in stages if name not in EXTERNAL_SKIPS)
+    return stages
+
+
+# What a run with source external does not have: it trains nothing.
+EXTERNAL_SKIPS = ("train", "training_report")
 
 
 def downstream(stage: str) -> set[str]:

@@ -1,10 +1,12 @@
-"""Training curves: metrics per epoch, the loss gap with its fitted trend, the learning rate per step.
+"""Training curves: metrics per epoch, the loss gap with its fitted trend, the learning rate per step
+(or, for a run with no training in lesionflow, a panel saying so).
 
 Must never smooth, fill or rescale a series: every point drawn is a value of the train stage's tables.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -240,6 +242,21 @@ def plot_score_curves(
 def _any_below(metrics_by_epoch: pd.DataFrame, metric: str, limit: float) -> bool:
     values = metrics_by_epoch[[f"train_{metric}", f"val_{metric}"]].to_numpy(dtype=float)
     return bool(np.nanmin(values, initial=limit) < limit)
+
+
+def plot_no_curves(message: str, title: str) -> Figure:
+    """A panel holding only ``message``: the epoch-curve figure of a run with no training in lesionflow
+    (its predictions imported from another tool), which the workflow still expects as a file."""
+    # The pattern of comparison_figures.message_figure, not an import of it: that would make the
+    # analyse stage's code, and so its results' keys, depend on the leaderboard's figures.
+    fig = Figure(figsize=(9, 2.6), layout="constrained")
+    ax = fig.subplots()
+    # Wrapped between words only: a folder's path stays whole, to be copied.
+    text = textwrap.fill(message, width=80, break_long_words=False, break_on_hyphens=False)
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.3")
+    ax.set_axis_off()
+    fig.suptitle(title)
+    return fig
 
 
 def plot_lr(lr_by_step: pd.DataFrame) -> Figure:

@@ -25,6 +25,13 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # Columns that hold identifiers: read as text so ids such as 0042 keep their leading zeros.
 _TEXT_COLUMNS = {"image_id": str, "subject": str, "split": str, "case": str}
+# Parameters only one source of predictions (a run's ``source``) has: a run lesionflow trained has
+# its train stage's tables; a run imported from another tool has no train stage, but its import
+# record (the infer stage's test_infer.json) instead.
+SOURCE_ONLY: dict[str, tuple[str, ...]] = {
+    "model": ("metrics_by_epoch", "train_summary"),
+    "external": ("predictions_record",),
+}
 
 
 def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
@@ -45,3 +52,16 @@ def require_parameters(notebook: str, parameters: Mapping[str, Any]) -> None:
     unset = [name for name, value in parameters.items() if value is None]
     if unset:
         raise LesionflowError(f"{notebook} notebook: parameter(s) not set: {', '.join(unset)}")
+
+
+def parameters_for_source(notebook: str, source: str | None, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` with ``source`` first, less those only the other source has (SOURCE_ONLY), for
+    :func:`require_parameters`; an unset ``source`` leaves out every source-only one (which of them
+    are needed is unknown until it is set). Raises on a ``source`` that is neither."""
+    if source is not None and source not in SOURCE_ONLY:
+        raise LesionflowError(
+            f"{notebook} notebook: parameter source is {source!r}; expected one of {', '.join(SOURCE_ONLY)}"
+        )
+    needed = SOURCE_ONLY.get(source, ())
+    others = {name for names in SOURCE_ONLY.values() for name in names if name not in needed}
+    return {"source": source, **{name: value for name, value in parameters.items() if name not in others}}

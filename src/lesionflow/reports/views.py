@@ -5,12 +5,13 @@ A view never holds the only copy of anything: it is rebuilt from keyed artifacts
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from lesionflow.pipeline.artifacts import atomic_path, write_json
+from lesionflow.pipeline.artifacts import atomic_path, write_json, write_text
 
 
 def copy_artifact(source: str | os.PathLike, destination: str | os.PathLike) -> None:
@@ -39,6 +40,14 @@ def write_run_view(record: dict[str, Any], artifacts: dict[str, str], out_dir: s
         destination = folder / source_path.name
         copy_artifact(source, destination)
         links[label] = {"keyed": str(source), "view": str(destination)}
+    settings = record.get("settings") or {}
+    if "training_report" not in artifacts and settings.get("source") == "external":
+        # The view's training report of a run lesionflow never trained says so, and where its maps came from.
+        page = out_dir / "training_report.html"
+        folder = (settings.get("external") or {}).get("predictions")
+        text = f"No training in lesionflow: run {record.get('run')!r} imports its predictions from {folder}."
+        write_text(page, f"<!DOCTYPE html><html><body><p>{html.escape(text)}</p></body></html>\n")
+        links["training_report"] = {"keyed": None, "view": str(page)}
     index = out_dir / "index.json"
     write_json(index, {**record, "artifacts": links})
     return index

@@ -1,0 +1,158 @@
+"""Seeds of one recipe, a run whose training fails and the nnU-Net export, through Snakemake: the
+finished runs are ranked beside the failed one, and fixing the config gives the full leaderboard."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from codebase import REPO_CODE
+from nnunet_layout import check_nnunet_raw_dataset
+
+from lesionflow.io.nnunet_predictions import write_nnunet_prediction
+from lesionflow.pipeline.artifacts import load_arrays
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.plan import build_plan
+
+from .pipeline import snakemake, tiny_config, tiny_run, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def broken_run() -> dict:
+    """A run whose training fails: MONAI's UNet refuses an unknown keyword (no schema can know it)."""
+    run = tiny_run()
+    run["model"] = {**run["model"], "kwargs": {**run["model"]["kwargs"], "not_a_unet_argument": 1}}
+    return run
+
+
+@pytest.fixture(scope="module")
+def many_runs(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("many_runs")
+    config = tiny_config(
+        {"recipe": {**tiny_run(), "seeds": [0, 1]}, "broken": broken_run()},
+        compare={"baseline": "recipe", "bootstrap": {"n_resamples": 200}},
+        nnunet_export={"dataset_id": 7, "dataset_name": "Tiny"},
+    )
+    write_config(workdir, config)
+    failed = snakemake(workdir, check=False)
+    return workdir, config, failed
+
+
+def test_a_failed_training_leaves_the_other_runs_ranked_and_itself_listed(many_runs):
+    workdir, config, failed = many_runs
+    assert failed.returncode != 0
+    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    log = f"logs/train/{keys['broken']['train']}.log"
+    assert f"run broken: stage train failed; its log: {log}" in failed.stderr
+    assert "not_a_unet_argument" in (workdir / log).read_text()
+    board = pd.read_csv(workdir / "results/compare/partial/leaderboard.csv").set_index("run")
+    # Ranked runs first, the failed one last.
+    assert list(board.index[:2]) in (["recipe.seed0", "recipe.seed1"], ["recipe.seed1", "recipe.seed0"])
+    assert board.index[-1] == "broken"
+    assert (board.loc[["recipe.seed0", "recipe.seed1"], "status"] == "ranked").all()
+    assert board.loc["broken", "status"] == "failed" and board.loc["broken", "failed_stage"] == "train"
+    assert board.loc["broken", "log"] == log and np.isnan(board.loc["broken", "dice_pos"])
+    # The finished leaderboard is not pretended: the compare rule's own table does not exist yet.
+    assert not (workdir / "results/compare/leaderboard.csv").exists()
+    page = (workdir / "results/compare/partial/leaderboard.html").read_text()
+    assert "broken" in page and log in page
+
+
+def test_seeds_of_a_recipe_form_a_group_whose_sd_is_the_noise_floor(many_runs):
+    workdir, _, _ = many_runs
+    board = pd.read_csv(workdir / "results/compare/partial/leaderboard.csv").set_index("run")
+    seeds = board.loc[["recipe.seed0", "recipe.seed1"]]
+    assert list(seeds["group"]) == ["recipe", "recipe"] and sorted(seeds["seed"]) == [0, 1]
+    dice = seeds["dice_pos"].to_numpy(dtype=float)
+    assert seeds["noise_floor_dice_pos"].to_numpy() == pytest.approx([np.std(dice, ddof=1)] * 2)
+    groups = pd.read_csv(workdir / "results/compare/partial/leaderboard_groups.csv").set_index("group")
+    assert groups.loc["recipe", "dice_pos_mean"] == pytest.approx(dice.mean())
+    assert groups.loc["recipe", "n_runs"] == 2
+    # The seeds differ only in train.seed: that is the one setting column of the page.
+    page = (workdir / "results/compare/partial/leaderboard.html").read_text()
+    assert "train.seed" in page and "model.kwargs.not_a_unet_argument" in page
+
+
+def test_the_nnunet_export_is_a_valid_raw_dataset_with_lesionflows_split(many_runs):
+    workdir, config, _ = many_runs
+    plan = build_plan(resolve_config(config), workdir, REPO_CODE)
+    folder = workdir / f"results/nnunet_export/{plan.nnunet_export}/Dataset007_Tiny"
+    assert check_nnunet_raw_dataset(folder) == []
+    split = pd.read_csv(workdir / f"results/split/{plan.runs['broken']['split']}/split.csv", dtype=str)
+    folds = json.loads((folder / "splits_final.json").read_text())
+    assert len(folds) == 1
+    for subset in ("train", "val"):
+        assert sorted(folds[0][subset]) == sorted(split.loc[split["split"] == subset, "image_id"])
+    tests = sorted(split.loc[split["split"] == "test", "image_id"])
+    assert sorted(p.name.removesuffix("_0000.png") for p in (folder / "imagesTs").iterdir()) == tests
+
+
+@pytest.fixture(scope="module")
+def with_external(many_runs):
+    """The config without the failed run and with an external run: the val and test predictions
+    of recipe.seed0 written as an nnU-Net prediction folder (PNG label maps + npz probabilities)."""
+    workdir, config, _ = many_runs
+    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs["recipe.seed0"]
+    folder = workdir / "nnunet_predictions"
+    folder.mkdir()
+    for subset in ("val", "test"):
+        for case, probability in load_arrays(workdir / f"results/infer/{keys['infer']}/{subset}.npz").items():
+            write_nnunet_prediction(folder, case, probability.astype(np.float32), 0.5, 2)
+    external = {"source": "external", "external": {"predictions": "nnunet_predictions"}}
+    config = {**config, "runs": {"recipe": config["runs"]["recipe"], "nnunet": external}}
+    config["compare"] = {**config["compare"], "baseline": "nnunet"}
+    write_config(workdir, config)
+    return workdir, config, snakemake(workdir)
+
+
+def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same_result(with_external):
+    workdir, config, result = with_external
+    assert "rule train" not in result.stdout + result.stderr  # nothing retrains
+    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    assert "train" not in keys["nnunet"]
+    summaries = {
+        run: json.loads((workdir / f"results/evaluate/{keys[run]['evaluate']}/summary.json").read_text())
+        for run in ("nnunet", "recipe.seed0")
+    }
+    # Round trip: lesionflow's own maps through nnU-Net's file format give the same test numbers.
+    for metric in ("dice_pos", "iou_pos", "presence_roc_auc", "presence_ap", "lesion_f1"):
+        assert summaries["nnunet"]["test"][metric] == pytest.approx(summaries["recipe.seed0"]["test"][metric])
+    record = json.loads((workdir / f"results/infer/{keys['nnunet']['infer']}/test_infer.json").read_text())
+    assert record["kind"] == "probabilities" and record["source"] == "external"
+    board = pd.read_csv(workdir / "results/compare/leaderboard.csv").set_index("run")
+    assert sorted(board.index) == ["nnunet", "recipe.seed0", "recipe.seed1"]
+    assert bool(board.loc["nnunet", "is_baseline"]) and (board["status"] == "ranked").all()
+    assert board.loc["recipe.seed0", "delta_dice_pos_vs_baseline"] == pytest.approx(0.0, abs=1e-9)
+    analysis = (workdir / f"results/analyse/{keys['nnunet']['analyse']}/analysis.html").read_text()
+    assert "nnunet_predictions" in analysis
+    assert not (workdir / "results/compare/partial").exists()
+    assert (workdir / "results/runs/nnunet/index.json").is_file()
+
+
+def test_replacing_one_prediction_reruns_only_the_external_runs_evaluation(with_external):
+    workdir, config, _ = with_external
+    before = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    case = sorted((workdir / "nnunet_predictions").glob("*.npz"))[0]
+    with np.load(case) as data:
+        probabilities = data["probabilities"]
+    np.savez_compressed(case, probabilities=probabilities[::-1].copy())  # lesion and background swapped
+    after = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    assert after["nnunet"]["infer"] != before["nnunet"]["infer"]
+    assert after["nnunet"]["evaluate"] != before["nnunet"]["evaluate"]
+    assert after["recipe.seed0"] == before["recipe.seed0"]
+
+
+def test_missing_predictions_are_listed_all_at_once_and_fail_that_run_only(with_external):
+    workdir, config, _ = with_external
+    removed = sorted((workdir / "nnunet_predictions").glob("*.png"))[:2]
+    for path in removed:
+        path.unlink()
+        path.with_suffix(".npz").unlink()
+    result = snakemake(workdir, check=False)
+    assert result.returncode != 0
+    board = pd.read_csv(workdir / "results/compare/partial/leaderboard.csv").set_index("run")
+    assert board.loc["nnunet", "status"] == "failed" and board.loc["nnunet", "failed_stage"] == "infer"
+    log = "".join(path.read_text() for path in workdir.glob("logs/infer/*.log"))
+    for path in removed:
+        assert f"no prediction file for image id {path.stem!r}" in log
