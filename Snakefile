@@ -3,7 +3,8 @@
 # -> analysis and training-report notebooks -> leaderboard -> comparison notebook -> run views
 # -> report. Regression runs (task: regression) go from train to infer_scores (TTA) -> calibrate
 # on validation, locked -> evaluate_scores -> regression notebook, and into their own leaderboard.
-# A run with source external imports another tool's predictions in place of train and infer.
+# A run with source external imports another tool's predictions in place of train and infer; one
+# with source ensemble averages its members' maps.
 # Every artifact lives at results/<stage>/<content key>/; the stages are listed once, in
 # lesionflow.pipeline.stages, and their keys are computed in lesionflow.pipeline.plan.
 
@@ -61,6 +62,7 @@ include: "workflow/rules/nnunet_export.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/import_predictions.smk"
+include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/tune.smk"
 include: "workflow/rules/evaluate.smk"

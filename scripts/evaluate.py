@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--tiles-images", help="images.csv of the preprocess stage (scales)")
     parser.add_argument("--tiles-val", help="val_tiles.npz written by the infer stage")
     parser.add_argument("--tiles-test", help="test_tiles.npz written by the infer stage")
+    parser.add_argument("--fusion", help="fusion.json written by the tune stage")
+    parser.add_argument("--presence-val", help="val_presence.csv written by the infer stage")
+    parser.add_argument("--presence-test", help="test_presence.csv written by the infer stage")
     parser.add_argument("--settings", default="{}", help="the evaluate section, as JSON")
     parser.add_argument("--out", required=True, help="output folder for the per-image tables")
     args = parser.parse_args()
@@ -32,6 +35,9 @@ def main() -> None:
     given = {name: getattr(args, f"tiles_{name}") for name in names}
     if any(given.values()) and not all(given.values()):
         parser.error("give all five --tiles-* arguments, or none")
+    presence = {"fusion": args.fusion, "val": args.presence_val, "test": args.presence_test}
+    if any(presence.values()) and not all(presence.values()):
+        parser.error("give --fusion, --presence-val and --presence-test together, or none")
     run_evaluate(
         args.manifest,
         args.split,
@@ -41,6 +47,7 @@ def main() -> None:
         json.loads(args.settings),
         args.out,
         tiles=given if all(given.values()) else None,
+        presence=presence if all(presence.values()) else None,
     )
 
 

@@ -19,9 +19,10 @@ def main() -> None:
     parser.add_argument("--split", required=True, help="split.csv written by the split stage")
     parser.add_argument("--probs", required=True, help="val.npz written by the infer stage")
     parser.add_argument("--settings", required=True, help="the tune section of the run, as JSON")
+    parser.add_argument("--presence", help="val_presence.csv of the infer stage (for fusion.json)")
     parser.add_argument("--out", required=True, help="output folder for locked.json")
     args = parser.parse_args()
-    run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out)
+    run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out, args.presence)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ import pytest
 import torch
 from schema_settings import synthetic_settings
 from sklearn.metrics import average_precision_score, roc_auc_score
+from tiny_data import split_with_each_class
 
 from lesionflow.data import subsets
 from lesionflow.data.manifest import read_manifest
 from lesionflow.data.synthetic import generate_dataset
-from lesionflow.io.readers import read_mask
 from lesionflow.model import epoch as epoch_loop
 from lesionflow.model import networks, train
 from lesionflow.model.dual_head import DualHead
@@ -45,13 +45,7 @@ def data(tmp_path_factory):
     """A 32x32 synthetic dataset whose val holds two lesion-positive and two lesion-free images."""
     root = tmp_path_factory.mktemp("dual_data")
     manifest = generate_dataset(root / "data", **synthetic_settings(n_images=12, image_size=32, seed=4))
-    frame = read_manifest(manifest)
-    positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
-    split = pd.DataFrame({"image_id": frame["image_id"], "subject": frame["subject"]})
-    split["split"], split["lesion_positive"] = "train", positive
-    for flag in (True, True, False, False):
-        index = split.index[(split["split"] == "train") & (split["lesion_positive"] == flag)][0]
-        split.loc[index, "split"] = "val"
+    split = split_with_each_class(manifest, {"val": (True, True, False, False)})
     split_path = root / "split.csv"
     split.to_csv(split_path, index=False)
     return manifest, split_path

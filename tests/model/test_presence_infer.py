@@ -7,12 +7,12 @@ import pytest
 import torch
 from schema_settings import synthetic_settings
 from scipy.special import expit, logit
+from tiny_data import split_with_each_class
 
-from lesionflow.data.manifest import read_manifest
 from lesionflow.data.preprocess import run_preprocess
 from lesionflow.data.synthetic import generate_dataset
 from lesionflow.data.tiles import crop_or_pad, tile_origins
-from lesionflow.io.readers import read_image, read_mask
+from lesionflow.io.readers import read_image
 from lesionflow.model import train
 from lesionflow.model.dual_head import DualHead
 from lesionflow.model.infer import load_model, run_infer
@@ -40,14 +40,7 @@ def source(tmp_path_factory):
     """Ten 40x40 synthetic images: val and test each hold lesion-positive and lesion-free ones."""
     root = tmp_path_factory.mktemp("presence_infer")
     manifest = generate_dataset(root / "data", **synthetic_settings(n_images=10, image_size=40, seed=2))
-    frame = read_manifest(manifest)
-    positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
-    split = pd.DataFrame({"image_id": frame["image_id"], "subject": frame["subject"]})
-    split["split"], split["lesion_positive"] = "train", positive
-    for subset in ("val", "test"):
-        for flag in (True, False):
-            index = split.index[(split["split"] == "train") & (split["lesion_positive"] == flag)][0]
-            split.loc[index, "split"] = subset
+    split = split_with_each_class(manifest, {"val": (True, False), "test": (True, False)})
     split.to_csv(root / "split.csv", index=False)
     return root, manifest
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from schema_settings import synthetic_settings
+from tiny_data import split_with_each_class
 
 from lesionflow.data.manifest import read_manifest
 from lesionflow.data.synthetic import generate_dataset
@@ -61,14 +62,7 @@ def data(tmp_path_factory):
     """A 32x32 synthetic dataset; val holds a lesion-positive and a lesion-free image."""
     root = tmp_path_factory.mktemp("resume_data")
     manifest = generate_dataset(root / "data", **synthetic_settings(n_images=14, image_size=32, seed=3))
-    frame = read_manifest(manifest)
-    positive = [bool(read_mask(path).array.any()) for path in frame["mask"]]
-    split = pd.DataFrame({"image_id": frame["image_id"], "subject": frame["subject"]})
-    split["split"], split["lesion_positive"] = "train", positive
-    for subset in ("val", "test"):
-        for flag in (True, False):
-            index = split.index[(split["split"] == "train") & (split["lesion_positive"] == flag)][0]
-            split.loc[index, "split"] = subset
+    split = split_with_each_class(manifest, {"val": (True, False), "test": (True, False)})
     split_path = root / "split.csv"
     split.to_csv(split_path, index=False)
     return manifest, split_path

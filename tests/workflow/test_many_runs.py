@@ -2,6 +2,7 @@
 finished runs are ranked beside the failed one, and fixing the config gives the full leaderboard."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -99,8 +100,13 @@ def with_external(many_runs):
     for subset in ("val", "test"):
         for case, probability in load_arrays(workdir / f"results/infer/{keys['infer']}/{subset}.npz").items():
             write_nnunet_prediction(folder, case, probability.astype(np.float32), 0.5, 2)
-    external = {"source": "external", "external": {"predictions": "nnunet_predictions"}}
-    config = {**config, "runs": {"recipe": config["runs"]["recipe"], "nnunet": external}}
+    # The same tuning grid as the recipe's: then the round trip must give the same numbers.
+    tune = config["runs"]["recipe"]["tune"]
+    external = {"source": "external", "external": {"predictions": "nnunet_predictions"}, "tune": tune}
+    both = {"source": "ensemble", "ensemble": {"members": ["recipe"]}}  # the recipe's two seeds
+    dual = tiny_run(model={"presence_head": True})  # segmentation and an image-level classifier
+    runs = {"recipe": config["runs"]["recipe"], "nnunet": external, "both": both, "dual": dual}
+    config = {**config, "runs": runs}
     config["compare"] = {**config["compare"], "baseline": "nnunet"}
     write_config(workdir, config)
     return workdir, config, snakemake(workdir)
@@ -108,8 +114,10 @@ def with_external(many_runs):
 
 def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same_result(with_external):
     workdir, config, result = with_external
-    assert "rule train" not in result.stdout + result.stderr  # nothing retrains
     keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    # Only the new dual-head run trains: the seeds, the external run and the ensemble reuse or train nothing.
+    trained = set(re.findall(r"output: results/train/(\w+)/model\.pt", result.stdout + result.stderr))
+    assert trained == {keys["dual"]["train"]}
     assert "train" not in keys["nnunet"]
     summaries = {
         run: json.loads((workdir / f"results/evaluate/{keys[run]['evaluate']}/summary.json").read_text())
@@ -121,13 +129,46 @@ def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same
     record = json.loads((workdir / f"results/infer/{keys['nnunet']['infer']}/test_infer.json").read_text())
     assert record["kind"] == "probabilities" and record["source"] == "external"
     board = pd.read_csv(workdir / "results/compare/leaderboard.csv").set_index("run")
-    assert sorted(board.index) == ["nnunet", "recipe.seed0", "recipe.seed1"]
+    assert sorted(board.index) == ["both", "dual", "nnunet", "recipe.seed0", "recipe.seed1"]
+    assert board.loc["nnunet", "predictions"] == "external (probabilities)"
+    assert board.loc["both", "predictions"] == "ensemble (mean of 2 runs)"
     assert bool(board.loc["nnunet", "is_baseline"]) and (board["status"] == "ranked").all()
     assert board.loc["recipe.seed0", "delta_dice_pos_vs_baseline"] == pytest.approx(0.0, abs=1e-9)
     analysis = (workdir / f"results/analyse/{keys['nnunet']['analyse']}/analysis.html").read_text()
     assert "nnunet_predictions" in analysis
     assert not (workdir / "results/compare/partial").exists()
     assert (workdir / "results/runs/nnunet/index.json").is_file()
+
+
+def test_an_ensemble_averages_its_members_maps_and_is_tuned_and_evaluated_like_a_run(with_external):
+    workdir, config, _ = with_external
+    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
+    maps = {
+        run: load_arrays(workdir / f"results/infer/{keys[run]['infer']}/val.npz")
+        for run in ("both", "recipe.seed0", "recipe.seed1")
+    }
+    for image_id, mean in maps["both"].items():
+        members = [maps[run][image_id].astype(np.float32) for run in ("recipe.seed0", "recipe.seed1")]
+        assert np.allclose(mean, np.mean(members, axis=0), atol=1e-3)
+    locked = json.loads((workdir / f"results/tune/{keys['both']['tune']}/locked.json").read_text())
+    assert locked["chosen_on"] == "validation"
+    analysis = (workdir / f"results/analyse/{keys['both']['analyse']}/analysis.html").read_text()
+    assert "Ensemble" in analysis
+
+
+def test_a_dual_head_runs_presence_is_fused_with_a_gamma_locked_on_validation(with_external):
+    workdir, config, _ = with_external
+    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs["dual"]
+    fusion = json.loads((workdir / f"results/tune/{keys['tune']}/fusion.json").read_text())
+    assert fusion["chosen_on"] == "validation" and "area_scale" in fusion
+    epochs = pd.read_csv(workdir / f"results/train/{keys['train']}/metrics_by_epoch.csv")
+    assert {"presence_loss", "val_presence_roc_auc"} <= set(epochs.columns)
+    presence = pd.read_csv(workdir / f"results/infer/{keys['infer']}/test_presence.csv")
+    assert presence["presence_probability"].between(0, 1).all()
+    summary = json.loads((workdir / f"results/evaluate/{keys['evaluate']}/summary.json").read_text())
+    sources = summary["test"]["presence_by_source"]
+    assert {"max_probability", "lesion_area", "classifier", "fused"} <= set(sources)
+    assert summary["test"]["presence_roc_auc"] == pytest.approx(sources["fused"]["roc_auc"], nan_ok=True)
 
 
 def test_replacing_one_prediction_reruns_only_the_external_runs_evaluation(with_external):

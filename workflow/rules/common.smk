@@ -52,14 +52,34 @@ def get_optional_input(stage, upstream, filename):
 
 
 def get_import_record(stage, filename):
-    """The import_predictions record `filename` read by the `stage` job of an external run; nothing
-    (an empty list) for a model run."""
+    """The record `filename` of an external run's import or an ensemble's mean, read by its `stage`
+    job; nothing (an empty list) for a model run."""
 
     def record(wildcards):
         key = PLAN.job(stage, wildcards.key).inputs["infer"]
-        return f"results/infer/{key}/{filename}" if key in PLAN.jobs["import_predictions"] else []
+        imported = key in PLAN.jobs["import_predictions"] or key in PLAN.jobs["ensemble"]
+        return f"results/infer/{key}/{filename}" if imported else []
 
     return record
+
+
+def get_ensemble_folders(wildcards):
+    """The infer folders of an ensemble job's members."""
+    members = PLAN.job("ensemble", wildcards.key).settings["ensemble"]["members"]
+    return [f"results/infer/{key}" for key in members]
+
+
+def get_ensemble_members(filenames):
+    """Input function: the files `filenames` (with {subset}) of every member of an ensemble job."""
+
+    def files(wildcards):
+        return [
+            f"{folder}/{name.format(subset=wildcards.subset)}"
+            for folder in get_ensemble_folders(wildcards)
+            for name in filenames
+        ]
+
+    return files
 
 
 def get_settings(stage):
@@ -232,11 +252,12 @@ def get_labelled(filename, stage="evaluate", flag=None):
 
 
 def get_import_records(wildcards=None):
-    """Each external run's import record (results/infer/<key>/test_infer.json), by run name."""
+    """Each external run's import record and each ensemble's (results/infer/<key>/test_infer.json),
+    by run name."""
     return {
         name: f"results/infer/{keys['infer']}/test_infer.json"
         for name, keys in PLAN.runs.items()
-        if keys.get("infer") in PLAN.jobs["import_predictions"]
+        if keys.get("infer") in PLAN.jobs["import_predictions"] or keys.get("infer") in PLAN.jobs["ensemble"]
     }
 
 

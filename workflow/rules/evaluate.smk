@@ -5,6 +5,9 @@ rule evaluate:
         probs_val=get_input("evaluate", "infer", "val.npz"),
         probs_test=get_input("evaluate", "infer", "test.npz"),
         locked=get_input("evaluate", "tune", "locked.json"),
+        fusion=get_input("evaluate", "tune", "fusion.json"),
+        presence_val=get_input("evaluate", "infer", "val_presence.csv"),
+        presence_test=get_input("evaluate", "infer", "test_presence.csv"),
         tiles_manifest=get_input("evaluate", "preprocess", "manifest.csv"),
         tiles_split=get_input("evaluate", "preprocess", "split.csv"),
         tiles_images=get_input("evaluate", "preprocess", "images.csv"),
@@ -30,6 +33,7 @@ rule evaluate:
     shell:
         "evaluate.py --manifest {input.manifest} --split {input.split} "
         "--probs-val {input.probs_val} --probs-test {input.probs_test} --locked {input.locked} "
+        "--fusion {input.fusion} --presence-val {input.presence_val} --presence-test {input.presence_test} "
         "--tiles-manifest {input.tiles_manifest} --tiles-split {input.tiles_split} "
         "--tiles-images {input.tiles_images} --tiles-val {input.tiles_val} --tiles-test {input.tiles_test} "
         "--settings {params.settings:q} --out $(dirname {output.summary}) > {log} 2>&1"

@@ -4,8 +4,10 @@ rule tune:
         manifest=get_input("tune", "data", "manifest.csv"),
         split=get_input("tune", "split", "split.csv"),
         probs=get_input("tune", "infer", "val.npz"),
+        presence=get_input("tune", "infer", "val_presence.csv"),
     output:
         locked="results/tune/{key}/locked.json",
+        fusion="results/tune/{key}/fusion.json",
         grid="results/tune/{key}/tuning_grid.csv",
     log:
         "logs/tune/{key}.log",
@@ -15,4 +17,5 @@ rule tune:
         "../envs/lesionflow.yaml"
     shell:
         "tune.py --manifest {input.manifest} --split {input.split} --probs {input.probs} "
+        "--presence {input.presence} "
         "--settings {params.settings:q} --out $(dirname {output.locked}) > {log} 2>&1"

@@ -20,6 +20,12 @@ from lesionflow.evaluation.bootstrap import Resampler
 from lesionflow.evaluation.lesions import size_bin_labels, volume_bin_labels
 from lesionflow.evaluation.metrics import CONVENTIONS, LesionMatching, ScoreTables
 from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale, read_locked
+from lesionflow.evaluation.presence_fusion import (
+    classifier_logits,
+    presence_by_source,
+    read_fusion,
+    with_fused_presence,
+)
 from lesionflow.evaluation.summary import resampler_record, summarise, volume_detection
 from lesionflow.evaluation.tune import ReferenceMasks, check_probs_in_split, paired_images
 from lesionflow.io.geometry import Loaded, pixel_geometry
@@ -172,6 +178,17 @@ class Level:
     probs: Mapping[str, str | os.PathLike]
     resolution: str
     scales: Mapping[str, float] | None = None
+    # A dual-head run's presence: fusion.json ("fusion") and each subset's <subset>_presence.csv.
+    presence: Mapping[str, str | os.PathLike] | None = None
+
+    @property
+    def fusion(self) -> dict:
+        """The locked fusion record (fusion.json) of a level with presence tables."""
+        return read_fusion(self.presence["fusion"])
+
+    def classifier_logits(self, subset: str, image_ids: list[str]) -> np.ndarray | None:
+        """The presence classifier's logits of ``image_ids``; None without presence tables or head."""
+        return None if self.presence is None else classifier_logits(self.presence[subset], image_ids)
 
 
 def tile_scales(images_table: str | os.PathLike, split: pd.DataFrame) -> dict[str, float]:
@@ -191,6 +208,9 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
     summary: dict = {"level": level.name, "resolution": level.resolution}
     for subset in ("val", "test"):
         table, lesions = _score_file(level, split_df, subset, locked, matching, settings["size_bins"])
+        logits = level.classifier_logits(subset, table["image_id"].astype(str).tolist())
+        if logits is not None:
+            table = with_fused_presence(table, level.probs[subset], logits, locked, level.fusion)
         write_csv(table, out / names["per_item"].format(subset))
         write_csv(lesions, out / names["lesions"].format(subset))
         resampler = Resampler.from_subjects(
@@ -200,8 +220,12 @@ def evaluate_level(level: Level, locked: Mapping, settings: Mapping, out: Path) 
         summary[subset] = summarise(table, lesions, resampler, settings["size_bins"])
         if settings["size_bins_mm3"] is not None:
             summary[subset].update(volume_detection(table, lesions, settings["size_bins_mm3"], resampler))
+        if logits is not None:
+            summary[subset]["presence_by_source"] = presence_by_source(table, resampler)
         summary[subset]["bootstrap"] = resampler_record(resampler, boot["seed"])
     summary["locked"] = locked
+    if level.presence is not None:
+        summary["fusion"] = level.fusion
     summary["settings"] = {**settings, "lesion_matching": asdict(matching)}
     summary["conventions"] = dict(CONVENTIONS)
     write_json(out / names["summary"], summary)
@@ -217,6 +241,7 @@ def run_evaluate(
     settings: Mapping,
     out_dir: str | os.PathLike,
     tiles: Mapping[str, str | os.PathLike] | None = None,
+    presence: Mapping[str, str | os.PathLike] | None = None,
 ) -> dict:
     """Write per-image and per-lesion tables of val and test and ``summary.json``; return the summary.
 
@@ -224,7 +249,9 @@ def run_evaluate(
     ``tiles`` (the preprocess stage's ``manifest``, ``split`` and ``images`` tables and the
     ``val`` / ``test`` tile probability files) the items training saw are scored too, at the
     preprocessed resolution, into ``per_tile_*.csv``, ``lesions_tiles_*.csv`` and
-    ``summary_tiles.json``.
+    ``summary_tiles.json``. With ``presence`` (the tune stage's ``fusion`` record and the infer
+    stage's ``val`` / ``test`` presence tables) a dual-head run's whole images are ranked by the
+    fused presence score, beside every source's ROC-AUC and AP (``presence_by_source``).
     """
     settings = evaluation_settings(settings)
     locked = read_locked(locked_path)
@@ -244,6 +271,6 @@ def run_evaluate(
         )
     image_level = Level(
         "image", manifest, split, {"val": probs_val_path, "test": probs_test_path},
-        ORIGINAL_RESOLUTION,
+        ORIGINAL_RESOLUTION, presence=presence,
     )
     return evaluate_level(image_level, locked, settings, out)

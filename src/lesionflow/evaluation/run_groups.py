@@ -130,6 +130,8 @@ def prediction_source(record: Mapping | None) -> str:
     folder's kind (``masks only`` when no probability could be tuned)."""
     if record is None:
         return "model"
+    if record.get("source") == "ensemble":
+        return f"ensemble (mean of {len(record.get('members', []))} runs)"
     kind = "masks only: thresholds not tunable" if record.get("kind") == "masks" else "probabilities"
     return f"external ({kind})"
 

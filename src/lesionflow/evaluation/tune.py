@@ -18,6 +18,7 @@ from lesionflow.data.manifest import read_manifest, read_manifest_mask
 from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts, segmentation_summary
 from lesionflow.evaluation.postprocess import PRESENCE_SOURCES, component_sizes
+from lesionflow.evaluation.presence_fusion import classifier_logits, tune_fusion
 from lesionflow.io.geometry import Loaded
 from lesionflow.pipeline.artifacts import open_arrays, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
@@ -346,8 +347,11 @@ def run_tune(
     probs_path: str | os.PathLike,
     settings: Mapping,
     out_dir: str | os.PathLike,
+    presence_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Tune on validation probabilities; write ``locked.json`` and ``tuning_grid.csv``.
+    """Tune on validation probabilities; write ``locked.json`` and ``tuning_grid.csv``, and with
+    ``presence_path`` (the infer stage's ``val_presence.csv``) ``fusion.json``: the presence fusion
+    of a dual-head model, or why there is none.
 
     Maps and masks are read one image at a time and reduced to :class:`ImageCounts`, so memory is
     one image plus a few numbers per image and grid point.
@@ -360,8 +364,23 @@ def run_tune(
         check_probs_in_split(probs, split_df, "val", probs_path)
         masks = ReferenceMasks(manifest, sorted(probs))
         counts = [image_counts(prob, mask.array, cfg) for _, prob, mask in paired_images(probs, masks)]
+        image_ids = sorted(probs)
     locked, grid = tune_on_counts(counts, cfg)
     out = Path(out_dir)
     write_csv(grid, out / "tuning_grid.csv")
+    if presence_path is not None:
+        logits = classifier_logits(presence_path, image_ids)
+        write_json(out / "fusion.json", _fusion(counts, locked, cfg, logits, settings))
     write_json(out / "locked.json", locked)
     return locked
+
+
+def _fusion(counts: Sequence[ImageCounts], locked: Mapping, cfg: Mapping, logits, settings: Mapping) -> dict:
+    # The sources are the max probability and the locked mask's area before gating (at the grid
+    # point chosen), beside the classifier.
+    t = cfg["thresholds"].index(locked["threshold"])
+    a = cfg["min_lesion_areas"].index(locked["min_lesion_area"])
+    area = np.array([c.pred[t, a] for c in counts], dtype=float)
+    truth = np.array([c.gt_pixels > 0 for c in counts])
+    tune = settings["tune"] if "tune" in settings else settings
+    return tune_fusion(np.array([c.max_prob for c in counts]), area, truth, logits, tune)

@@ -231,6 +231,7 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         _check_external(name, run, given)
         runs[name] = run
     runs, groups = expand_seeds(runs, config["runs"])
+    runs = {name: _with_members(name, run, runs, groups) for name, run in runs.items()}
 
     split = config["split"]
     total = split["train"] + split["val"] + split["test"]
@@ -268,20 +269,54 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     )
 
 
+def _with_members(
+    name: str, run: dict[str, Any], runs: Mapping[str, Mapping[str, Any]], groups: Mapping[str, str]
+) -> dict[str, Any]:
+    """An ensemble run with its members as run names, each recipe with seeds replaced by its seeds;
+    any other run as it is."""
+    if run.get("source") != "ensemble":
+        return run
+    members: list[str] = []
+    for member in run["ensemble"]["members"]:
+        named = [member] if member in runs else [r for r, group in groups.items() if group == member]
+        if not named:
+            raise LesionflowError(
+                f"config key 'runs.{name}.ensemble.members' names {member!r}, which is neither a run "
+                f"nor a recipe with seeds; runs are: {', '.join(runs)}"
+            )
+        for member_run in named:
+            if runs[member_run].get("source") == "ensemble" or member_run == name:
+                raise LesionflowError(
+                    f"config key 'runs.{name}.ensemble.members' names {member_run!r}, an ensemble; "
+                    "an ensemble averages model or external runs"
+                )
+            if runs[member_run]["task"] != "segmentation":
+                raise LesionflowError(
+                    f"config key 'runs.{name}.ensemble.members' names {member_run!r}, a "
+                    f"{runs[member_run]['task']} run; an ensemble averages segmentation maps"
+                )
+        members += [member_run for member_run in named if member_run not in members]
+    if len(members) < 2:
+        raise LesionflowError(
+            f"config key 'runs.{name}.ensemble.members' must name at least two runs, got {members}"
+        )
+    return {**run, "ensemble": {**run["ensemble"], "members": members}}
+
+
 def _check_external(name: str, run: Mapping[str, Any], given: Mapping[str, Any]) -> None:
-    """An external run names its predictions, and asks for no preprocessing: its maps are at each
-    image's original size, and so are the items it is evaluated on."""
-    if run.get("source") != "external":
+    """An external or ensemble run asks for no preprocessing (its maps are at each image's original
+    size, or its members'); an external run names its predictions."""
+    if run.get("source") not in ("external", "ensemble"):
         return
-    if not run["external"]["predictions"]:
+    if given.get("preprocess"):
+        raise LesionflowError(
+            f"config key 'runs.{name}.preprocess' does not apply to a run with source "
+            f"{run['source']} (it trains nothing); remove it, from defaults too"
+        )
+    if run["source"] == "external" and not run["external"]["predictions"]:
         raise LesionflowError(
             f"config key 'runs.{name}.external.predictions' is required by source external: "
             "the folder of the run's predictions, named by image id"
-        )
-    if given.get("preprocess"):
-        raise LesionflowError(
-            f"config key 'runs.{name}.preprocess' does not apply to a run with source external "
-            "(its predictions are read at each image's original size); remove it, from defaults too"
         )
 
 

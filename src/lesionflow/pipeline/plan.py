@@ -149,6 +149,24 @@ def _external(run: dict[str, Any], workdir: Path, cache: FileHashCache) -> tuple
     )
 
 
+def _members(run: dict[str, Any], plan: Plan) -> tuple[dict, dict]:
+    """The ensemble section as its job gets it and its key sees it: the members' infer keys (the
+    mean does not depend on their order, so neither does the key)."""
+    members = sorted({plan.runs[member]["infer"] for member in run["ensemble"]["members"]})
+    return {"ensemble": {"members": members}}, {"ensemble": {"members": members}}
+
+
+def _members_preprocess(name: str, run: dict[str, Any], plan: Plan) -> str:
+    """The preprocess key all of an ensemble's members share (its tiles are theirs, averaged)."""
+    keys = {member: plan.runs[member]["preprocess"] for member in run["ensemble"]["members"]}
+    if len(set(keys.values())) > 1:
+        raise LesionflowError(
+            f"config key 'runs.{name}.ensemble.members': the runs {', '.join(keys)} do not share their "
+            "preprocessing (preprocess settings), so their maps cannot be averaged item by item"
+        )
+    return next(iter(keys.values()))
+
+
 def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
     """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
     workdir = Path(workdir)
@@ -158,12 +176,19 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
     plan.dataset_fingerprint = digest(data_key_params, length=16)
     shared = {"data": (data_settings, data_key_params), "split": _split_settings(config, workdir)}
     cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
-    for name, run in config.runs.items():
+    # Ensembles last: their keys come from their members'.
+    for name, run in sorted(config.runs.items(), key=lambda item: item[1]["source"] == "ensemble"):
         keys: dict[str, str] = {}
         for stage in run_stages(run["task"], run["source"]):
-            if stage == "infer" and run["source"] == "external":
+            if stage == "infer" and run["source"] != "model":
                 # Its own job, under the infer stage's name: later stages read it as they read infer.
-                keys[stage] = _add_job(plan, "import_predictions", *_external(run, workdir, cache), keys)
+                if run["source"] == "external":
+                    keys[stage] = _add_job(plan, "import_predictions", *_external(run, workdir, cache), keys)
+                else:
+                    keys[stage] = _add_job(plan, "ensemble", *_members(run, plan), keys)
+                continue
+            if stage == "preprocess" and run["source"] == "ensemble":
+                keys[stage] = _members_preprocess(name, run, plan)
                 continue
             if stage in shared:
                 settings, key_params = shared[stage]
@@ -172,6 +197,7 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
                 key_params = _key_settings(stage, settings)
             keys[stage] = _add_job(plan, stage, settings, key_params, keys)
         plan.runs[name] = keys
+    plan.runs = {name: plan.runs[name] for name in config.runs}
     if config.nnunet_export is not None:
         # Every run reads the same data and split: any run's keys give the export's inputs.
         export = {"nnunet_export": config.nnunet_export}

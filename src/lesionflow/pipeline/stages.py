@@ -97,6 +97,14 @@ _REGISTRY = (
         tasks=(),
     ),
     Stage(
+        "ensemble",
+        "an ensemble run's probability maps: the mean of its members' maps, image by image",
+        script="ensemble",
+        # Its members' infer folders come from its settings (their keys), not from one upstream.
+        sections={"ensemble": None},
+        tasks=(),
+    ),
+    Stage(
         "infer",
         "probability maps of val and test images with test-time augmentation, stitched window by window",
         script="infer",
@@ -107,11 +115,15 @@ _REGISTRY = (
     ),
     Stage(
         "tune",
-        "threshold and minimum lesion area chosen on validation maps only, then locked",
+        "threshold, minimum lesion area and presence fusion chosen on validation maps only, then locked",
         script="tune",
         tasks=(SEGMENTATION,),
         reads=("data", "split", "infer"),
-        sections={"tune": ("objective", "thresholds", "min_lesion_areas", "presence_score", "connectivity")},
+        sections={
+            "tune": (
+                "objective", "thresholds", "min_lesion_areas", "presence_score", "connectivity", "fusion",
+            )
+        },
     ),
     Stage(
         "evaluate",
@@ -257,15 +269,15 @@ def task_stages(task: str) -> tuple[str, ...]:
 
 
 def run_stages(task: str, source: str) -> tuple[str, ...]:
-    """The keyed stages of a run of ``task`` whose predictions come from ``source`` (model or
-    external), in pipeline order; an external run's predictions take the infer stage's place."""
+    """The keyed stages of a run of ``task`` whose predictions come from ``source`` (model, external
+    or ensemble), in pipeline order; an external or ensemble run's maps take the infer stage's place."""
     stages = task_stages(task)
-    if source == "external":
+    if source != "model":
         stages = tuple(name for name in stages if name not in EXTERNAL_SKIPS)
     return stages
 
 
-# What a run with source external does not have: it trains nothing.
+# What a run with source external or ensemble does not have: it trains nothing.
 EXTERNAL_SKIPS = ("train", "training_report")
 
 

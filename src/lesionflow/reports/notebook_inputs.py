@@ -31,6 +31,7 @@ _TEXT_COLUMNS = {"image_id": str, "subject": str, "split": str, "case": str}
 SOURCE_ONLY: dict[str, tuple[str, ...]] = {
     "model": ("metrics_by_epoch", "train_summary"),
     "external": ("predictions_record",),
+    "ensemble": ("predictions_record",),
 }
 
 

@@ -1,5 +1,6 @@
 """What a report states about where a run's predictions came from: imported from another tool's
-folder (``source: external``, its import record ``test_infer.json``) rather than a model lesionflow trained.
+folder (``source: external``) or averaged over other runs (``source: ensemble``), as the record
+``test_infer.json`` says, rather than a model lesionflow trained.
 
 Must never describe training lesionflow did not do, nor present hard masks as probabilities.
 """
@@ -29,8 +30,15 @@ def read_predictions_record(path: str | os.PathLike) -> dict[str, Any]:
         raise LesionflowError(
             f"{path}: expected an import record (a JSON object), got {type(record).__name__}"
         )
-    if record.get("source") != "external":
-        raise LesionflowError(f"{path}: source is {record.get('source')!r}; expected 'external'")
+    if record.get("source") == "ensemble":
+        members = record.get("members")
+        if not isinstance(members, list) or len(members) < 2:
+            raise LesionflowError(f"{path}: members is {members!r}; expected the averaged runs' folders")
+        record = {**record, "folder": f"the mean of {len(members)} runs ({', '.join(members)})"}
+    elif record.get("source") != "external":
+        raise LesionflowError(
+            f"{path}: source is {record.get('source')!r}; expected 'external' or 'ensemble'"
+        )
     if not isinstance(record.get("folder"), str) or not record["folder"]:
         raise LesionflowError(f"{path}: folder is {record.get('folder')!r}; expected the folder imported")
     if record.get("kind") not in KINDS:
@@ -43,6 +51,8 @@ def read_predictions_record(path: str | os.PathLike) -> dict[str, Any]:
 
 def no_training_text(record: Mapping[str, Any]) -> str:
     """The one sentence that stands for an imported run's training curves."""
+    if record["source"] == "ensemble":
+        return f"Maps averaged from {record['folder']}: no training of its own; see its members' curves."
     return (
         f"Predictions imported from {record['folder']} ({record['kind']}): no training in lesionflow; "
         "the epoch curves are those of the tool that made them."
@@ -52,10 +62,16 @@ def no_training_text(record: Mapping[str, Any]) -> str:
 def source_text(record: Mapping[str, Any]) -> str:
     """Markdown for the top of a report on an imported run: where its predictions came from, the
     hard-mask warning when they are masks, and the import's notes."""
-    lines = [
-        f"**Imported predictions** (`source: external`): read from `{record['folder']}` "
-        f"({record['kind']}); lesionflow trained no model for this run."
-    ]
+    if record["source"] == "ensemble":
+        lines = [
+            f"**Ensemble** (`source: ensemble`): its maps are {record['folder']}, averaged image by "
+            "image; it trained no model of its own."
+        ]
+    else:
+        lines = [
+            f"**Imported predictions** (`source: external`): read from `{record['folder']}` "
+            f"({record['kind']}); lesionflow trained no model for this run."
+        ]
     if record["kind"] == "masks":
         lines.append(f"> {HARD_MASKS_TEXT}")
     lines += [f"- {note}" for note in record.get("notes", [])]

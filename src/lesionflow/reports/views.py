@@ -41,11 +41,13 @@ def write_run_view(record: dict[str, Any], artifacts: dict[str, str], out_dir: s
         copy_artifact(source, destination)
         links[label] = {"keyed": str(source), "view": str(destination)}
     settings = record.get("settings") or {}
-    if "training_report" not in artifacts and settings.get("source") == "external":
+    if "training_report" not in artifacts and settings.get("source") in ("external", "ensemble"):
         # The view's training report of a run lesionflow never trained says so, and where its maps came from.
         page = out_dir / "training_report.html"
-        folder = (settings.get("external") or {}).get("predictions")
-        text = f"No training in lesionflow: run {record.get('run')!r} imports its predictions from {folder}."
+        origin = (settings.get("external") or {}).get("predictions") or ", ".join(
+            (settings.get("ensemble") or {}).get("members", [])
+        )
+        text = f"No training of its own: run {record.get('run')!r} takes its maps from {origin}."
         write_text(page, f"<!DOCTYPE html><html><body><p>{html.escape(text)}</p></body></html>\n")
         links["training_report"] = {"keyed": None, "view": str(page)}
     index = out_dir / "index.json"

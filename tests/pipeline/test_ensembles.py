@@ -1,0 +1,58 @@
+"""Ensemble runs in the config and the plan: members by name or recipe, keyed by their members' keys."""
+
+import pytest
+from codebase import REPO_CODE
+
+from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.plan import build_plan
+
+
+def ensemble(*members) -> dict:
+    return {"source": "ensemble", "ensemble": {"members": list(members)}}
+
+
+def test_a_recipe_with_seeds_stands_for_all_its_seeds():
+    runs = {"all": ensemble("unet", "other"), "unet": {"seeds": [0, 1]}, "other": {}}
+    config = resolve_config({"runs": runs})
+    assert config.runs["all"]["ensemble"]["members"] == ["unet.seed0", "unet.seed1", "other"]
+
+
+def test_an_ensemble_is_keyed_by_its_members_keys_whatever_their_order_or_its_name(tmp_path):
+    runs = {"a": {}, "b": {"train": {"seed": 1}}, "ab": ensemble("a", "b"), "ba": ensemble("b", "a")}
+    plan = build_plan(resolve_config({"runs": runs}), tmp_path, REPO_CODE)
+    assert plan.runs["ab"] == plan.runs["ba"]
+    assert "train" not in plan.runs["ab"] and plan.runs["ab"]["preprocess"] == plan.runs["a"]["preprocess"]
+    job = plan.jobs["ensemble"][plan.runs["ab"]["infer"]]
+    assert job.settings["ensemble"]["members"] == sorted([plan.runs["a"]["infer"], plan.runs["b"]["infer"]])
+    assert list(plan.runs) == list(runs)  # config order, although ensembles are keyed last
+
+
+def test_retraining_a_member_changes_the_ensembles_key(tmp_path):
+    def plan(seed):
+        runs = {"a": {}, "b": {"train": {"seed": seed}}, "e": ensemble("a", "b")}
+        return build_plan(resolve_config({"runs": runs}), tmp_path, REPO_CODE)
+
+    before, after = plan(1), plan(2)
+    assert before.runs["e"]["infer"] != after.runs["e"]["infer"]
+    assert before.runs["e"]["evaluate"] != after.runs["e"]["evaluate"]
+
+
+def test_members_with_other_preprocessing_are_refused_naming_them(tmp_path):
+    runs = {"a": {}, "b": {"preprocess": {"max_size": 32}}, "e": ensemble("a", "b")}
+    with pytest.raises(LesionflowError, match=r"runs\.e\.ensemble\.members': the runs a, b do not share"):
+        build_plan(resolve_config({"runs": runs}), tmp_path, REPO_CODE)
+
+
+@pytest.mark.parametrize(
+    "runs, message",
+    [
+        ({"a": {}, "e": ensemble("a", "nope")}, "names 'nope', which is neither a run nor a recipe"),
+        ({"a": {}, "e": ensemble("a")}, "must name at least two runs"),
+        ({"a": {}, "b": {}, "e": ensemble("a", "b"), "f": ensemble("e", "a")}, "names 'e', an ensemble"),
+        ({"a": {}, "b": {}, "e": {**ensemble("a", "b"), "preprocess": {"max_size": 8}}}, "runs.e.preprocess"),
+    ],
+)
+def test_bad_ensembles_are_one_line_naming_the_key(runs, message):
+    with pytest.raises(LesionflowError, match=message.replace(".", r"\.")):
+        resolve_config({"runs": runs})
