@@ -8,6 +8,7 @@ import argparse
 import json
 
 from lesionflow.evaluation.leaderboard import run_compare
+from lesionflow.evaluation.out_of_fold import write_out_of_fold
 from lesionflow.evaluation.run_groups import read_import_records
 from lesionflow.evaluation.score_leaderboard import run_regression_compare
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
@@ -47,6 +48,12 @@ def main() -> None:
     parser.add_argument(
         "--import-record", nargs="+", default=[], help="NAME=PATH of each external run's test_infer.json"
     )
+    parser.add_argument(
+        "--oof-per-image", nargs="+", default=[], help="NAME=PATH of each fold run's per_image_val.csv"
+    )
+    parser.add_argument(
+        "--oof-lesions", nargs="+", default=[], help="NAME=PATH of each fold run's lesions_val.csv"
+    )
     parser.add_argument("--baseline", default="", help="segmentation run the deltas are taken against")
     parser.add_argument("--score-baseline", default="", help="regression run the deltas are taken against")
     parser.add_argument(
@@ -75,6 +82,14 @@ def main() -> None:
         {**settings, "baseline": args.score_baseline},
     )
     write_leaderboard_pages(board, scores, settings["settings"], args.out)
+    write_out_of_fold(
+        settings["groups"],
+        _name_paths(args.oof_per_image, "--oof-per-image"),
+        _name_paths(args.oof_lesions, "--oof-lesions"),
+        summaries,
+        settings["bootstrap"],
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def test_defaults_fill_every_section():
         "fold": 0,
         "stratify": "auto",
         "score_bins": [2, 5, 10],
+        "folds": None,
     }
     assert run["task"] == "segmentation"
 

@@ -43,7 +43,8 @@ def test_patterns_expand_to_every_subset():
 
 
 def test_the_ancestors_of_evaluate_are_the_stages_it_needs_in_pipeline_order():
-    assert ancestors("evaluate") == ["data", "split", "preprocess", "train", "infer", "tune", "evaluate"]
+    needed = ["data", "split", "preprocess", "fold", "train", "infer", "tune", "evaluate"]
+    assert ancestors("evaluate") == needed
 
 
 def test_a_run_whose_training_failed_is_named_with_the_train_log(tmp_path):

@@ -4,6 +4,7 @@ rankings, differences to the baseline and runs not ranked, and the executed comp
 from html import unescape
 
 import numpy as np
+import pandas as pd
 import pytest
 from leaderboards import (
     SUMMARIES,
@@ -17,7 +18,8 @@ from PIL import Image
 from schema_settings import evaluate_resampler, lesion_matching, size_bins
 
 from lesionflow.evaluation.leaderboard import run_compare
-from lesionflow.evaluation.metrics import score_images
+from lesionflow.evaluation.metrics import LESION_COLUMNS, score_images
+from lesionflow.evaluation.out_of_fold import write_out_of_fold
 from lesionflow.evaluation.summary import summarise
 from lesionflow.pipeline.artifacts import write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
@@ -160,6 +162,17 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     )
     scores = comparison.read_leaderboard(tmp_path / "compare" / "leaderboard_regression.csv")
     write_leaderboard_pages(board, scores, {"base": {"train.seed": 1}}, tmp_path / "compare")
+    # Two folds of one recipe: their val tables pooled out of fold.
+    folds = {"base.fold0": "base", "base.fold1": "base"}
+    val = {run: tmp_path / f"{run}_val.csv" for run in folds}
+    lesions = {run: tmp_path / f"{run}_lesions.csv" for run in folds}
+    for i, run in enumerate(folds):
+        table, summary = _evaluated(10 + i, 0.05, False)
+        write_csv(table.assign(image_id=table["image_id"] + f"_f{i}"), val[run])
+        write_csv(pd.DataFrame(columns=LESION_COLUMNS), lesions[run])
+        write_json(tmp_path / f"{run}.json", {**summary, "settings": {"size_bins": size_bins()}})
+    summaries = {run: tmp_path / f"{run}.json" for run in folds}
+    write_out_of_fold(folds, val, lesions, summaries, settings["bootstrap"], tmp_path / "compare")
     params = {
         "title": "Comparison",
         "leaderboard": "compare/leaderboard.csv",  # relative: resolved from cwd
@@ -168,6 +181,7 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
         "baseline": "base",
         "leaderboard_html": "compare/leaderboard.html",
         "leaderboard_regression_html": "compare/leaderboard_regression.html",
+        "leaderboard_folds": "compare/leaderboard_folds.csv",
     }
     out = run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report", cwd=tmp_path)
     html = unescape((tmp_path / "report" / "compare.html").read_text(encoding="utf-8"))
@@ -178,6 +192,7 @@ def test_compare_notebook_shows_rankings_figures_and_the_excluded_run(repo_root,
     assert "No regression runs in this config" in html
     # The sortable table of every run, with the settings that differ as columns.
     assert "noise floor" in html and "train.seed" in html and "lesionflowSort" in html
+    assert "pooled out-of-fold validation metrics" in html and "base.fold0, base.fold1" in html
     for name in ("forest", "paired_deltas", "forest_regression", "paired_deltas_regression"):
         assert (figures / f"{name}.svg").stat().st_size > 0
         assert _distinct_colours(figures / f"{name}.png") > 1
@@ -190,6 +205,7 @@ def test_compare_notebook_without_a_parameter_names_it(repo_root, tmp_path):
         "figures_dir": str(tmp_path),
         "leaderboard_html": str(tmp_path / "leaderboard.html"),
         "leaderboard_regression_html": str(tmp_path / "leaderboard_regression.html"),
+        "leaderboard_folds": str(tmp_path / "leaderboard_folds.csv"),
     }
     with pytest.raises(LesionflowError, match="compare notebook: parameter\\(s\\) not set: baseline"):
         run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report")

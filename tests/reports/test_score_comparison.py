@@ -11,6 +11,7 @@ import pytest
 from leaderboards import board_with_intervals
 from PIL import Image
 
+from lesionflow.evaluation.out_of_fold import write_out_of_fold
 from lesionflow.pipeline.artifacts import write_csv
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports import score_comparison
@@ -181,6 +182,7 @@ def test_compare_notebook_serves_segmentation_regression_or_both_and_writes_all_
     write_csv(segmentation, tmp_path / "leaderboard.csv")
     write_csv(regression, tmp_path / "leaderboard_regression.csv")
     write_leaderboard_pages(segmentation, regression, {}, tmp_path)
+    write_out_of_fold({}, {}, {}, {}, {}, tmp_path)  # a config without folds: the header only
     assert read_leaderboard(tmp_path / "leaderboard.csv").empty == (runs == "regression")
     figures = tmp_path / "figures"
     params = {
@@ -191,6 +193,7 @@ def test_compare_notebook_serves_segmentation_regression_or_both_and_writes_all_
         "baseline": "resnet" if runs == "regression" else "unet",
         "leaderboard_html": str(tmp_path / "leaderboard.html"),
         "leaderboard_regression_html": str(tmp_path / "leaderboard_regression.html"),
+        "leaderboard_folds": str(tmp_path / "leaderboard_folds.csv"),
     }
     out = run_notebook(repo_root / "notebooks" / "compare.ipynb", params, tmp_path / "report", cwd=tmp_path)
     # Without tags: the notes set file names in code spans.

@@ -12,11 +12,11 @@ rule analyse:
         predictions_record=get_import_record("analyse", "test_infer.json"),
         zero_dice_images=get_input("analyse", "breakdown", "zero_dice_images.csv"),
         zero_dice_summary=get_input("analyse", "breakdown", "zero_dice_summary.csv"),
-        split_summary=get_input("analyse", "split", "split_summary.csv"),
+        split_summary=get_subsets("analyse", "split", "split_summary.csv"),
         manifest=get_input("analyse", "data", "manifest.csv"),
         data_images=get_input("analyse", "data", "images.csv"),
         data_lesions=get_input("analyse", "data", "lesions.csv"),
-        split=get_input("analyse", "split", "split.csv"),
+        split=get_subsets("analyse", "split", "split.csv"),
         probs_test=get_input("analyse", "infer", "test.npz"),
         locked=get_input("analyse", "tune", "locked.json"),
     output:

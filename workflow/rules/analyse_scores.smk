@@ -7,7 +7,7 @@ rule analyse_scores:
         calibration=get_input("analyse_scores", "calibrate", "calibration.json"),
         metrics_by_epoch=get_input("analyse_scores", "train", "metrics_by_epoch.csv"),
         train_summary=get_input("analyse_scores", "train", "train_summary.json"),
-        split_summary=get_input("analyse_scores", "split", "split_summary.csv"),
+        split_summary=get_subsets("analyse_scores", "split", "split_summary.csv"),
         manifest=get_input("analyse_scores", "data", "manifest.csv"),
     output:
         notebook="results/analyse_scores/{key}/regression.ipynb",

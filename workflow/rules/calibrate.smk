@@ -2,7 +2,7 @@
 rule calibrate:
     input:
         manifest=get_input("calibrate", "data", "manifest.csv"),
-        split=get_input("calibrate", "split", "split.csv"),
+        split=get_subsets("calibrate", "split", "split.csv"),
         scores=get_input("calibrate", "infer_scores", "val_scores.csv"),
     output:
         calibration="results/calibrate/{key}/calibration.json",

@@ -40,6 +40,28 @@ def get_input(stage, upstream, filename):
     return artifact
 
 
+# What the fold stage writes in place of the split and preprocess stages' subset tables.
+FOLD_FILES = {
+    ("split", "split.csv"): "split.csv",
+    ("split", "split_summary.csv"): "split_summary.csv",
+    ("preprocess", "split.csv"): "items_split.csv",
+    ("preprocess", "images.csv"): "images.csv",
+}
+
+
+def get_subsets(stage, upstream, filename):
+    """As get_input for a table of subsets, but the fold stage's for a job of a k-fold run: each
+    fold's runs train, tune and are tested on their own fold's subsets."""
+
+    def artifact(wildcards):
+        inputs = PLAN.job(stage, wildcards.key).inputs
+        if "fold" in inputs:
+            return f"results/fold/{inputs['fold']}/{FOLD_FILES[(upstream, filename)]}"
+        return f"results/{upstream}/{inputs[upstream]}/{filename}"
+
+    return artifact
+
+
 def get_optional_input(stage, upstream, filename):
     """As get_input, but nothing (an empty list) for a job without that upstream stage: an
     external run has no training."""
@@ -151,7 +173,7 @@ def get_score_run_artifacts(wildcards):
     """Every artifact a regression run's view links to, by label."""
     folders = PLAN.run_folders(wildcards.name)
     return {
-        "split_summary": f"{folders['split']}/split_summary.csv",
+        "split_summary": f"{folders.get('fold', folders['split'])}/split_summary.csv",
         "metrics_by_epoch": f"{folders['train']}/metrics_by_epoch.csv",
         "train_summary": f"{folders['train']}/train_summary.json",
         "calibration": f"{folders['calibrate']}/calibration.json",
@@ -188,6 +210,8 @@ def get_run_artifacts(wildcards):
     """Every artifact a segmentation run's view links to, by label (building them builds the run's
     branch); an external run has no training artifacts."""
     folders = PLAN.run_folders(wildcards.name)
+    # A fold's run shows its fold's split.
+    folders = {**folders, "split": folders.get("fold", folders["split"])}
     return {
         **{
             label: f"{folders[stage]}/{filename}"
@@ -259,6 +283,31 @@ def get_import_records(wildcards=None):
         for name, keys in PLAN.runs.items()
         if keys.get("infer") in PLAN.jobs["import_predictions"] or keys.get("infer") in PLAN.jobs["ensemble"]
     }
+
+
+def get_fold_evaluations(filename):
+    """`filename` of the evaluate stage of every segmentation run of a k-fold split, by run name."""
+    return lambda wildcards: {
+        name: f"results/evaluate/{PLAN.runs[name]['evaluate']}/{filename}"
+        for name in PLAN.runs_of("evaluate")
+        if "fold" in PLAN.runs[name]
+    }
+
+
+def get_fold_files(filename):
+    """The k-fold runs' evaluate `filename`, as a list of inputs."""
+    return lambda wildcards: list(get_fold_evaluations(filename)(wildcards).values())
+
+
+def get_labelled_folds(filename, flag):
+    """`flag run=path` pairs of the k-fold runs' evaluate `filename`, or nothing without folds."""
+
+    def labelled(wildcards):
+        paths = get_fold_evaluations(filename)(wildcards)
+        pairs = " ".join(f"{name}={path}" for name, path in paths.items())
+        return f"{flag} {pairs}" if pairs else ""
+
+    return labelled
 
 
 def get_import_files(wildcards):

@@ -5,6 +5,7 @@ rule compare_report:
         leaderboard_regression="results/compare/leaderboard_regression.csv",
         leaderboard_html="results/compare/leaderboard.html",
         leaderboard_regression_html="results/compare/leaderboard_regression.html",
+        leaderboard_folds="results/compare/leaderboard_folds.csv",
     output:
         notebook="results/compare/compare.ipynb",
         html=report(

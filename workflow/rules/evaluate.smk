@@ -1,7 +1,7 @@
 rule evaluate:
     input:
         manifest=get_input("evaluate", "data", "manifest.csv"),
-        split=get_input("evaluate", "split", "split.csv"),
+        split=get_subsets("evaluate", "split", "split.csv"),
         probs_val=get_input("evaluate", "infer", "val.npz"),
         probs_test=get_input("evaluate", "infer", "test.npz"),
         locked=get_input("evaluate", "tune", "locked.json"),
@@ -9,8 +9,8 @@ rule evaluate:
         presence_val=get_input("evaluate", "infer", "val_presence.csv"),
         presence_test=get_input("evaluate", "infer", "test_presence.csv"),
         tiles_manifest=get_input("evaluate", "preprocess", "manifest.csv"),
-        tiles_split=get_input("evaluate", "preprocess", "split.csv"),
-        tiles_images=get_input("evaluate", "preprocess", "images.csv"),
+        tiles_split=get_subsets("evaluate", "preprocess", "split.csv"),
+        tiles_images=get_subsets("evaluate", "preprocess", "images.csv"),
         tiles_val=get_input("evaluate", "infer", "val_tiles.npz"),
         tiles_test=get_input("evaluate", "infer", "test_tiles.npz"),
     output:

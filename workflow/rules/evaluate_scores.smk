@@ -1,7 +1,7 @@
 rule evaluate_scores:
     input:
         manifest=get_input("evaluate_scores", "data", "manifest.csv"),
-        split=get_input("evaluate_scores", "split", "split.csv"),
+        split=get_subsets("evaluate_scores", "split", "split.csv"),
         scores_val=get_input("evaluate_scores", "infer_scores", "val_scores.csv"),
         scores_test=get_input("evaluate_scores", "infer_scores", "test_scores.csv"),
         calibration=get_input("evaluate_scores", "calibrate", "calibration.json"),

@@ -1,6 +1,6 @@
 rule infer:
     input:
-        images=get_input("infer", "preprocess", "images.csv"),
+        images=get_subsets("infer", "preprocess", "images.csv"),
         preprocess=get_input("infer", "preprocess", "preprocess.json"),
         model=get_input("infer", "train", "model.pt"),
     output:

@@ -1,7 +1,7 @@
 # Regression runs: the score of every val and test image, averaged over mirror-flip TTA.
 rule infer_scores:
     input:
-        images=get_input("infer_scores", "preprocess", "images.csv"),
+        images=get_subsets("infer_scores", "preprocess", "images.csv"),
         preprocess=get_input("infer_scores", "preprocess", "preprocess.json"),
         model=get_input("infer_scores", "train", "model.pt"),
     output:

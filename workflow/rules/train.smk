@@ -1,7 +1,7 @@
 rule train:
     input:
         manifest=get_input("train", "preprocess", "manifest.csv"),
-        split=get_input("train", "preprocess", "split.csv"),
+        split=get_subsets("train", "preprocess", "split.csv"),
     output:
         model="results/train/{key}/model.pt",
         curves="results/train/{key}/metrics_by_epoch.csv",

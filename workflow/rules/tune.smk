@@ -2,7 +2,7 @@
 rule tune:
     input:
         manifest=get_input("tune", "data", "manifest.csv"),
-        split=get_input("tune", "split", "split.csv"),
+        split=get_subsets("tune", "split", "split.csv"),
         probs=get_input("tune", "infer", "val.npz"),
         presence=get_input("tune", "infer", "val_presence.csv"),
     output:

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from lesionflow.data.folds import with_folds
 from lesionflow.data.manifest import PATH_ATTR, SUBSETS, lesion_presence, manifest_has_masks, read_manifest
-from lesionflow.data.score_column import SCORE_COLUMN, check_score_bins, score_bin_labels, score_bins
+from lesionflow.data.score_column import SCORE_COLUMN, check_score_bins, score_bins
+from lesionflow.data.split_summary import split_summary
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -30,10 +32,9 @@ SPLIT_COLUMN = "split"
 # hold a few subjects of each stratum for the stratification to mean anything.
 MAX_FOLDS = 20
 # The split settings, as the schema's split section lists them.
-SETTING_KEYS = ("train", "val", "test", "seed", "nnunet_splits", "fold", "stratify", "score_bins")
+SETTING_KEYS = ("train", "val", "test", "seed", "nnunet_splits", "fold", "stratify", "score_bins", "folds")
 STRATIFY = ("auto", "presence", "score")
 SCORE_BIN_COLUMN = "score_bin"
-SCORE_SUMMARY_COLUMNS = ("score_mean", "score_median", "score_min", "score_max")
 
 
 def _check_fractions(fractions: Mapping[str, Any]) -> dict[str, float]:
@@ -274,49 +275,6 @@ def nnunet_subsets(path: str | os.PathLike, fold: int, image_ids: pd.Series) -> 
     return ["train" if i in train else "val" if i in val else "test" for i in image_ids.astype(str)]
 
 
-def split_summary(split_df: pd.DataFrame, cuts: list[float] | None = None) -> pd.DataFrame:
-    """Images, lesion-positive images and their rate per subset, rows train, val, test.
-
-    With a ``score`` column and the score bins' ``cuts``, also each subset's ``score_mean``,
-    ``score_median``, ``score_min``, ``score_max`` (NaN for an empty subset) and one
-    ``n_<bin label>`` column per bin (``n_<2``, ``n_[2, 5)``, ...), every bin even when empty.
-    """
-    scored = cuts is not None and SCORE_COLUMN in split_df.columns
-    labels = score_bin_labels(cuts) if scored else []
-    # Without masks every image's presence is unknown (NA): its count and rate are too.
-    known = bool(split_df["lesion_positive"].notna().all())
-    rows = []
-    for name in SUBSETS:
-        subset = split_df[split_df["split"] == name]
-        n_positive = int(subset["lesion_positive"].astype(bool).sum()) if known else pd.NA
-        row = {
-            "split": name,
-            "n": len(subset),
-            "lesion_positive": n_positive,
-            "lesion_rate": n_positive / len(subset) if known and len(subset) else float("nan"),
-        }
-        if scored:
-            row.update(_score_columns(subset[SCORE_COLUMN].to_numpy(dtype=float), cuts, labels))
-        rows.append(row)
-    columns = ["split", "n", "lesion_positive", "lesion_rate"]
-    if scored:
-        columns += [*SCORE_SUMMARY_COLUMNS, *(f"n_{label}" for label in labels)]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _score_columns(scores: np.ndarray, cuts: list[float], labels: list[str]) -> dict[str, float | int]:
-    """A subset's score statistics and its image count per score bin."""
-    empty = scores.size == 0
-    counts = pd.Series(score_bins(scores, cuts), dtype=object).value_counts()
-    return {
-        "score_mean": float("nan") if empty else float(scores.mean()),
-        "score_median": float("nan") if empty else float(np.median(scores)),
-        "score_min": float("nan") if empty else float(scores.min()),
-        "score_max": float("nan") if empty else float(scores.max()),
-        **{f"n_{label}": int(counts.get(label, 0)) for label in labels},
-    }
-
-
 def _by_score(stratify: Any, has_scores: bool, manifest_path: str | os.PathLike) -> bool:
     """Whether the drawn split is stratified by score bin (else by lesion presence).
 
@@ -346,6 +304,8 @@ def run_split(
     ``split.csv`` gains ``score`` and ``score_bin`` and the summary the score columns, whichever
     way the split was made. A manifest without masks gets NA ``lesion_positive`` cells and
     summary counts; ``stratify: presence`` is then refused, even for a split the manifest fixes.
+    With ``folds`` the train and val images are dealt into that many subject-grouped folds (a
+    ``fold`` column; all of them in train), whose subsets each fold's runs get from the fold stage.
     The split is drawn by the analysis notebook, not here: plotting code in this stage would put a
     figure edit into the key of every stage after it, training included.
     """
@@ -378,6 +338,10 @@ def run_split(
         split_df = make_split(manifest_df, **fractions)
     if has_scores and SCORE_BIN_COLUMN not in split_df.columns:
         split_df = with_scores(split_df, manifest_scores(manifest_df), cuts)
+    if settings["folds"] is not None:
+        # The development images (train and val) are dealt into folds stratified as the split was.
+        strata = split_df[SCORE_BIN_COLUMN] if by_score else split_df["lesion_positive"]
+        split_df = with_folds(split_df, int(settings["folds"]), int(settings["seed"]), strata.to_numpy())
     summary_df = split_summary(split_df, cuts if has_scores else None)
     artifacts.write_csv(split_df, out / "split.csv")
     artifacts.write_csv(summary_df, out / "split_summary.csv")

@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.run_expansion import expand_folds, expand_seeds, with_members
 
 # Package data, so an installed lesionflow (not only an editable one) finds it; workflow/schemas/
 # holds a link to it where Snakemake workflows keep their schemas.
@@ -231,7 +232,8 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         _check_external(name, run, given)
         runs[name] = run
     runs, groups = expand_seeds(runs, config["runs"])
-    runs = {name: _with_members(name, run, runs, groups) for name, run in runs.items()}
+    runs, groups = expand_folds(runs, groups, config["split"]["folds"])
+    runs = {name: with_members(name, run, runs, groups) for name, run in runs.items()}
 
     split = config["split"]
     total = split["train"] + split["val"] + split["test"]
@@ -269,40 +271,6 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     )
 
 
-def _with_members(
-    name: str, run: dict[str, Any], runs: Mapping[str, Mapping[str, Any]], groups: Mapping[str, str]
-) -> dict[str, Any]:
-    """An ensemble run with its members as run names, each recipe with seeds replaced by its seeds;
-    any other run as it is."""
-    if run.get("source") != "ensemble":
-        return run
-    members: list[str] = []
-    for member in run["ensemble"]["members"]:
-        named = [member] if member in runs else [r for r, group in groups.items() if group == member]
-        if not named:
-            raise LesionflowError(
-                f"config key 'runs.{name}.ensemble.members' names {member!r}, which is neither a run "
-                f"nor a recipe with seeds; runs are: {', '.join(runs)}"
-            )
-        for member_run in named:
-            if runs[member_run].get("source") == "ensemble" or member_run == name:
-                raise LesionflowError(
-                    f"config key 'runs.{name}.ensemble.members' names {member_run!r}, an ensemble; "
-                    "an ensemble averages model or external runs"
-                )
-            if runs[member_run]["task"] != "segmentation":
-                raise LesionflowError(
-                    f"config key 'runs.{name}.ensemble.members' names {member_run!r}, a "
-                    f"{runs[member_run]['task']} run; an ensemble averages segmentation maps"
-                )
-        members += [member_run for member_run in named if member_run not in members]
-    if len(members) < 2:
-        raise LesionflowError(
-            f"config key 'runs.{name}.ensemble.members' must name at least two runs, got {members}"
-        )
-    return {**run, "ensemble": {**run["ensemble"], "members": members}}
-
-
 def _check_external(name: str, run: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     """An external or ensemble run asks for no preprocessing (its maps are at each image's original
     size, or its members'); an external run names its predictions."""
@@ -318,40 +286,6 @@ def _check_external(name: str, run: Mapping[str, Any], given: Mapping[str, Any])
             f"config key 'runs.{name}.external.predictions' is required by source external: "
             "the folder of the run's predictions, named by image id"
         )
-
-
-def seeded_name(recipe: str, seed: int) -> str:
-    """The name of the run that trains ``recipe`` with ``seed``."""
-    return f"{recipe}.seed{seed}"
-
-
-def expand_seeds(
-    runs: Mapping[str, dict[str, Any]], overrides: Mapping[str, Any]
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """The runs with every run that lists ``seeds`` replaced by one run per seed, in config order,
-    and each run's group (its recipe's name). ``overrides`` are the runs as the user wrote them."""
-    expanded: dict[str, dict[str, Any]] = {}
-    groups: dict[str, str] = {}
-    for name, run in runs.items():
-        seeds = run.pop("seeds")
-        if seeds is None:
-            expanded[name], groups[name] = run, name
-            continue
-        if "seed" in ((overrides.get(name) or {}).get("train") or {}):
-            raise LesionflowError(
-                f"config keys 'runs.{name}.seeds' and 'runs.{name}.train.seed' are both set; "
-                "keep seeds (one training per seed) or train.seed (one training)"
-            )
-        for seed in seeds:
-            seeded = seeded_name(name, seed)
-            if seeded in runs:
-                raise LesionflowError(
-                    f"config key 'runs.{name}.seeds' makes a run named '{seeded}', which is "
-                    "already a run; rename one of them"
-                )
-            expanded[seeded] = merge_run(run, {"train": {"seed": seed}})
-            groups[seeded] = name
-    return expanded, groups
 
 
 def _score_settings(data: dict[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

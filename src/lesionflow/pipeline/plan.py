@@ -179,7 +179,7 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
     # Ensembles last: their keys come from their members'.
     for name, run in sorted(config.runs.items(), key=lambda item: item[1]["source"] == "ensemble"):
         keys: dict[str, str] = {}
-        for stage in run_stages(run["task"], run["source"]):
+        for stage in run_stages(run["task"], run["source"], "fold" in run):
             if stage == "infer" and run["source"] != "model":
                 # Its own job, under the infer stage's name: later stages read it as they read infer.
                 if run["source"] == "external":
@@ -189,6 +189,10 @@ def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> P
                 continue
             if stage == "preprocess" and run["source"] == "ensemble":
                 keys[stage] = _members_preprocess(name, run, plan)
+                continue
+            if stage == "fold":
+                fold = {"fold": run["fold"], "score_bins": config.split["score_bins"]}
+                keys[stage] = _add_job(plan, stage, fold, fold, keys)
                 continue
             if stage in shared:
                 settings, key_params = shared[stage]

@@ -80,10 +80,18 @@ _REGISTRY = (
         sections={"preprocess": None},
     ),
     Stage(
+        "fold",
+        "a k-fold run's subsets (split.folds): its fold is val, the other folds train, test held out",
+        script="fold",
+        reads=("split", "preprocess"),
+        # Placed by the plan in the runs of a k-fold split; receives the run's fold.
+        tasks=(),
+    ),
+    Stage(
         "train",
         "train a MONAI network on the training items; best epoch chosen on validation",
         script="train",
-        reads=("preprocess",),
+        reads=("preprocess", "fold"),
         sections={"task": None, "model": None, "train": None},
         not_in_key=("device", "num_workers"),
     ),
@@ -109,7 +117,7 @@ _REGISTRY = (
         "probability maps of val and test images with test-time augmentation, stitched window by window",
         script="infer",
         tasks=(SEGMENTATION,),
-        reads=("preprocess", "train"),
+        reads=("preprocess", "fold", "train"),
         sections={"infer": None},
         not_in_key=("device", "batch_size"),
     ),
@@ -118,7 +126,7 @@ _REGISTRY = (
         "threshold, minimum lesion area and presence fusion chosen on validation maps only, then locked",
         script="tune",
         tasks=(SEGMENTATION,),
-        reads=("data", "split", "infer"),
+        reads=("data", "split", "fold", "infer"),
         sections={
             "tune": (
                 "objective", "thresholds", "min_lesion_areas", "presence_score", "connectivity", "fusion",
@@ -130,7 +138,7 @@ _REGISTRY = (
         "per-image, lesion-wise and presence metrics with subject-bootstrap intervals",
         script="evaluate",
         tasks=(SEGMENTATION,),
-        reads=("data", "split", "preprocess", "infer", "tune"),
+        reads=("data", "split", "preprocess", "fold", "infer", "tune"),
         sections={"evaluate": ("lesion_matching", "size_bins", "size_bins_mm3", "bootstrap")},
     ),
     Stage(
@@ -152,7 +160,7 @@ _REGISTRY = (
         "the run's analysis notebook: data, split, training, metrics, errors and examples",
         script="notebook",
         tasks=(SEGMENTATION,),
-        reads=("data", "split", "preprocess", "train", "infer", "tune", "evaluate", "breakdown"),
+        reads=("data", "split", "preprocess", "fold", "train", "infer", "tune", "evaluate", "breakdown"),
         # An external run (source) has no train stage: the notebook says where its maps came from.
         sections={"analyse": ("dice_bands", "n_examples"), "source": None},
         notebook="analysis",
@@ -175,7 +183,7 @@ _REGISTRY = (
         "predicted scores of val and test images, averaged over mirror-flip test-time augmentation",
         script="infer_scores",
         tasks=(REGRESSION,),
-        reads=("preprocess", "train"),
+        reads=("preprocess", "fold", "train"),
         sections={"infer": ("tta", "device", "batch_size")},
         not_in_key=("device", "batch_size"),
     ),
@@ -184,7 +192,7 @@ _REGISTRY = (
         "a linear calibration of the predicted scores fitted on validation only, then locked",
         script="calibrate",
         tasks=(REGRESSION,),
-        reads=("data", "split", "infer_scores"),
+        reads=("data", "split", "fold", "infer_scores"),
         sections={"tune": ("calibration",)},
     ),
     Stage(
@@ -192,7 +200,7 @@ _REGISTRY = (
         "sRMSE, MAE, R², Pearson and Spearman with subject-bootstrap intervals, by score range",
         script="evaluate_scores",
         tasks=(REGRESSION,),
-        reads=("data", "split", "infer_scores", "calibrate"),
+        reads=("data", "split", "fold", "infer_scores", "calibrate"),
         sections={"evaluate": ("score_ranges", "bootstrap")},
     ),
     Stage(
@@ -200,7 +208,7 @@ _REGISTRY = (
         "the run's regression notebook: predicted against true, residuals by range, worst cases",
         script="notebook",
         tasks=(REGRESSION,),
-        reads=("data", "split", "train", "calibrate", "evaluate_scores"),
+        reads=("data", "split", "fold", "train", "calibrate", "evaluate_scores"),
         sections={"analyse": ("n_examples", "high_score")},
         notebook="regression",
         figures=(
@@ -268,12 +276,15 @@ def task_stages(task: str) -> tuple[str, ...]:
     return tuple(name for name in KEYED_STAGES if task in STAGES[name].tasks)
 
 
-def run_stages(task: str, source: str) -> tuple[str, ...]:
+def run_stages(task: str, source: str, folded: bool) -> tuple[str, ...]:
     """The keyed stages of a run of ``task`` whose predictions come from ``source`` (model, external
-    or ensemble), in pipeline order; an external or ensemble run's maps take the infer stage's place."""
+    or ensemble), in pipeline order; an external or ensemble run's maps take the infer stage's place,
+    and a run of one fold of a k-fold split (``folded``) has the fold stage."""
     stages = task_stages(task)
     if source != "model":
         stages = tuple(name for name in stages if name not in EXTERNAL_SKIPS)
+    if folded:
+        stages = tuple(name for name in KEYED_STAGES if name in stages or name == "fold")
     return stages
 
 

@@ -1,4 +1,4 @@
-"""Ensemble runs in the config and the plan: members by name or recipe, keyed by their members' keys."""
+"""The runs a config expands into: ensembles by member name or recipe, one run per fold (split.folds)."""
 
 import pytest
 from codebase import REPO_CODE
@@ -56,3 +56,28 @@ def test_members_with_other_preprocessing_are_refused_naming_them(tmp_path):
 def test_bad_ensembles_are_one_line_naming_the_key(runs, message):
     with pytest.raises(LesionflowError, match=message.replace(".", r"\.")):
         resolve_config({"runs": runs})
+
+
+# --- k-fold runs (split.folds) ---------------------------------------------------------------
+
+
+def test_folds_make_one_run_per_fold_sharing_split_and_preprocessing(tmp_path):
+    config = resolve_config({"runs": {"unet": {"seeds": [0, 1]}, "wide": {}}, "split": {"folds": 3}})
+    assert list(config.runs)[:3] == ["unet.seed0.fold0", "unet.seed0.fold1", "unet.seed0.fold2"]
+    assert len(config.runs) == 9 and config.groups["unet.seed1.fold2"] == "unet"
+    keys = build_plan(config, tmp_path, REPO_CODE).runs
+    assert len({keys[run]["preprocess"] for run in keys}) == 1
+    assert len({keys[run]["split"] for run in keys}) == 1
+    assert len({keys[run]["fold"] for run in keys}) == 3  # one subset table per fold, shared by recipes
+    assert keys["wide.fold0"]["train"] != keys["wide.fold1"]["train"]
+
+
+def test_a_run_without_folds_has_no_fold_stage(tmp_path):
+    keys = build_plan(resolve_config({"runs": {"a": {}}}), tmp_path, REPO_CODE).runs["a"]
+    assert "fold" not in keys
+
+
+def test_folds_with_an_external_or_ensemble_run_are_refused_naming_the_key():
+    runs = {"a": {}, "b": {"train": {"seed": 1}}, "e": ensemble("a", "b")}
+    with pytest.raises(LesionflowError, match="'split.folds' makes one run per fold, but run 'e'"):
+        resolve_config({"runs": runs, "split": {"folds": 2}})
