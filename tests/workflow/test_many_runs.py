@@ -1,8 +1,10 @@
-"""Seeds of one recipe, a run whose training fails and the nnU-Net export, through Snakemake: the
-finished runs are ranked beside the failed one, and fixing the config gives the full leaderboard."""
+"""Everything a lab compares in one leaderboard, through Snakemake: two seeds of one recipe, a run whose
+training fails (listed, not fatal), the nnU-Net export; then the split fixed by that export's
+splits_final.json, an external run read from an nnU-Net prediction folder, the seeds' ensemble and a
+dual-head run with presence fusion, all ranked together."""
 
 import json
-import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -91,10 +93,18 @@ def test_the_nnunet_export_is_a_valid_raw_dataset_with_lesionflows_split(many_ru
 
 @pytest.fixture(scope="module")
 def with_external(many_runs):
-    """The config without the failed run and with an external run: the val and test predictions
-    of recipe.seed0 written as an nnU-Net prediction folder (PNG label maps + npz probabilities)."""
+    """The config without the failed run, its split fixed by the splits_final.json of its own nnU-Net
+    export, with an external run (the val and test predictions of recipe.seed0 written as an nnU-Net
+    prediction folder: PNG label maps + npz probabilities), an ensemble and a dual-head run."""
     workdir, config, _ = many_runs
-    keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs["recipe.seed0"]
+    plan = build_plan(resolve_config(config), workdir, REPO_CODE)
+    keys = plan.runs["recipe.seed0"]
+    drawn = {
+        "split": pd.read_csv(workdir / f"results/split/{keys['split']}/split.csv", dtype=str),
+        "summary": json.loads((workdir / f"results/evaluate/{keys['evaluate']}/summary.json").read_text()),
+    }
+    exported = workdir / f"results/nnunet_export/{plan.nnunet_export}/Dataset007_Tiny/splits_final.json"
+    shutil.copy(exported, workdir / "splits_final.json")
     folder = workdir / "nnunet_predictions"
     folder.mkdir()
     for subset in ("val", "test"):
@@ -108,24 +118,24 @@ def with_external(many_runs):
     runs = {"recipe": config["runs"]["recipe"], "nnunet": external, "both": both, "dual": dual}
     config = {**config, "runs": runs}
     config["compare"] = {**config["compare"], "baseline": "nnunet"}
+    config["split"] = {**config["split"], "nnunet_splits": "splits_final.json"}
     write_config(workdir, config)
-    return workdir, config, snakemake(workdir)
+    return workdir, config, snakemake(workdir), drawn
 
 
 def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same_result(with_external):
-    workdir, config, result = with_external
+    workdir, config, _, drawn = with_external
     keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
-    # Only the new dual-head run trains: the seeds, the external run and the ensemble reuse or train nothing.
-    trained = set(re.findall(r"output: results/train/(\w+)/model\.pt", result.stdout + result.stderr))
-    assert trained == {keys["dual"]["train"]}
     assert "train" not in keys["nnunet"]
-    summaries = {
-        run: json.loads((workdir / f"results/evaluate/{keys[run]['evaluate']}/summary.json").read_text())
-        for run in ("nnunet", "recipe.seed0")
-    }
+    # The splits_final.json fixes the split: the same subsets as the drawn split it was exported from.
+    fixed = pd.read_csv(workdir / f"results/split/{keys['nnunet']['split']}/split.csv", dtype=str)
+    pairs = fixed.set_index("image_id")["split"].sort_index()
+    assert pairs.equals(drawn["split"].set_index("image_id")["split"].sort_index())
+    evaluated = workdir / f"results/evaluate/{keys['nnunet']['evaluate']}/summary.json"
+    summary = json.loads(evaluated.read_text())
     # Round trip: lesionflow's own maps through nnU-Net's file format give the same test numbers.
     for metric in ("dice_pos", "iou_pos", "presence_roc_auc", "presence_ap", "lesion_f1"):
-        assert summaries["nnunet"]["test"][metric] == pytest.approx(summaries["recipe.seed0"]["test"][metric])
+        assert summary["test"][metric] == pytest.approx(drawn["summary"]["test"][metric])
     record = json.loads((workdir / f"results/infer/{keys['nnunet']['infer']}/test_infer.json").read_text())
     assert record["kind"] == "probabilities" and record["source"] == "external"
     board = pd.read_csv(workdir / "results/compare/leaderboard.csv").set_index("run")
@@ -133,7 +143,8 @@ def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same
     assert board.loc["nnunet", "predictions"] == "external (probabilities)"
     assert board.loc["both", "predictions"] == "ensemble (mean of 2 runs)"
     assert bool(board.loc["nnunet", "is_baseline"]) and (board["status"] == "ranked").all()
-    assert board.loc["recipe.seed0", "delta_dice_pos_vs_baseline"] == pytest.approx(0.0, abs=1e-9)
+    # Every row carries its intervals.
+    assert board[["dice_pos_ci_low", "dice_pos_ci_high"]].notna().all().all()
     analysis = (workdir / f"results/analyse/{keys['nnunet']['analyse']}/analysis.html").read_text()
     assert "nnunet_predictions" in analysis
     assert not (workdir / "results/compare/partial").exists()
@@ -141,7 +152,7 @@ def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same
 
 
 def test_an_ensemble_averages_its_members_maps_and_is_tuned_and_evaluated_like_a_run(with_external):
-    workdir, config, _ = with_external
+    workdir, config, *_ = with_external
     keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs
     maps = {
         run: load_arrays(workdir / f"results/infer/{keys[run]['infer']}/val.npz")
@@ -157,7 +168,7 @@ def test_an_ensemble_averages_its_members_maps_and_is_tuned_and_evaluated_like_a
 
 
 def test_a_dual_head_runs_presence_is_fused_with_a_gamma_locked_on_validation(with_external):
-    workdir, config, _ = with_external
+    workdir, config, *_ = with_external
     keys = build_plan(resolve_config(config), workdir, REPO_CODE).runs["dual"]
     fusion = json.loads((workdir / f"results/tune/{keys['tune']}/fusion.json").read_text())
     assert fusion["chosen_on"] == "validation" and "area_scale" in fusion
@@ -172,7 +183,7 @@ def test_a_dual_head_runs_presence_is_fused_with_a_gamma_locked_on_validation(wi
 
 
 def test_replacing_one_prediction_reruns_only_the_external_runs_evaluation(with_external):
-    workdir, config, _ = with_external
+    workdir, config, *_ = with_external
     before = build_plan(resolve_config(config), workdir, REPO_CODE).runs
     case = sorted((workdir / "nnunet_predictions").glob("*.npz"))[0]
     with np.load(case) as data:
@@ -185,7 +196,7 @@ def test_replacing_one_prediction_reruns_only_the_external_runs_evaluation(with_
 
 
 def test_missing_predictions_are_listed_all_at_once_and_fail_that_run_only(with_external):
-    workdir, config, _ = with_external
+    workdir, config, *_ = with_external
     removed = sorted((workdir / "nnunet_predictions").glob("*.png"))[:2]
     for path in removed:
         path.unlink()
