@@ -4,7 +4,6 @@ import inspect
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -13,8 +12,6 @@ from lesionflow.evaluation.fusion import (
     fit_area_scale,
     fused_presence,
     presence_sources,
-    presence_table,
-    scores_by_source,
     segmentation_presence,
     tune_gamma,
 )
@@ -173,22 +170,3 @@ def test_bad_scores_are_errors_naming_the_source():
         fused_presence(presence_sources([0.2], [0], None, 1.0), 0.3)
     with pytest.raises(LesionflowError, match="gamma"):
         fused_presence(presence_sources([0.2], [0], [0.0], 1.0), 1.3)
-
-
-def test_the_presence_table_gives_sklearn_roc_auc_and_ap_of_every_source_side_by_side():
-    sources, labels = noisy_sources(7)
-    scores = scores_by_source(sources, 0.55)
-    table = presence_table(scores, labels)
-    assert list(table["source"]) == ["max_probability", "lesion_area", "classifier", "segmentation", "fused"]
-    for row in table.itertuples():
-        assert row.roc_auc == pytest.approx(roc_auc_score(labels, scores[row.source]))
-        assert row.ap == pytest.approx(average_precision_score(labels, scores[row.source]))
-    assert (table["n_pos"] == labels.sum()).all() and (table["n_neg"] == (~labels).sum()).all()
-
-
-def test_the_presence_table_is_nan_with_its_counts_when_a_class_is_missing():
-    table = presence_table({"max_probability": [0.2, 0.7, 0.9]}, [1, 1, 1])
-    row = table.iloc[0]
-    assert math.isnan(row["roc_auc"]) and math.isnan(row["ap"])
-    assert (row["n_pos"], row["n_neg"], row["n_images"]) == (3, 0, 3)
-    assert isinstance(table, pd.DataFrame)

@@ -79,8 +79,7 @@ def get_import_record(stage, filename):
 
     def record(wildcards):
         key = PLAN.job(stage, wildcards.key).inputs["infer"]
-        imported = key in PLAN.jobs["import_predictions"] or key in PLAN.jobs["ensemble"]
-        return f"results/infer/{key}/{filename}" if imported else []
+        return f"results/infer/{key}/{filename}" if PLAN.maps_without_model(key) else []
 
     return record
 
@@ -281,7 +280,7 @@ def get_import_records(wildcards=None):
     return {
         name: f"results/infer/{keys['infer']}/test_infer.json"
         for name, keys in PLAN.runs.items()
-        if keys.get("infer") in PLAN.jobs["import_predictions"] or keys.get("infer") in PLAN.jobs["ensemble"]
+        if "infer" in keys and PLAN.maps_without_model(keys["infer"])
     }
 
 

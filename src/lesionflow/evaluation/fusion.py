@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -114,7 +113,8 @@ def fused_presence(sources: Mapping[str, np.ndarray], gamma: float | None) -> np
 
 
 def scores_by_source(sources: Mapping[str, np.ndarray], gamma: float | None) -> dict[str, np.ndarray]:
-    """Every source, the segmentation score and the fused score, for :func:`presence_table`."""
+    """Every source, the segmentation score and the fused score (presence_fusion.presence_by_source
+    gives their ROC-AUC and AP with intervals)."""
     return {
         **sources,
         SEGMENTATION: segmentation_presence(sources),
@@ -215,26 +215,3 @@ def tune_gamma(
         "fallback": None,
         "grid": grid_records,
     }
-
-
-def presence_table(sources_by_name: Mapping[str, ArrayLike], labels: ArrayLike) -> pd.DataFrame:
-    """ROC-AUC and AP (scikit-learn) of each source side by side, one row per source in the given order.
-
-    Columns: source, roc_auc, ap, n_pos, n_neg, n_images; both metrics NaN unless both classes are
-    present (AP with no lesion-free image would be a meaningless 1).
-    """
-    rows = []
-    for name, values in sources_by_name.items():
-        scores = _scores(values, f"presence score {name}")
-        truth = _labels(labels, len(scores))
-        rows.append(
-            {
-                "source": name,
-                "roc_auc": _metric("roc_auc", truth, scores),
-                "ap": _metric("ap", truth, scores),
-                "n_pos": int(truth.sum()),
-                "n_neg": int((~truth).sum()),
-                "n_images": len(truth),
-            }
-        )
-    return pd.DataFrame(rows, columns=["source", "roc_auc", "ap", "n_pos", "n_neg", "n_images"])

@@ -335,17 +335,11 @@ def run_compare(
     :func:`lesionflow.evaluation.run_groups.with_groups` for the noise floors they give.
     """
     out = Path(out_dir)
-    failures = failures or {}
+    failed = failed_rows(failures or {}, settings.get("tags", {}))
     if not summary_paths:
         # No segmentation run has test results (a config of regression runs only, or every one
         # failed): the table is written with its header and the failed runs' rows.
-        failed = failed_rows(failures, settings.get("tags", {}))
-        board = with_failed(pd.DataFrame(columns=LEADERBOARD_COLUMNS), failed)
-        board = with_groups(board, settings, RANK_COLUMNS)
-        write_csv(board, out / "leaderboard.csv")
-        write_csv(group_summary(board, PAIRED_METRICS), out / "leaderboard_groups.csv")
-        save_figure(plot_leaderboard(board), out / "leaderboard.png")
-        return board
+        return _write_board(with_failed(pd.DataFrame(columns=LEADERBOARD_COLUMNS), failed), settings, out)
     check_settings(settings, baseline)
     summaries = read_summaries(summary_paths)
     df = leaderboard(
@@ -362,9 +356,12 @@ def run_compare(
         )
         df = df.merge(paired, on="run", how="left")
         df = df[[c for c in df.columns if c != "source"] + ["source"]]
-    df = in_board_order(with_failed(df, failed_rows(failures, settings["tags"])))
-    df = with_groups(df, settings, RANK_COLUMNS)
-    write_csv(df, out / "leaderboard.csv")
-    write_csv(group_summary(df, PAIRED_METRICS), out / "leaderboard_groups.csv")
-    save_figure(plot_leaderboard(df), out / "leaderboard.png")
-    return df
+    return _write_board(in_board_order(with_failed(df, failed)), settings, out)
+
+
+def _write_board(board: pd.DataFrame, settings: Mapping, out: Path) -> pd.DataFrame:
+    board = with_groups(board, settings, RANK_COLUMNS)
+    write_csv(board, out / "leaderboard.csv")
+    write_csv(group_summary(board, PAIRED_METRICS), out / "leaderboard_groups.csv")
+    save_figure(plot_leaderboard(board), out / "leaderboard.png")
+    return board

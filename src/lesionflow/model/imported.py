@@ -17,7 +17,7 @@ import pandas as pd
 
 from lesionflow.data.axis_columns import axis_values
 from lesionflow.data.subsets import read_split
-from lesionflow.io.prediction_folder import read_prediction_folder
+from lesionflow.io.prediction_folder import read_prediction_folder, write_subset_npz
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -66,9 +66,7 @@ def run_import(
     )
     out = Path(out_dir)
     for name in (f"{subset}.npz", f"{subset}_tiles.npz"):
-        with artifacts.array_writer(out / name) as add:
-            for image_id in wanted:
-                add(image_id, predictions.maps[image_id].astype(np.float16))
+        write_subset_npz(predictions, out / name)
     presence = pd.DataFrame({"image_id": wanted, "presence_logit": np.nan, "presence_probability": np.nan})
     artifacts.write_csv(presence[list(PRESENCE_COLUMNS)], out / f"{subset}_presence.csv")
     record = {

@@ -116,6 +116,19 @@ def _roi_for(transform: TTATransform, roi_size: Sequence[int] | None) -> list[in
     return roi
 
 
+def _transform_mean(batch: torch.Tensor, transforms: Sequence[TTATransform], roi_size, forward) -> tuple:
+    """Sigmoid maps averaged over ``transforms`` after inverting each, and what ``forward(x, roi)``
+    gave beside the logits for each transform."""
+    shape = (batch.shape[0], 1, *batch.shape[2:])
+    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
+    extras = []
+    for transform in transforms:
+        logits, extra = forward(transform.forward(batch), _roi_for(transform, roi_size))
+        total += transform.inverse(torch.sigmoid(logits.float()))
+        extras.append(extra)
+    return total / len(transforms), extras
+
+
 @torch.no_grad()
 def predict_batch(
     model: torch.nn.Module,
@@ -129,13 +142,11 @@ def predict_batch(
 
     ``sw_overlap`` is infer.sw_overlap (see :func:`lesionflow.model.networks.forward_logits`).
     """
-    shape = (batch.shape[0], 1, *batch.shape[2:])
-    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
-    for transform in transforms:
-        roi = _roi_for(transform, roi_size)
-        logits = forward_logits(model, transform.forward(batch), roi, sw_batch_size, sw_overlap)
-        total += transform.inverse(torch.sigmoid(logits.float()))
-    return total / len(transforms)
+    probs, _ = _transform_mean(
+        batch, transforms, roi_size,
+        lambda x, roi: (forward_logits(model, x, roi, sw_batch_size, sw_overlap), None),
+    )  # fmt: skip
+    return probs
 
 
 def predict_probabilities(
@@ -190,15 +201,11 @@ def predict_batch_with_presence(
     if not isinstance(model, DualHead):
         nan = torch.full((batch.shape[0],), torch.nan, dtype=torch.float64)
         return predict_batch(model, batch, transforms, roi_size, sw_batch_size, sw_overlap), nan
-    shape = (batch.shape[0], 1, *batch.shape[2:])
-    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
-    presence = []
-    for transform in transforms:
-        roi = _roi_for(transform, roi_size)
-        logits, head = forward_with_presence(model, transform.forward(batch), roi, sw_batch_size, sw_overlap)
-        total += transform.inverse(torch.sigmoid(logits.float()))
-        presence.append(head)
-    return total / len(transforms), mean_probability_logit(torch.stack(presence)).cpu()
+    probs, presence = _transform_mean(
+        batch, transforms, roi_size,
+        lambda x, roi: forward_with_presence(model, x, roi, sw_batch_size, sw_overlap),
+    )  # fmt: skip
+    return probs, mean_probability_logit(torch.stack(presence)).cpu()
 
 
 @torch.no_grad()

@@ -76,6 +76,11 @@ class Plan:
         runs = self.runs_of(stage)
         return self.baseline if self.baseline in runs else next(iter(runs), None)
 
+    def maps_without_model(self, infer_key: str) -> bool:
+        """Whether the maps under this infer key were imported (an external run) or averaged (an
+        ensemble) rather than predicted by a model this plan trains."""
+        return infer_key in self.jobs["import_predictions"] or infer_key in self.jobs["ensemble"]
+
     def runs_of(self, stage: str) -> list[str]:
         """Names of the runs that have a ``stage`` job (their task has the stage), in config order."""
         return [name for name, keys in self.runs.items() if stage in keys]
