@@ -8,6 +8,7 @@ import argparse
 
 from lesionflow.evaluation.breakdown import run_breakdown
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -17,7 +18,8 @@ def main() -> None:
     parser.add_argument("--per-image", required=True, help="per_image_test.csv from evaluate")
     parser.add_argument("--out", required=True, help="output folder for the zero-Dice tables")
     args = parser.parse_args()
-    run_breakdown(args.per_image, args.out)
+    with recording(args.out):
+        run_breakdown(args.per_image, args.out)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 
 from lesionflow.evaluation.calibration import run_calibrate
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -21,7 +22,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help="the tune section of the run, as JSON")
     parser.add_argument("--out", required=True, help="output folder for calibration.json")
     args = parser.parse_args()
-    run_calibrate(args.manifest, args.split, args.scores, json.loads(args.settings), args.out)
+    with recording(args.out):
+        run_calibrate(args.manifest, args.split, args.scores, json.loads(args.settings), args.out)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import argparse
 
 from lesionflow.model.ensemble import run_ensemble
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -15,7 +16,8 @@ def main() -> None:
     parser.add_argument("--subset", required=True, choices=("val", "test"))
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
-    run_ensemble(args.members, args.subset, args.out)
+    with recording(args.out, stage="ensemble", part=args.subset):
+        run_ensemble(args.members, args.subset, args.out)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 
 from lesionflow.evaluation.evaluate import run_evaluate
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -38,17 +39,18 @@ def main() -> None:
     presence = {"fusion": args.fusion, "val": args.presence_val, "test": args.presence_test}
     if any(presence.values()) and not all(presence.values()):
         parser.error("give --fusion, --presence-val and --presence-test together, or none")
-    run_evaluate(
-        args.manifest,
-        args.split,
-        args.probs_val,
-        args.probs_test,
-        args.locked,
-        json.loads(args.settings),
-        args.out,
-        tiles=given if all(given.values()) else None,
-        presence=presence if all(presence.values()) else None,
-    )
+    with recording(args.out):
+        run_evaluate(
+            args.manifest,
+            args.split,
+            args.probs_val,
+            args.probs_test,
+            args.locked,
+            json.loads(args.settings),
+            args.out,
+            tiles=given if all(given.values()) else None,
+            presence=presence if all(presence.values()) else None,
+        )
 
 
 if __name__ == "__main__":

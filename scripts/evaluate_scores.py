@@ -9,6 +9,7 @@ import json
 
 from lesionflow.evaluation.score_evaluate import run_evaluate_scores
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -23,15 +24,16 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help="the evaluate section of the run, as JSON")
     parser.add_argument("--out", required=True, help="output folder for per_case_*.csv and summary.json")
     args = parser.parse_args()
-    run_evaluate_scores(
-        args.manifest,
-        args.split,
-        args.scores_val,
-        args.scores_test,
-        args.calibration,
-        json.loads(args.settings),
-        args.out,
-    )
+    with recording(args.out):
+        run_evaluate_scores(
+            args.manifest,
+            args.split,
+            args.scores_val,
+            args.scores_test,
+            args.calibration,
+            json.loads(args.settings),
+            args.out,
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import argparse
 
 from lesionflow.evaluation.export import run_export
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -20,7 +21,8 @@ def main() -> None:
     parser.add_argument("--locked", required=True, help="locked.json written by the tune stage")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
-    run_export(args.manifest, {"val": args.probs_val, "test": args.probs_test}, args.locked, args.out)
+    with recording(args.out):
+        run_export(args.manifest, {"val": args.probs_val, "test": args.probs_test}, args.locked, args.out)
 
 
 if __name__ == "__main__":

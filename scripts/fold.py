@@ -6,6 +6,7 @@ import json
 
 from lesionflow.data.folds import run_fold
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -18,7 +19,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help='{"fold": k, "score_bins": [...]} as JSON')
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
-    run_fold(args.split, args.items, args.images, json.loads(args.settings), args.out)
+    with recording(args.out):
+        run_fold(args.split, args.items, args.images, json.loads(args.settings), args.out)
 
 
 if __name__ == "__main__":

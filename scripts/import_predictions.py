@@ -6,6 +6,7 @@ import json
 
 from lesionflow.model.imported import run_import
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -19,7 +20,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
     # A folder's problems (missing or extra ids, shapes, label values) are reported all at once.
-    run_import(args.images, args.split, json.loads(args.settings), args.subset, args.out)
+    with recording(args.out, stage="import_predictions", part=args.subset):
+        run_import(args.images, args.split, json.loads(args.settings), args.subset, args.out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 
 from lesionflow.model.infer import run_infer
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -19,7 +20,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder of the probability maps")
     args = parser.parse_args()
     settings = json.loads(args.settings)
-    run_infer(args.images, args.preprocess, args.model, settings, args.subset, args.out)
+    with recording(args.out, part=args.subset):
+        run_infer(args.images, args.preprocess, args.model, settings, args.subset, args.out)
 
 
 if __name__ == "__main__":

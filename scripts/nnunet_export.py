@@ -9,6 +9,7 @@ import json
 
 from lesionflow.data.nnunet_export import SECTION, SETTING_KEYS, export_nnunet_dataset
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 from lesionflow.pipeline.settings import complete_section
 
 
@@ -25,7 +26,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder for Dataset<id>_<name>/ and export.json")
     args = parser.parse_args()
     settings = complete_section(json.loads(args.settings), SECTION, SETTING_KEYS)
-    export_nnunet_dataset(args.manifest, args.split, settings, args.out)
+    with recording(args.out):
+        export_nnunet_dataset(args.manifest, args.split, settings, args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import argparse
 import json
 
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 from lesionflow.reports.notebook import run_notebook
 
 
@@ -25,7 +26,8 @@ def main() -> None:
         raise LesionflowError(f"--parameters: not valid JSON ({err})") from None
     if not isinstance(parameters, dict):
         raise LesionflowError("--parameters: expected a JSON object of notebook parameters")
-    run_notebook(args.notebook, parameters, args.out)
+    with recording(args.out):
+        run_notebook(args.notebook, parameters, args.out)
 
 
 if __name__ == "__main__":

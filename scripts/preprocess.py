@@ -6,6 +6,7 @@ import json
 
 from lesionflow.data.preprocess import run_preprocess
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -16,7 +17,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help='JSON: {"preprocess": ...}')
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
-    run_preprocess(args.manifest, args.split, json.loads(args.settings), args.out)
+    with recording(args.out):
+        run_preprocess(args.manifest, args.split, json.loads(args.settings), args.out)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 
 from lesionflow.data.split import run_split
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -19,7 +20,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help="the split section of the run, as JSON")
     parser.add_argument("--out", required=True, help="output folder for split.csv and summary")
     args = parser.parse_args()
-    run_split(args.manifest, json.loads(args.settings), args.out)
+    with recording(args.out):
+        run_split(args.manifest, json.loads(args.settings), args.out)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 from lesionflow.model.interrupt import exit_on_interrupt
 from lesionflow.model.train import run_train
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -24,7 +25,8 @@ def main() -> None:
     parser.add_argument("--settings", required=True, help='JSON: {"model": ..., "train": ...}')
     parser.add_argument("--out", required=True, help="output folder of the train artifacts")
     args = parser.parse_args()
-    run_train(args.manifest, args.split, json.loads(args.settings), args.out)
+    with recording(args.out):
+        run_train(args.manifest, args.split, json.loads(args.settings), args.out)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import json
 
 from lesionflow.evaluation.tune import run_tune
 from lesionflow.pipeline.errors import exit_on_user_error
+from lesionflow.pipeline.provenance import recording
 
 
 @exit_on_user_error
@@ -22,7 +23,8 @@ def main() -> None:
     parser.add_argument("--presence", help="val_presence.csv of the infer stage (for fusion.json)")
     parser.add_argument("--out", required=True, help="output folder for locked.json")
     args = parser.parse_args()
-    run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out, args.presence)
+    with recording(args.out):
+        run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out, args.presence)
 
 
 if __name__ == "__main__":

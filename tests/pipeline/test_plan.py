@@ -9,6 +9,7 @@ from codebase import REPO_CODE
 from PIL import Image
 from tiny_data import write_tiny_manifest
 
+from lesionflow.pipeline import plan as plan_module
 from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.plan import PLAN_ENV, build_plan, plan_from_record, plan_record, shared_plan
@@ -81,9 +82,9 @@ def test_an_nnunet_splits_file_enters_the_split_key_by_content_not_by_path(tmp_p
     edited = plan_for({"a": {}}, tmp_path, split={"nnunet_splits": "two/splits_final.json"})
     assert edited.runs["a"]["data"] == here.runs["a"]["data"]
     assert edited.runs["a"]["split"] != here.runs["a"]["split"]
-    # The job reads the file where it is: an absolute path.
+    # The job reads the file as the config names it, from the working directory where jobs run.
     (job,) = edited.jobs["split"].values()
-    assert job.settings["nnunet_splits"] == str(tmp_path / "two" / "splits_final.json")
+    assert job.settings["nnunet_splits"] == "two/splits_final.json"
 
 
 def test_a_missing_nnunet_splits_file_names_the_key(tmp_path):
@@ -180,3 +181,28 @@ def test_segmentation_and_regression_runs_share_the_data_and_split(tmp_path):
     assert seg["data"] == reg["data"] and seg["split"] == reg["split"]
     assert "evaluate" in seg and "evaluate" not in reg
     assert plan.baseline_of("evaluate") == "seg" and plan.baseline_of("evaluate_scores") == "reg"
+
+
+def test_library_versions_enter_the_keys_of_training_and_inference_only_when_asked(tmp_path, monkeypatch):
+    asked = {"reproducibility": {"versions_in_keys": True}}
+    default = plan_for({"a": {}}, tmp_path).runs["a"]
+    assert plan_for({"a": {}}, tmp_path, reproducibility={"versions_in_keys": False}).runs["a"] == default
+    with_versions = plan_for({"a": {}}, tmp_path, **asked).runs["a"]
+    for stage in ("data", "split", "preprocess"):
+        assert with_versions[stage] == default[stage], stage
+    for stage in ("train", "infer", "tune", "evaluate", "training_report"):
+        assert with_versions[stage] != default[stage], stage
+    installed = plan_module.package_versions()
+    monkeypatch.setattr(plan_module, "package_versions", lambda: {**installed, "monai": "0.0.1"})
+    upgraded = plan_for({"a": {}}, tmp_path, **asked).runs["a"]
+    assert upgraded["preprocess"] == with_versions["preprocess"]
+    assert upgraded["train"] != with_versions["train"] and upgraded["infer"] != with_versions["infer"]
+    monkeypatch.setattr(plan_module, "package_versions", lambda: {**installed, "pandas": "0.0.1"})
+    assert plan_for({"a": {}}, tmp_path, **asked).runs["a"] == with_versions  # not one of torch, MONAI, numpy
+
+
+def test_jobs_receive_the_paths_the_config_gives_not_resolved_ones(tmp_path):
+    manifest = write_tiny_manifest(tmp_path / "data")
+    relative = manifest.relative_to(tmp_path).as_posix()
+    plan = plan_for({"a": {}}, tmp_path, data={"source": "manifest", "manifest": f"./{relative}"})
+    assert plan.job("data", plan.runs["a"]["data"]).settings["manifest"] == relative

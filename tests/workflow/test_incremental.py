@@ -15,30 +15,11 @@ from lesionflow.data.synthetic import generate_dataset
 from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.plan import PLAN_ENV, build_plan, shared_plan
 
-from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, workflow_copy, write_config
+from .pipeline import planned_jobs, snakemake, tiny_config, tiny_run, write_config
 
 pytestmark = pytest.mark.slow
 
 TRAIN_AND_LATER = {"train", "infer", "tune", "evaluate", "breakdown", "analyse", "training_report"}
-
-
-@pytest.fixture(scope="module")
-def code_copy(tmp_path_factory):
-    """A copy of the workflow and package that the code-edit tests may change."""
-    return workflow_copy(tmp_path_factory.mktemp("code"))
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, code_copy):
-    """A completed pipeline with a baseline and a flip-TTA run sharing its training, run from
-    a copy of the code (so that tests may edit it)."""
-    workdir = tmp_path_factory.mktemp("incremental")
-    config = tiny_config(
-        {"base": tiny_run(), "tta": tiny_run(infer={"tta": ["identity", "hflip"]})}
-    )
-    write_config(workdir, config)
-    snakemake(workdir, repo=code_copy)
-    return workdir, config
 
 
 def planned_after_edit(workdir, code_copy, relative):

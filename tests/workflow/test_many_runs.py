@@ -21,6 +21,8 @@ from .pipeline import snakemake, tiny_config, tiny_run, write_config
 
 pytestmark = pytest.mark.slow
 
+LEADERBOARD = "results/compare/leaderboard.csv"
+
 
 def broken_run() -> dict:
     """A run whose training fails: MONAI's UNet refuses an unknown keyword (no schema can know it)."""
@@ -38,7 +40,9 @@ def many_runs(tmp_path_factory):
         nnunet_export={"dataset_id": 7, "dataset_name": "Tiny"},
     )
     write_config(workdir, config)
-    failed = snakemake(workdir, check=False)
+    # The leaderboard and the export, not every run's notebooks: test time goes to what is checked.
+    export = build_plan(resolve_config(config), workdir, REPO_CODE).nnunet_export
+    failed = snakemake(workdir, LEADERBOARD, f"results/nnunet_export/{export}", check=False)
     return workdir, config, failed
 
 
@@ -120,7 +124,8 @@ def with_external(many_runs):
     config["compare"] = {**config["compare"], "baseline": "nnunet"}
     config["split"] = {**config["split"], "nnunet_splits": "splits_final.json"}
     write_config(workdir, config)
-    return workdir, config, snakemake(workdir), drawn
+    views = ("results/runs/nnunet/index.json", "results/runs/both/index.json")
+    return workdir, config, snakemake(workdir, LEADERBOARD, *views), drawn
 
 
 def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same_result(with_external):
@@ -201,7 +206,7 @@ def test_missing_predictions_are_listed_all_at_once_and_fail_that_run_only(with_
     for path in removed:
         path.unlink()
         path.with_suffix(".npz").unlink()
-    result = snakemake(workdir, check=False)
+    result = snakemake(workdir, LEADERBOARD, check=False)
     assert result.returncode != 0
     board = pd.read_csv(workdir / "results/compare/partial/leaderboard.csv").set_index("run")
     assert board.loc["nnunet", "status"] == "failed" and board.loc["nnunet", "failed_stage"] == "infer"

@@ -203,10 +203,15 @@ def mask_suffix(source_mask: str | os.PathLike) -> str:
     return ".png" if file_suffix(source_mask) in PICTURE_SUFFIXES else ".npy"
 
 
-def _save_image(image: np.ndarray, path: Path) -> None:
+def stored_image(image: np.ndarray) -> np.ndarray:
+    """A prepared image as this stage stores it, and so as the network later reads it."""
     # float16 keeps a normalised image to about 1e-3, far below the 1/255 steps of an 8-bit
     # source, at half the size of float32.
-    write_image(path, image.astype(np.float16))
+    return image.astype(np.float16)
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    write_image(path, stored_image(image))
 
 
 def _geometry_cells(original: Geometry, box: tuple[slice, ...], shape: Sequence[int]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from lesionflow.pipeline.resources import peak_rss_mb
 from lesionflow.pipeline.settings import complete_section
 
 SUBSETS = ("val", "test")
+# Maps are stored as float16: probabilities to about 1e-3, far finer than any threshold grid.
+STORED_DTYPE = np.float16
 CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims")
 
 
@@ -83,6 +85,34 @@ def read_image_table(path: str | os.PathLike, subset: str) -> pd.DataFrame:
         raise LesionflowError(f"image table {path} does not exist")
     table = pd.read_csv(path, dtype={"image_id": str, "subject": str, "split": str})
     return table[table["split"] == subset].reset_index(drop=True)
+
+
+def stitched_map(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    windows: tuple,
+    transforms: list[str],
+    roi_size: Any,
+    batch_size: int,
+    device: torch.device,
+    overlap: float,
+    on_window: Callable[[tuple, np.ndarray, Any], None] | None = None,
+) -> np.ndarray:
+    """The probability map of one ``(C, *spatial)`` model input: its windows (``windows`` as
+    :func:`windows_of` gives them) predicted with TTA and stitched; each window's origin,
+    probabilities and presence logit go to ``on_window`` as they come (tiles are written one by one)."""
+    window, stride, weights = windows
+    shape = image.shape[1:]
+    size = window or shape
+    stitcher = Stitcher(shape, weights)
+    for origin, prob, logit in window_predictions(
+        model, image, tile_origins(shape, size, stride or size), size, transforms, roi_size, batch_size,
+        device, overlap,
+    ):  # fmt: skip
+        stitcher.add(prob, origin)
+        if on_window is not None:
+            on_window(origin, prob, logit)
+    return stitcher.result()
 
 
 def run_infer(
@@ -136,24 +166,21 @@ def run_infer(
                     f"{row['image']}: image {row['image_id']} has shape {image.shape}; the model "
                     f"expects {channels} channels and {spatial_dims} spatial dims"
                 )
-            shape = image.shape[1:]
-            size = window or shape
-            origins = tile_origins(shape, size, stride or size)
-            stitcher = Stitcher(shape, weights)
             window_logits = []
-            for origin, prob, logit in window_predictions(
-                model, image, origins, size, transforms, roi_size, batch_size, device, overlap
-            ):
-                stitcher.add(prob, origin)
-                window_logits.append(logit)
+
+            def on_window(origin, prob, logit, image_id=row["image_id"], logits=window_logits):
+                logits.append(logit)
                 if tiled:
-                    add_item(tile_id(row["image_id"], origin), prob.astype(np.float16))
-                    n_items += 1
-            whole = stitcher.result()
+                    add_item(tile_id(image_id, origin), prob.astype(STORED_DTYPE))
+
+            whole = stitched_map(
+                model, image, (window, stride, weights), transforms, roi_size, batch_size, device, overlap,
+                on_window,
+            )  # fmt: skip
+            n_items += len(window_logits) if tiled else 1
             if not tiled:
-                add_item(row["image_id"], whole.astype(np.float16))
-                n_items += 1
-            add_image(row["image_id"], restore_map(whole, row).astype(np.float16))
+                add_item(row["image_id"], whole.astype(STORED_DTYPE))
+            add_image(row["image_id"], restore_map(whole, row).astype(STORED_DTYPE))
             presence_logits.append(highest_logit(window_logits))
             bar.update(1)
     artifacts.write_csv(

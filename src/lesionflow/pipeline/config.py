@@ -39,6 +39,8 @@ class ResolvedConfig:
     groups: dict[str, str] = field(default_factory=dict)
     # The nnU-Net export's settings (dataset_id, dataset_name), or None when not asked for.
     nnunet_export: dict[str, Any] | None = None
+    # What the reviewer's tools hold results to: versions_in_keys and reproduce's tolerances.
+    reproducibility: dict[str, Any] = field(default_factory=dict)
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -268,6 +270,7 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         compare=compare,
         groups=groups,
         nnunet_export=config["nnunet_export"],
+        reproducibility=config["reproducibility"],
     )
 
 

@@ -7,6 +7,7 @@ artifacts it reads and the fingerprint of the code it executes; never of a run's
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.file_hashes import FileHashCache, manifest_fingerprint
 from lesionflow.pipeline.fingerprints import CodeBase
 from lesionflow.pipeline.keys import digest
+from lesionflow.pipeline.provenance import package_versions
 from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, run_stages
 
+# With reproducibility.versions_in_keys, these libraries' versions enter these stages' keys.
+VERSIONED_PACKAGES = ("torch", "monai", "numpy")
+VERSIONED_STAGES = ("train", "infer", "infer_scores")
 # The data settings that say which column holds the score and what to do with a bad one.
 SCORE_SETTINGS = ("score_column", "score_range", "invalid_scores")
 
@@ -36,7 +41,7 @@ class Job:
     @property
     def folder(self) -> str:
         """The folder, relative to the working directory, holding this job's artifacts."""
-        return f"results/{self.stage}/{self.key}"
+        return f"results/{STAGES[self.stage].folder_stage}/{self.key}"
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Plan:
     # The key of the nnU-Net export (results/nnunet_export/<key>/), or '' when not asked for.
     nnunet_export: str = ""
     code: dict[str, str] = field(default_factory=dict)
+    # The library versions in the keys of training and inference, or None (the default: in none).
+    versions: dict[str, str | None] | None = None
 
     def job(self, stage: str, key: str) -> Job:
         """The job of ``stage`` with content key ``key``."""
@@ -117,15 +124,29 @@ def _data_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
     fingerprint = manifest_fingerprint(manifest, cache)
     masks = {"mask_channel": data["mask_channel"], "mask_threshold": data["mask_threshold"], **scores}
-    return {"source": "manifest", "manifest": str(manifest), **masks}, {
+    return {"source": "manifest", "manifest": configured_path(data["manifest"]), **masks}, {
         "source": "manifest",
         "fingerprint": fingerprint,
         **masks,
     }
 
 
+def configured_path(path: str) -> str:
+    """A path as the config gives it (relative to the working directory, where every job runs), not
+    resolved: a project folder moved or copied with its results then passes its jobs the same
+    settings, and Snakemake, which reruns a job whose parameters changed, finds nothing to rerun."""
+    return os.path.normpath(path)
+
+
+def portable_path(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> str:
+    """``path`` relative to ``workdir`` when it lies inside it, else absolute: what a job's inputs and
+    parameters may hold so that moving the project folder changes none of them."""
+    absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(workdir))
+    return absolute.relative_to(base).as_posix() if absolute.is_relative_to(base) else str(absolute)
+
+
 def _split_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
-    """The split section as the job gets it (an absolute splits file) and as its key sees it.
+    """The split section as the job gets it (the splits file as configured) and as its key sees it.
 
     An nnU-Net splits file enters the key by its content, so editing it reruns the split and
     everything after it, while moving it reruns nothing.
@@ -139,17 +160,20 @@ def _split_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
     content = cache.content_hash(path)
     cache.save()
-    return {**split, "nnunet_splits": str(path)}, {**split, "nnunet_splits": content}
+    return {**split, "nnunet_splits": configured_path(split["nnunet_splits"])}, {
+        **split,
+        "nnunet_splits": content,
+    }
 
 
 def _external(run: dict[str, Any], workdir: Path, cache: FileHashCache) -> tuple[dict, dict]:
-    """The external section as the import job gets it (an absolute folder) and as its key sees it
+    """The external section as the import job gets it (the folder as configured) and as its key sees it
     (the folder's content, never its path)."""
     external = run["external"]
     folder = (workdir / external["predictions"]).resolve()
     fingerprint = folder_fingerprint(folder, cache)
     return (
-        {"external": {**external, "predictions": str(folder)}},
+        {"external": {**external, "predictions": configured_path(external["predictions"])}},
         {"external": {**external, "predictions": fingerprint}},
     )
 
@@ -172,10 +196,19 @@ def _members_preprocess(name: str, run: dict[str, Any], plan: Plan) -> str:
     return next(iter(keys.values()))
 
 
+def library_versions(config: ResolvedConfig) -> dict[str, str | None] | None:
+    """The library versions that enter the keys of training and inference
+    (reproducibility.versions_in_keys), or None when they stay out of every key."""
+    if not config.reproducibility.get("versions_in_keys"):
+        return None
+    versions = package_versions()
+    return {name: versions[name] for name in VERSIONED_PACKAGES}
+
+
 def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
     """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
     workdir = Path(workdir)
-    plan = Plan(baseline=config.baseline, code=code.fingerprints())
+    plan = Plan(baseline=config.baseline, code=code.fingerprints(), versions=library_versions(config))
     data_settings, data_key_params = _data_settings(config, workdir)
     # What identifies the dataset in reports: its generator settings or its files' content.
     plan.dataset_fingerprint = digest(data_key_params, length=16)
@@ -219,7 +252,11 @@ def _add_job(plan: Plan, stage: str, settings: dict, key_params: dict, keys: dic
     sees them) and reads the artifacts of ``keys`` (a run's key per stage); return its key."""
     # An external run has no train stage: its analysis reads what it has.
     inputs = {upstream: keys[upstream] for upstream in STAGES[stage].reads if upstream in keys}
-    key = digest({"stage": stage, "params": key_params, "inputs": inputs, "code": plan.code[stage]})
+    keyed = {"stage": stage, "params": key_params, "inputs": inputs, "code": plan.code[stage]}
+    if plan.versions is not None and stage in VERSIONED_STAGES:
+        # Only when asked for: by default an upgrade keeps every key (verify flags the results).
+        keyed["versions"] = plan.versions
+    key = digest(keyed)
     plan.jobs[stage].setdefault(key, Job(stage, key, settings, inputs))
     return key
 
@@ -241,6 +278,7 @@ def _config_digest(config: ResolvedConfig) -> str:
             "runs": config.runs,
             "compare": config.compare,
             "nnunet_export": config.nnunet_export,
+            "reproducibility": config.reproducibility,
         },
         length=32,
     )
@@ -254,6 +292,7 @@ def plan_record(plan: Plan, config: ResolvedConfig) -> dict[str, Any]:
         "dataset_fingerprint": plan.dataset_fingerprint,
         "nnunet_export": plan.nnunet_export,
         "code": plan.code,
+        "versions": plan.versions,
         "runs": plan.runs,
         "jobs": {
             stage: {key: {"settings": job.settings, "inputs": job.inputs} for key, job in jobs.items()}
@@ -270,6 +309,7 @@ def plan_from_record(record: dict[str, Any]) -> Plan:
         dataset_fingerprint=record["dataset_fingerprint"],
         nnunet_export=record["nnunet_export"],
         code=record["code"],
+        versions=record.get("versions"),
     )
     for stage, jobs in record["jobs"].items():
         plan.jobs[stage] = {

@@ -17,6 +17,8 @@ Scope = Literal["dataset", "run", "across_runs"]
 # What a run predicts (its `task`): a lesion mask per image, or a score per image.
 TASKS = ("segmentation", "regression")
 SEGMENTATION, REGRESSION = TASKS
+# The subsets a model predicts: validation (for tuning) and test (read once, locked).
+SUBSETS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,16 @@ class Stage:
     not_in_key: tuple[str, ...] = ()
     notebook: str | None = None
     figures: tuple[str, ...] = ()
+    # The stage whose folder (results/<stage>/<key>/) it writes into, when not its own: imported
+    # and averaged maps stand where a model's maps would.
+    writes_as: str | None = None
+    # The jobs one key has, when one per subset: each writes its own files and provenance record.
+    parts: tuple[str, ...] = ()
+
+    @property
+    def folder_stage(self) -> str:
+        """The stage name in the path of this stage's artifacts."""
+        return self.writes_as or self.name
 
     @property
     def script_path(self) -> str:
@@ -99,6 +111,8 @@ _REGISTRY = (
         "import_predictions",
         "an external run's predictions (nnU-Net's or any tool's folder) as the probability maps of infer",
         script="import_predictions",
+        writes_as="infer",
+        parts=SUBSETS,
         reads=("data", "split"),
         sections={"external": None},
         # Placed by the plan: it stands in for train and infer in a run with source external.
@@ -108,6 +122,8 @@ _REGISTRY = (
         "ensemble",
         "an ensemble run's probability maps: the mean of its members' maps, image by image",
         script="ensemble",
+        writes_as="infer",
+        parts=SUBSETS,
         # Its members' infer folders come from its settings (their keys), not from one upstream.
         sections={"ensemble": None},
         tasks=(),
@@ -116,6 +132,7 @@ _REGISTRY = (
         "infer",
         "probability maps of val and test images with test-time augmentation, stitched window by window",
         script="infer",
+        parts=SUBSETS,
         tasks=(SEGMENTATION,),
         reads=("preprocess", "fold", "train"),
         sections={"infer": None},
@@ -182,6 +199,7 @@ _REGISTRY = (
         "infer_scores",
         "predicted scores of val and test images, averaged over mirror-flip test-time augmentation",
         script="infer_scores",
+        parts=SUBSETS,
         tasks=(REGRESSION,),
         reads=("preprocess", "fold", "train"),
         sections={"infer": ("tta", "device", "batch_size")},
