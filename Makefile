@@ -9,7 +9,7 @@ SNAKEMAKE := $(BIN)/snakemake --profile profiles/local
 # partition for the tests to select through LESIONFLOW_SLURM_PARTITION.
 SLURM_LOCAL := SLURM_LOCAL_FAKE_GPUS=1 SLURM_LOCAL_PARTITIONS="debug batch" tests/slurm/local-slurm.sh
 
-.PHONY: setup demo report test test-slurm-cluster slurm-start slurm-stop slurm-status lint clean
+.PHONY: setup demo report test test-slurm-cluster slurm-start slurm-stop slurm-status lint clean bench bench-quick
 
 setup: $(STAMP)
 
@@ -50,6 +50,14 @@ slurm-stop:
 
 slurm-status:
 	$(SLURM_LOCAL) status
+
+# Every benchmark in bench/ against its bare reference, as one table (bench/out/bench.csv): about
+# 8 minutes on 2 cores; bench-quick is a 3-minute smoke run.
+bench: setup
+	$(BIN)/python bench/run.py
+
+bench-quick: setup
+	$(BIN)/python bench/run.py --quick
 
 lint: setup
 	$(BIN)/snakemake --lint --configfile config/config.yaml

@@ -190,7 +190,7 @@ def report(measured: dict[str, Any], data: Path) -> dict[str, Any]:
     return {
         "data": str(data),
         "preprocess_settings": PREPROCESS,
-        "infer_settings": INFER["infer"],
+        "infer_settings": INFER,
         "model": {**MODEL_SETTINGS, "roi_size": ROI_SIZE, "trained": False},
         "bare_reference": {
             "what": "imports of lesionflow.data.preprocess + one image (float32) and its mask",

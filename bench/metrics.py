@@ -1,5 +1,7 @@
 """Benchmark: per-image metrics plus lesion matching, against MONAI's metric classes on the same masks.
 
+It never writes into the repository except its JSON report (--out).
+
 lesionflow scores every test image with Dice, IoU, precision, recall, HD95, mean surface distance,
 Pearson r and connected-component lesion matching. The bare reference is MONAI computing the
 metrics it has (DiceMetric, MeanIoU, ConfusionMatrixMetric for precision and recall,
@@ -9,6 +11,7 @@ down on small CPU machines. The report gives the ratio lesionflow / MONAI (below
 the time of the subject bootstrap of the resulting per-image table.
 
     .venv/bin/python bench/metrics.py [--images 1000] [--size 512] [--resamples 2000]
+        [--out bench/out/metrics.json]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -114,6 +118,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--resamples", type=int, default=EVALUATE["bootstrap"]["n_resamples"])
     parser.add_argument("--chunk", type=int, default=100, help="images held in memory at once")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -170,6 +175,9 @@ def main() -> None:
         f"{len(resampler.subjects)} subjects): {bootstrap_seconds:.2f} s"
     )
     print(json.dumps(result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

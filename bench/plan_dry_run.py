@@ -11,6 +11,10 @@ What is compared, each on a fresh working directory, repeated and reported as me
   a copy of lesionflow's (read once from ``snakemake --dag``): the same rules, the same number of
   jobs of each, the same edges, each job a ``touch`` with wildcards and an input function; the job
   counts both dry runs print must match (asserted);
+- no-op dry runs of both Snakefiles, in a folder where every job's outputs already exist (empty
+  files made from a full dry run's job list; the profile's rerun triggers have no mtime, so
+  nothing is stale): what every rerun of a finished project pays; both must print "Nothing to be
+  done" (asserted);
 - startup reference: a 2-job plain Snakefile, i.e. what any dry run costs before planning
   (imports, plugins, profiles); the ratio above startup is the one that says what lesionflow's
   planning costs;
@@ -183,6 +187,32 @@ def dry_run(
     return seconds, job_counts(text)
 
 
+def outputs_of(text: str) -> list[str]:
+    """Every output file of the jobs a (not quiet) dry run lists."""
+    lines = re.findall(r"^\s+output: (.+)$", text, re.M)
+    return [path.strip() for line in lines for path in line.split(",")]
+
+
+def done_folder(snakefile: Path, workdir: Path, env: dict[str, str], config: Path | None) -> Path:
+    """A fresh ``workdir`` holding every job's outputs as empty files: a dry run there has nothing to do."""
+    workdir.mkdir(parents=True)
+    extra = ["--configfile", str(config)] if config else []
+    _, text = snakemake(snakefile, workdir, env, *extra, "--dry-run")
+    for name in outputs_of(text):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).touch()
+    return workdir
+
+
+def noop_dry_run(snakefile: Path, workdir: Path, env: dict[str, str], config: Path | None) -> float:
+    """Seconds of a dry run in ``workdir``, whose outputs all exist; it must find nothing to do."""
+    extra = ["--configfile", str(config)] if config else []
+    seconds, text = snakemake(snakefile, workdir, env, *extra, "--dry-run", *QUIET)
+    if "Nothing to be done" not in text:
+        sys.exit(f"plan_dry_run.py: the no-op dry run of {snakefile} found work:\n{text[-3000:]}")
+    return seconds
+
+
 # ---------------------------------------------------------------- children (one measurement each)
 
 
@@ -236,7 +266,13 @@ def measure(n_runs: int, repeats: int, work: Path, stub_scontrol: bool) -> dict[
     for path, text in ((bare, bare_snakefile(*dag_of(dag_text))), (startup, STARTUP_SNAKEFILE)):
         path.parent.mkdir()
         path.write_text(text)
-    times: dict[str, list[float]] = {"startup": [], "bare": [], "lesionflow": []}
+    done = {
+        "bare": done_folder(bare, work / "done-bare", env, None),
+        "lesionflow": done_folder(REPO / "Snakefile", work / "done-lesionflow", env, config),
+    }
+    times: dict[str, list[float]] = {
+        "startup": [], "bare": [], "lesionflow": [], "noop_bare": [], "noop_lesionflow": [],
+    }
     plans: list[dict[str, Any]] = []
     counts: dict[str, Counter] = {}
     for rep in range(repeats):
@@ -247,6 +283,8 @@ def measure(n_runs: int, repeats: int, work: Path, stub_scontrol: bool) -> dict[
         ):
             seconds, counts[name] = dry_run(snakefile, work / f"{name}-{rep}", env, configfile)
             times[name].append(seconds)
+        for name, snakefile, configfile in (("bare", bare, None), ("lesionflow", REPO / "Snakefile", config)):
+            times[f"noop_{name}"].append(noop_dry_run(snakefile, done[name], env, configfile))
         plan_dir = work / f"plan-{rep}"
         plan_dir.mkdir()
         plan_job = {"config": str(config), "workdir": str(plan_dir)}
@@ -283,6 +321,7 @@ def summary(measured: dict[str, Any]) -> dict[str, Any]:
         "seconds": measured["times"],
         "median_s": median,
         "ratio_lesionflow_over_bare": ratio(median["lesionflow"], median["bare"]),
+        "ratio_noop_lesionflow_over_bare": ratio(median["noop_lesionflow"], median["noop_bare"]),
         "above_startup_s": above,
         "ratio_above_startup": ratio(above["lesionflow"], above["bare"]),
         "plan_in_process_median_s": {key: v for key, v in plan.items() if key != "jobs"},
@@ -308,6 +347,10 @@ def print_summary(result: dict[str, Any]) -> None:
     print(
         f"ratio lesionflow / bare         : {shown(result['ratio_lesionflow_over_bare'], '7.2f')} "
         f"(above startup: {shown(result['ratio_above_startup'], '.2f')})"
+    )
+    print(
+        f"no-op dry run (all outputs exist): bare {median['noop_bare']:.2f} s, lesionflow "
+        f"{median['noop_lesionflow']:.2f} s, ratio {shown(result['ratio_noop_lesionflow_over_bare'], '.2f')}"
     )
     print(
         f"lesionflow plan in-process      : import {plan['import_s']:.2f} s, resolve_config "

@@ -5,7 +5,13 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from lesionflow.model.tta import TRANSFORMS, get_transforms, predict_batch, predict_probabilities
+from lesionflow.model.tta import (
+    TRANSFORMS,
+    get_transforms,
+    predict_batch,
+    predict_probabilities,
+    windows_across_images,
+)
 from lesionflow.pipeline.config import complete_run_section, load_schema
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -251,3 +257,19 @@ def test_3d_tta_through_the_sliding_window_turns_the_roi_with_the_volume(name):
             forward(x), turned, 2, model, overlap=SW_OVERLAP, mode="gaussian"
         )
     torch.testing.assert_close(result, inverse(torch.sigmoid(logits)), rtol=0, atol=1e-6)
+
+
+def test_windows_of_consecutive_images_share_batches_until_their_shape_changes():
+    model = Recorder(pointwise_model())
+    rng = np.random.default_rng(0)
+    small = [("small", (0, 0), rng.random((3, 8, 8), dtype=np.float32)) for _ in range(5)]
+    large = [("large", (0, 0), rng.random((3, 16, 16), dtype=np.float32)) for _ in range(2)]
+    out = list(windows_across_images(model, small + large, ["identity"], None, 4, "cpu", SW_OVERLAP))
+    assert [tuple(shape) for shape in model.shapes] == [(4, 3, 8, 8), (1, 3, 8, 8), (2, 3, 16, 16)]
+    assert [owner for owner, *_ in out] == ["small"] * 5 + ["large"] * 2
+    # The same maps as predicted one window at a time.
+    alone = predict_probabilities(
+        pointwise_model(), [window for *_, window in small + large], ["identity"], None, 1, "cpu", SW_OVERLAP
+    )
+    for (_, _, prob, _), expected in zip(out, alone, strict=True):
+        assert np.allclose(prob, expected, atol=1e-6)

@@ -271,3 +271,11 @@ def test_notebook_of_a_regression_run_judges_srmse_and_writes_its_figures(repo_r
 
 def test_report_knows_the_tasks_of_the_stage_registry():
     assert training_report.TASKS == TASKS
+
+
+def test_formatted_epoch_log_shows_pixel_fractions_in_percent():
+    fractions = [0.0, 0.00004, float("nan")]
+    frame = epochs_frame().assign(val_predicted_fraction=fractions, val_images_with_prediction=0)
+    shown = training_report.formatted_epoch_log(training_report.epoch_log(frame))
+    assert list(shown["val_predicted_fraction"]) == ["0%", "0.004%", "missing"]
+    assert list(shown["val_images_with_prediction"]) == [0, 0, 0]

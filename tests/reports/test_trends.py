@@ -62,3 +62,16 @@ def test_val_srmse_trend_is_its_least_squares_slope_over_the_last_epochs():
     trend = trends.val_srmse_trend(_score_table((2.0, 0.9, 0.8, 0.7)), 3)
     assert trend.slope == pytest.approx(-0.1) and (trend.first_epoch, trend.last_epoch) == (2, 4)
     assert trends.val_srmse_trend(_score_table((0.9,)), 3) is None
+
+
+def test_longest_stretch_finds_the_longest_run_of_consecutive_epochs_and_counts_them_all():
+    frame = pd.DataFrame({"epoch": [5, 1, 2, 3, 4, 6, 7, 8]})  # rows out of epoch order
+    held = pd.Series([True, True, False, True, True, True, False, True])  # epochs 1, 3-6, 8
+    stretch = trends.longest_stretch(frame, held)
+    assert stretch == trends.Stretch(first_epoch=3, last_epoch=6, n_epochs=4, n_held=6, n_table=8)
+    assert stretch.epochs(frame)["epoch"].tolist() == [5, 3, 4, 6]
+    assert trends.longest_stretch(frame, pd.Series([False] * 8)) is None
+    # On a tie the earliest run wins.
+    in_order = frame.sort_values("epoch")
+    tie = trends.longest_stretch(in_order, pd.Series([True, True, False, True, True] + [False] * 3))
+    assert (tie.first_epoch, tie.last_epoch) == (1, 2)

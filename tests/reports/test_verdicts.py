@@ -3,6 +3,7 @@ bad rule settings are user errors naming the key; the schema describes every rul
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from frames import epochs_frame, trend_frame
@@ -209,3 +210,150 @@ def test_srmse_slope_rule_without_a_window_is_a_user_error():
     message = r"verdict_rules\.improving_srmse_slope: needs verdict_rules\.window"
     with pytest.raises(LesionflowError, match=message):
         verdicts.training_verdicts(score_frame(), {"improving_srmse_slope": 0.002})
+
+
+# --- collapse ------------------------------------------------------------------------------------
+
+COLLAPSE_RULES = {"collapse_epochs": 5, "overprediction_ratio": 10}
+
+
+def collapsed_frame(n=40, empty=range(3, 36)):
+    """A run whose model predicts no pixel on validation (and training batches) in epochs ``empty``.
+
+    The learning rate rises to its peak 1e-2 at epoch 12 (warm-up), then falls; lesion pixels are
+    0.21% of the training batches and 0.12% of validation.
+    """
+    epoch = np.arange(1, n + 1)
+    off = np.isin(epoch, list(empty))
+    return pd.DataFrame(
+        {
+            "epoch": epoch,
+            "train_loss": 0.99,
+            "val_loss": 0.99,
+            "train_dice": np.where(off, 0.0, 0.05),
+            "val_dice": np.where(off, 0.0, 0.04),
+            "lr": np.where(epoch <= 12, 1e-2 * epoch / 12, 1e-2 * (41 - epoch) / 29),
+            "seconds": 1.0,
+            "train_predicted_fraction": np.where(off, 0.0, 0.003),
+            "train_true_fraction": 0.0021,
+            "val_predicted_fraction": np.where(off, 0.0, 0.002),
+            "val_true_fraction": 0.0012,
+            "val_images_with_prediction": np.where(off, 0, 7),
+        }
+    )
+
+
+def test_a_model_predicting_nothing_for_33_of_40_epochs_is_called_collapsed_with_its_causes():
+    (verdict,) = verdicts.training_verdicts(collapsed_frame(), COLLAPSE_RULES)
+    assert verdict == (
+        "Rule 'collapsed if the model predicts no lesion pixel on validation for >= 5 consecutive "
+        "epochs': met (collapsed); the model predicted no lesion pixel on validation for 33 of 40 "
+        "epochs (longest run: epochs 3-35, 33 epochs >= 5 = verdict_rules.collapse_epochs); likely "
+        "causes: it predicted no lesion pixel on its training batches either: training collapsed; "
+        "lesion pixels were 0.21% of the training batches' pixels, so predicting none is right on "
+        "99.8% of them; on sparse tiles a Dice loss averaged per image rewards an empty prediction "
+        "(train.batch_dice pools it over the batch) and train.positive_oversampling sets how many "
+        "batches hold a lesion; it began at epoch 3 during the learning-rate warm-up (2.50e-03, "
+        "rising to its peak 1.00e-02 at epoch 12): a peak train.learning_rate too high for this data "
+        "can push the model to the all-background solution before it learns the lesions."
+    )
+
+
+def test_collapse_is_said_first_with_the_schema_defaults_and_counts_every_empty_epoch():
+    block = load_schema()["$defs"]["run"]["properties"]["analyse"]["properties"]
+    defaults = {name: spec["default"] for name, spec in block["verdict_rules"]["properties"].items()}
+    frame, bands = collapsed_frame(empty=[*range(3, 36), 38]), block["dice_bands"]["default"]
+    found = verdicts.training_verdicts(frame, defaults, bands)
+    assert "for 34 of 40 epochs (longest run: epochs 3-35, 33 epochs >= 5" in found[0]
+    assert "is in band 'bad'" in found[1]
+    # A longer threshold than the 33-epoch run: the same conclusions without the collapse.
+    assert found[1:] == verdicts.training_verdicts(frame, {**defaults, "collapse_epochs": 34}, bands)
+
+
+def test_a_collapse_only_on_validation_is_told_apart_from_a_collapsed_training():
+    frame = collapsed_frame().assign(train_predicted_fraction=0.003)
+    (verdict,) = verdicts.training_verdicts(frame, COLLAPSE_RULES)
+    assert (
+        "likely causes: on its training batches it still predicted 0.3% of pixels as lesion (true "
+        "0.21%), so only validation collapsed" in verdict
+    )
+
+
+def test_healthy_or_briefly_empty_runs_get_no_collapse_conclusion():
+    healthy = epochs_frame().assign(
+        train_predicted_fraction=0.003, train_true_fraction=0.002, val_predicted_fraction=0.0015,
+        val_true_fraction=0.001, val_images_with_prediction=6,
+    )  # fmt: skip
+    assert verdicts.collapse_verdicts(healthy, COLLAPSE_RULES) == []
+    assert verdicts.training_verdicts(healthy, RULES | COLLAPSE_RULES) == verdicts.training_verdicts(
+        healthy, RULES
+    )
+    # Two runs of 4 empty epochs: neither lasts 5.
+    twice_four = collapsed_frame(empty=[3, 4, 5, 6, 9, 10, 11, 12])
+    assert verdicts.collapse_verdicts(twice_four, COLLAPSE_RULES) == []
+    # Exactly 5 is enough.
+    assert verdicts.collapse_verdicts(collapsed_frame(empty=range(3, 8)), COLLAPSE_RULES)
+
+
+def test_a_model_predicting_lesion_almost_everywhere_is_called_collapsed_the_other_way():
+    frame = collapsed_frame(n=10, empty=[]).assign(
+        lr=1e-3,
+        train_predicted_fraction=[0.7] * 8 + [0.06] * 2,
+        train_true_fraction=0.05,
+        val_predicted_fraction=[0.6, 0.65, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.004, 0.003],
+        val_true_fraction=0.002,
+    )
+    (verdict,) = verdicts.training_verdicts(frame, COLLAPSE_RULES)
+    assert verdict == (
+        "Rule 'collapsed to lesion everywhere if the fraction of validation pixels predicted lesion is "
+        "> 10 x the true lesion fraction for >= 5 consecutive epochs': met (collapsed to lesion "
+        "everywhere); the model predicted lesion on more than 10 x the true lesion fraction of "
+        "validation (0.2%) for 8 of 10 epochs (longest run: epochs 1-8, 8 epochs >= 5 = "
+        "verdict_rules.collapse_epochs), up to 80% of validation pixels (epoch 3); likely causes: on "
+        "its training batches too it predicted 70% of pixels as lesion (true 5%): training itself "
+        "collapsed; training batches held 5% lesion pixels against 0.2% in validation (25 times as "
+        "many): train.positive_oversampling teaches the model a lesion prior far above validation's; "
+        "it began at epoch 1 at a learning rate of 1.00e-03 with no warm-up before it: a "
+        "train.learning_rate too high for this data can push the model to predicting lesion "
+        "everywhere at once."
+    )
+    # 4x the true fraction is within a ratio of 10.
+    assert verdicts.collapse_verdicts(frame.assign(val_predicted_fraction=0.008), COLLAPSE_RULES) == []
+
+
+def test_an_old_table_without_predicted_fractions_falls_back_to_val_dice_exactly_zero():
+    old = trend_frame([0.9] * 8, [1.0] * 8, [0.1, 0, 0, 0, 0, 0, 0, 0.2]).assign(lr=1e-3)
+    (verdict,) = verdicts.training_verdicts(old, COLLAPSE_RULES)
+    assert verdict.startswith(
+        "Rule 'collapsed if the model predicts no lesion pixel on validation for >= 5 consecutive "
+        "epochs': possibly collapsed; val Dice was exactly 0 for 6 of 8 epochs (longest run: epochs "
+        "2-7, 6 epochs >= 5 = verdict_rules.collapse_epochs); this epoch table has no "
+        "val_predicted_fraction column (it predates it), so it cannot tell a model that predicted "
+        "nothing from one whose predictions all missed the lesions; likely causes: the lesion "
+        "fraction of the data is not in this epoch table; on sparse tiles"
+    )
+    assert verdict.endswith("; it began at epoch 2 at the constant learning rate 1.00e-03.")
+    falling = verdicts.collapse_verdicts(old.assign(lr=np.linspace(1e-3, 1e-4, 8)), COLLAPSE_RULES)
+    assert falling[0].endswith(
+        "; it began at epoch 2, after the learning-rate peak (1.00e-03 at epoch 1; 8.71e-04 then)."
+    )
+    # Undefined val Dice (no lesion-positive image scored) is no evidence of a collapse.
+    assert verdicts.collapse_verdicts(old.assign(val_dice=math.nan), COLLAPSE_RULES) == []
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"collapse_epochs": 0}, "verdict_rules.collapse_epochs: expected a whole number >= 1, got 0"),
+        ({"collapse_epochs": 2.5}, "verdict_rules.collapse_epochs: expected a whole number >= 1"),
+        ({"collapse_epochs": 5, "overprediction_ratio": 1}, "overprediction_ratio: expected a number > 1"),
+        ({"overprediction_ratio": 10}, "overprediction_ratio: needs verdict_rules.collapse_epochs"),
+    ],
+)
+def test_bad_collapse_rule_settings_are_user_errors_naming_the_key(rules, message):
+    with pytest.raises(LesionflowError, match=message.replace(".", r"\.")):
+        verdicts.training_verdicts(collapsed_frame(), rules)
+
+
+def test_regression_runs_skip_the_collapse_rules():
+    assert verdicts.training_verdicts(score_frame(), COLLAPSE_RULES) == []

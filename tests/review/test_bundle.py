@@ -34,9 +34,8 @@ from lesionflow.review import bundle as bundle_module
 from lesionflow.review.bundle import TORCHSCRIPT_FILE, export_bundle, scripted_network
 from lesionflow.review.bundle_predict import (
     input_files,
-    model_input,
     predict_files,
-    probability_map,
+    probability_maps,
     read_bundle,
 )
 
@@ -159,10 +158,11 @@ def test_bundle_maps_equal_the_infer_stages_with_crop_resize_normalise_tiles_and
     assert not bundle.record["preprocess"]["identity"]
     records = export_records(folders["prepared"])
     stored = load_arrays(folders["prepared"]["infer"] / "test.npz")
-    for record in records:
-        image, cells = model_input(record["source"], bundle.record["preprocess"])
-        expected = stored[record["image_id"]].astype(np.float32)
-        assert np.array_equal(probability_map(bundle, image, cells), expected)
+    sources = [Path(record["source"]) for record in records]
+    maps = list(probability_maps(bundle, sources))
+    assert [source for source, _ in maps] == sources
+    for record, (_, probability) in zip(records, maps, strict=True):
+        assert np.array_equal(probability, stored[record["image_id"]].astype(np.float32))
     written = predict_files(bundles["prepared"], [r["source"] for r in records], tmp_path, "cpu")
     for path, record in zip(written, records, strict=True):
         assert path.name == Path(record["mask"]).name

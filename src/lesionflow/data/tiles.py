@@ -8,6 +8,7 @@ float32 accumulators).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -138,6 +139,15 @@ def tile_weights(tile: Sequence[int], weights: str) -> np.ndarray:
     return importance.numpy()
 
 
+@functools.lru_cache(maxsize=32)
+def shared_tile_weights(tile: tuple[int, ...], weights: str) -> np.ndarray:
+    """:func:`tile_weights`, computed once per tile shape and kept read-only: every image of a
+    subset is stitched from windows of the same few shapes."""
+    array = tile_weights(tile, weights)
+    array.setflags(write=False)
+    return array
+
+
 class Stitcher:
     """Accumulates per-tile maps into their weighted average over a whole image.
 
@@ -148,25 +158,22 @@ class Stitcher:
     """
 
     def __init__(self, shape: Sequence[int], weights: str) -> None:
-        tile_weights((1,) * len(shape), weights)  # validates the name before any work
+        shared_tile_weights((1,) * len(shape), weights)  # validates the name before any work
         self.shape = tuple(int(size) for size in shape)
         self.weights = weights
         self.total: np.ndarray | None = None
         self.weight_sum = np.zeros(self.shape, dtype=np.float32)
-        self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
     def add(self, tile_map: np.ndarray, origin: Sequence[int]) -> None:
         """Add one ``(*lead, *tile)`` map whose first corner is at ``origin``."""
         ndim = len(self.shape)
         tile_shape = tuple(tile_map.shape[tile_map.ndim - ndim :])
-        if tile_shape not in self._cache:
-            self._cache[tile_shape] = tile_weights(tile_shape, self.weights)
         if self.total is None:
             lead = tuple(tile_map.shape[: tile_map.ndim - ndim])
             self.total = np.zeros(lead + self.shape, dtype=np.float32)
         region = tile_slices(origin, tile_shape, self.shape)
         inside = tuple(slice(0, s.stop - s.start) for s in region)
-        weight = self._cache[tile_shape][inside]
+        weight = shared_tile_weights(tile_shape, self.weights)[inside]
         self.total[(..., *region)] += np.asarray(tile_map, dtype=np.float32)[(..., *inside)] * weight
         self.weight_sum[region] += weight
 

@@ -34,11 +34,17 @@ from lesionflow.model.sampling import (
     training_transforms,
     worker_init,
 )
-from lesionflow.model.scores import batch_scores, mean_score
+from lesionflow.model.scores import batch_scores, mean_score, prediction_counts, prediction_fractions
 from lesionflow.pipeline.errors import LesionflowError
 
 # Not infer.sw_overlap: a change to inference settings must never change training's checkpoint choice.
 VALIDATION_SW_OVERLAP = 0.25
+# What validate and each epoch's training batches predicted at 0.5 (scores.prediction_fractions),
+# read by the training report's collapse rule; metrics_by_epoch.csv keeps train.EPOCH_COLUMNS.
+PREDICTION_KEYS = ("predicted_fraction", "true_fraction", "images_with_prediction")
+PREDICTION_COLUMNS = (
+    "train_predicted_fraction", "train_true_fraction", *(f"val_{key}" for key in PREDICTION_KEYS)
+)
 
 
 @dataclass
@@ -78,8 +84,7 @@ def check_train_settings(train: dict[str, Any], spatial_dims: int) -> None:
     patch = train["patch_size"]
     if patch is not None and (len(patch) != spatial_dims or min(patch) < 1):
         raise LesionflowError(
-            f"train.patch_size: expected {spatial_dims} positive sizes (model.spatial_dims), "
-            f"got {patch!r}"
+            f"train.patch_size: expected {spatial_dims} positive sizes (model.spatial_dims), got {patch!r}"
         )
     workers = train["num_workers"]
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
@@ -193,7 +198,7 @@ def train_epoch(
     """
     device, amp_dtype = setup.device, setup.amp_dtype
     parts.model.train()
-    losses, weights, scores, steps, presence_losses = [], [], [], [], []
+    losses, weights, scores, steps, presence_losses, counts = [], [], [], [], [], []
     started = time.perf_counter()
     with warnings.catch_warnings():
         # RandCropByPosNegLabeld warns for every lesion-free image; that is expected here.
@@ -211,7 +216,9 @@ def train_epoch(
             if logged is not None:
                 presence_losses.append(logged["presence_loss"])
             weights.append(len(x))
-            scores.append(batch_scores(torch.sigmoid(logits), y))
+            probs = torch.sigmoid(logits)
+            scores.append(batch_scores(probs, y))
+            counts.append(prediction_counts(probs, y))
             steps.append({"step": first_step + len(steps), "epoch": epoch, "lr": lr, "loss": losses[-1]})
     seconds = time.perf_counter() - started
     train_scores = {
@@ -219,6 +226,7 @@ def train_epoch(
         "train_dice": mean_score([s["dice"] for s in scores]),
         "train_iou": mean_score([s["iou"] for s in scores]),
         "train_pearson": mean_score([s["pearson"] for s in scores]),
+        **{f"train_{key}": value for key, value in prediction_fractions(counts).items()},
     }
     if presence_losses:
         train_scores["presence_loss"] = float(np.average(presence_losses, weights=weights))
@@ -246,14 +254,14 @@ def validate(
     amp_dtype: torch.dtype | None,
     stop: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Validation loss and scores on whole images (sliding window beyond the training roi).
+    """Validation loss, scores and PREDICTION_KEYS on whole images (sliding window beyond the roi).
 
     ``stop`` is called at every batch boundary; it raises when training must end now. A DualHead
     adds ``presence_roc_auc`` and ``presence_ap``: its presence logits (the highest window's under
     a sliding window) ranking the images by whether their masks hold a lesion.
     """
     model.eval()
-    losses, weights, scores, labels, presence = [], [], [], [], []
+    losses, weights, scores, labels, presence, counts = [], [], [], [], [], []
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         by_shape.setdefault(tuple(image.shape), []).append(index)
@@ -272,12 +280,15 @@ def validate(
                     labels.extend(bool(masks[i].any()) for i in chunk)
                 losses.append(float(loss_fn(logits, y)))
                 weights.append(len(chunk))
-                scores.append(batch_scores(torch.sigmoid(logits), y))
+                probs = torch.sigmoid(logits)
+                scores.append(batch_scores(probs, y))
+                counts.append(prediction_counts(probs, y))
     result = {
         "loss": float(np.average(losses, weights=weights)),
         "dice": mean_score([s["dice"] for s in scores]),
         "iou": mean_score([s["iou"] for s in scores]),
         "pearson": mean_score([s["pearson"] for s in scores]),
+        **prediction_fractions(counts),
     }
     if isinstance(model, DualHead):
         metrics = presence_metrics(labels, presence)
@@ -294,13 +305,12 @@ def run_epoch(
 ) -> tuple[dict[str, float], list[dict[str, float]], int, float]:
     """Train and validate one epoch; return its metrics row, step rows, images and loop seconds."""
     started = time.perf_counter()
-    train_scores, steps, images, seconds = train_epoch(
-        parts, setup, epoch, len(progress.step_rows) + 1, stop
-    )
+    train_scores, steps, images, seconds = train_epoch(parts, setup, epoch, len(progress.step_rows) + 1, stop)
     val = validate(
         parts.model, setup.loss_fn, setup.val_images, setup.val_masks, setup.roi_size,
         setup.batch_size, setup.device, setup.amp_dtype, stop=stop,
     )
+    measured = {**train_scores, **{f"val_{key}": value for key, value in val.items()}}
     row = {
         "epoch": epoch,
         "train_loss": train_scores["train_loss"],
@@ -313,6 +323,8 @@ def run_epoch(
         "val_pearson": val["pearson"],
         "lr": steps[-1]["lr"],
         "seconds": time.perf_counter() - started,
+        # A stand-in validate without the counts leaves them undefined, never 0.
+        **{column: measured.get(column, np.nan) for column in PREDICTION_COLUMNS},
     }
     if isinstance(parts.model, DualHead):
         row.update(

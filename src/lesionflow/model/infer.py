@@ -10,10 +10,13 @@ windows. Never thresholds, tunes or scores: it writes probabilities and nothing 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,13 @@ import torch
 from tqdm import tqdm
 
 from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
-from lesionflow.data.tiles import Stitcher, tile_id, tile_origins
+from lesionflow.data.tiles import Stitcher, crop_or_pad, tile_id, tile_origins
+from lesionflow.io.background import WriteBehind, read_ahead
 from lesionflow.io.readers import read_image
 from lesionflow.model.dual_head import DualHead
 from lesionflow.model.networks import build_model, read_model_file, resolve_device, restored
 from lesionflow.model.presence import highest_logit, presence_table
-from lesionflow.model.tta import checked_names, get_transforms, window_predictions
+from lesionflow.model.tta import checked_names, get_transforms, windows_across_images
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.resources import peak_rss_mb
@@ -87,32 +91,74 @@ def read_image_table(path: str | os.PathLike, subset: str) -> pd.DataFrame:
     return table[table["split"] == subset].reset_index(drop=True)
 
 
-def stitched_map(
+def model_input(row: Mapping[str, Any], channels: int, spatial_dims: int) -> np.ndarray:
+    """The ``(C, *spatial)`` image of an images.csv row, checked against what the model takes."""
+    image = read_image(row["image"]).array
+    if image.shape[0] != channels or image.ndim != spatial_dims + 1:
+        raise LesionflowError(
+            f"{row['image']}: image {row['image_id']} has shape {image.shape}; the model "
+            f"expects {channels} channels and {spatial_dims} spatial dims"
+        )
+    return image
+
+
+def _write_original_size(add: Callable, row: Mapping[str, Any], whole: np.ndarray) -> None:
+    add(row["image_id"], restore_map(whole, row).astype(STORED_DTYPE))
+
+
+@dataclass
+class StitchedImage:
+    """One image's whole-image map, stitched from its windows, and each window's origin,
+    probabilities and presence logit (the tiles' maps, when the windows are the tiles)."""
+
+    owner: Any
+    map: np.ndarray
+    windows: list[tuple[tuple[int, ...], np.ndarray, float]]
+
+
+@dataclass
+class _Stitching:
+    owner: Any
+    stitcher: Stitcher
+    remaining: int
+    windows: list = field(default_factory=list)
+
+
+def stitched_maps(
     model: torch.nn.Module,
-    image: np.ndarray,
+    images: Iterable[tuple[Any, np.ndarray]],
     windows: tuple,
     transforms: list[str],
     roi_size: Any,
     batch_size: int,
     device: torch.device,
     overlap: float,
-    on_window: Callable[[tuple, np.ndarray, Any], None] | None = None,
-) -> np.ndarray:
-    """The probability map of one ``(C, *spatial)`` model input: its windows (``windows`` as
-    :func:`windows_of` gives them) predicted with TTA and stitched; each window's origin,
-    probabilities and presence logit go to ``on_window`` as they come (tiles are written one by one)."""
+) -> Iterator[StitchedImage]:
+    """The probability map of each ``(owner, (C, *spatial) image)``, in order: its windows
+    (``windows`` as :func:`windows_of` gives them) predicted with TTA, in batches shared with the
+    images before and after it (:func:`lesionflow.model.tta.windows_across_images`), and stitched."""
     window, stride, weights = windows
-    shape = image.shape[1:]
-    size = window or shape
-    stitcher = Stitcher(shape, weights)
-    for origin, prob, logit in window_predictions(
-        model, image, tile_origins(shape, size, stride or size), size, transforms, roi_size, batch_size,
-        device, overlap,
-    ):  # fmt: skip
-        stitcher.add(prob, origin)
-        if on_window is not None:
-            on_window(origin, prob, logit)
-    return stitcher.result()
+    open_images: deque[_Stitching] = deque()
+
+    def cut() -> Iterator[tuple[_Stitching, tuple[int, ...], np.ndarray]]:
+        for owner, image in images:
+            shape = image.shape[1:]
+            size = window or shape
+            origins = [tuple(int(v) for v in o) for o in tile_origins(shape, size, stride or size)]
+            stitching = _Stitching(owner, Stitcher(shape, weights), len(origins))
+            open_images.append(stitching)
+            for origin in origins:
+                yield stitching, origin, crop_or_pad(image, origin, size)
+
+    for stitching, origin, prob, logit in windows_across_images(
+        model, cut(), transforms, roi_size, batch_size, device, overlap
+    ):
+        stitching.stitcher.add(prob, origin)
+        stitching.windows.append((origin, prob, logit))
+        stitching.remaining -= 1
+        while open_images and open_images[0].remaining == 0:
+            done = open_images.popleft()
+            yield StitchedImage(done.owner, done.stitcher.result(), done.windows)
 
 
 def run_infer(
@@ -130,8 +176,9 @@ def run_infer(
     image when not tiling) at the preprocessed resolution; ``<subset>_presence.csv``: per
     source image the presence head's logit and probability (presence.TABLE_COLUMNS; both empty
     for a model without a head); ``<subset>_infer.json``: counts, windows, resolution, whether
-    the model has a presence head, seconds and peak memory. Images are read, predicted and
-    written one at a time.
+    the model has a presence head, seconds and peak memory. The windows of consecutive images
+    share batches; the next images are read, and finished maps written, in threads of their own
+    while the network runs (a few images held at a time).
     """
     if subset not in SUBSETS:
         raise LesionflowError(f"subset: expected one of {', '.join(SUBSETS)}, got {subset!r}")
@@ -154,34 +201,25 @@ def run_infer(
     out = Path(out_dir)
     n_items = 0
     presence_logits = []
+    read = functools.partial(model_input, channels=channels, spatial_dims=spatial_dims)
     with (
         artifacts.array_writer(out / f"{subset}.npz") as add_image,
         artifacts.array_writer(out / f"{subset}_tiles.npz") as add_item,
+        # The next images are read, and the finished maps written, while the network runs.
+        WriteBehind() as writer,
         tqdm(total=len(rows), desc=f"infer {subset}", unit="image", file=sys.stderr) as bar,
     ):
-        for row in rows.to_dict("records"):
-            image = read_image(row["image"]).array
-            if image.shape[0] != channels or image.ndim != spatial_dims + 1:
-                raise LesionflowError(
-                    f"{row['image']}: image {row['image_id']} has shape {image.shape}; the model "
-                    f"expects {channels} channels and {spatial_dims} spatial dims"
-                )
-            window_logits = []
-
-            def on_window(origin, prob, logit, image_id=row["image_id"], logits=window_logits):
-                logits.append(logit)
-                if tiled:
-                    add_item(tile_id(image_id, origin), prob.astype(STORED_DTYPE))
-
-            whole = stitched_map(
-                model, image, (window, stride, weights), transforms, roi_size, batch_size, device, overlap,
-                on_window,
-            )  # fmt: skip
-            n_items += len(window_logits) if tiled else 1
-            if not tiled:
-                add_item(row["image_id"], whole.astype(STORED_DTYPE))
-            add_image(row["image_id"], restore_map(whole, row).astype(STORED_DTYPE))
-            presence_logits.append(highest_logit(window_logits))
+        images = read_ahead(rows.to_dict("records"), read)
+        for done in stitched_maps(
+            model, images, (window, stride, weights), transforms, roi_size, batch_size, device, overlap
+        ):
+            row = done.owner
+            items = [(tile_id(row["image_id"], origin), prob) for origin, prob, _ in done.windows]
+            for name, item in items if tiled else [(row["image_id"], done.map)]:
+                writer.submit(add_item, name, item.astype(STORED_DTYPE))
+                n_items += 1
+            writer.submit(_write_original_size, add_image, row, done.map)
+            presence_logits.append(highest_logit([logit for *_, logit in done.windows]))
             bar.update(1)
     artifacts.write_csv(
         presence_table(rows["image_id"].tolist(), presence_logits), out / f"{subset}_presence.csv"

@@ -47,6 +47,7 @@ from lesionflow.model.checkpoint import (
     write_training_artifacts,
 )
 from lesionflow.model.epoch import (
+    PREDICTION_COLUMNS,
     EpochSetup,
     build_training_parts,
     check_train_settings,
@@ -62,7 +63,7 @@ from lesionflow.pipeline.settings import complete_section
 
 EPOCH_COLUMNS = [
     "epoch", "train_loss", "val_loss", "train_dice", "val_dice", "train_iou", "val_iou",
-    "train_pearson", "val_pearson", "lr", "seconds",
+    "train_pearson", "val_pearson", "lr", "seconds", *PREDICTION_COLUMNS,
 ]
 _TRAIN_KEYS = (
     "epochs", "batch_size", "learning_rate", "weight_decay", "scheduler", "loss",

@@ -9,8 +9,9 @@ probabilities are averaged over the transforms as they are.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -208,7 +209,46 @@ def predict_batch_with_presence(
     return probs, mean_probability_logit(torch.stack(presence)).cpu()
 
 
+def windows_across_images(
+    model: torch.nn.Module,
+    windows: Iterable[tuple[Any, tuple[int, ...], np.ndarray]],
+    transforms: Sequence[str],
+    roi_size: Sequence[int] | None,
+    batch_size: int,
+    device: torch.device | str,
+    sw_overlap: float,
+) -> Iterator[tuple[Any, tuple[int, ...], np.ndarray, float]]:
+    """Yield ``(owner, origin, probability map, presence logit)`` of each ``(owner, origin, window)``,
+    in order.
+
+    Consecutive windows of one shape share batches of ``batch_size`` whoever they belong to, so
+    small images are not predicted one at a time; each batch goes through every TTA transform, and
+    windows are taken from ``windows`` only as a batch needs them (one batch on the device). The
+    presence logit is :func:`predict_batch_with_presence`'s: NaN for a model without a presence head.
+    """
+    model.eval()
+    pending: list[tuple[Any, tuple[int, ...], np.ndarray]] = []
+    for item in windows:
+        if pending and (len(pending) == batch_size or pending[0][2].shape != item[2].shape):
+            yield from _predicted(model, pending, transforms, roi_size, batch_size, device, sw_overlap)
+            pending = []
+        pending.append(item)
+    if pending:
+        yield from _predicted(model, pending, transforms, roi_size, batch_size, device, sw_overlap)
+
+
 @torch.no_grad()
+def _predicted(model, pending, transforms, roi_size, batch_size, device, sw_overlap) -> list[tuple]:
+    chosen = get_transforms(transforms, pending[0][2].ndim - 1)
+    batch = torch.from_numpy(np.stack([window for *_, window in pending])).float().to(device)
+    probs, presence = predict_batch_with_presence(model, batch, chosen, roi_size, batch_size, sw_overlap)
+    maps = probs[:, 0].cpu().numpy()
+    return [
+        (owner, origin, prob.astype(np.float32), float(logit))
+        for (owner, origin, _), prob, logit in zip(pending, maps, presence.tolist(), strict=True)
+    ]
+
+
 def window_predictions(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -222,19 +262,13 @@ def window_predictions(
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray, float]]:
     """Yield ``(origin, probability map, presence logit)`` of each window of one ``(C, *spatial)`` image.
 
-    Windows of shape ``window`` start at ``origins`` (zero-padded past the border) and go
-    through the network ``batch_size`` at a time, each batch with every TTA transform, so only
-    one batch of windows is ever on the device. Stitching the maps with Gaussian weights gives
-    MONAI's sliding-window inference over the same windows. The presence logit is
-    :func:`predict_batch_with_presence`'s: NaN for a model without a presence head.
+    Windows of shape ``window`` start at ``origins`` (zero-padded past the border) and go through
+    the network as :func:`windows_across_images` batches them. Stitching the maps with Gaussian
+    weights gives MONAI's sliding-window inference over the same windows.
     """
-    chosen = get_transforms(transforms, len(window))
-    model.eval()
-    origins = [tuple(int(v) for v in origin) for origin in origins]
-    for start in range(0, len(origins), batch_size):
-        chunk = origins[start : start + batch_size]
-        windows = np.stack([crop_or_pad(image, origin, window) for origin in chunk])
-        batch = torch.from_numpy(windows).float().to(device)
-        probs, presence = predict_batch_with_presence(model, batch, chosen, roi_size, batch_size, sw_overlap)
-        for origin, prob, logit in zip(chunk, probs[:, 0].cpu().numpy(), presence.tolist(), strict=True):
-            yield origin, prob.astype(np.float32), float(logit)
+    get_transforms(transforms, len(window))  # a bad name fails before any window is cut
+    crops = ((None, tuple(int(v) for v in o), crop_or_pad(image, o, window)) for o in origins)
+    for _, origin, prob, logit in windows_across_images(
+        model, crops, transforms, roi_size, batch_size, device, sw_overlap
+    ):
+        yield origin, prob, logit

@@ -214,7 +214,8 @@ def epoch_log(metrics_by_epoch: pd.DataFrame, max_rows: int = 20) -> pd.DataFram
 
 
 def formatted_epoch_log(log: pd.DataFrame) -> pd.DataFrame:
-    """The epoch log as text: metrics to 4 decimals, lr in scientific notation, seconds to 0.1 s.
+    """The epoch log as text: metrics to 4 decimals, lr in scientific notation, seconds to 0.1 s,
+    pixel fractions (``*_fraction``) in percent to 3 significant digits.
 
     One precision for every column would print a learning rate of 1e-5 as 0.0000.
     """
@@ -224,6 +225,9 @@ def formatted_epoch_log(log: pd.DataFrame) -> pd.DataFrame:
             shown[column] = [MISSING if is_undefined(v) else f"{v:.2e}" for v in shown[column]]
         elif column == "seconds":
             shown[column] = [format_value(v, 1) for v in shown[column]]
+        elif column.endswith("_fraction"):
+            # Lesion fractions of 1e-4 and below would all read 0.0000 at four decimals.
+            shown[column] = [MISSING if is_undefined(v) else f"{100 * v:.3g}%" for v in shown[column]]
         elif column not in ("epoch", "mark") and pd.api.types.is_float_dtype(shown[column]):
             shown[column] = [format_value(v) for v in shown[column]]
     return shown

@@ -105,3 +105,44 @@ def val_srmse_trend(metrics_by_epoch: pd.DataFrame, window: int) -> Trend | None
     """Slope of val sRMSE over the last ``window`` epochs (negative: still falling); None with < 2
     epochs of finite val sRMSE."""
     return last_epochs_trend(metrics_by_epoch["epoch"], metrics_by_epoch[SCORE_COLUMN], window)
+
+
+# Columns lesionflow.model.epoch writes (PREDICTION_COLUMNS), restated so that an edit of the
+# training code does not change the report's code fingerprint. Older tables lack them.
+VAL_PREDICTED, VAL_TRUE = "val_predicted_fraction", "val_true_fraction"
+TRAIN_PREDICTED, TRAIN_TRUE = "train_predicted_fraction", "train_true_fraction"
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """The longest stretch of consecutive epochs in which a condition held, and how often it held."""
+
+    first_epoch: int
+    last_epoch: int
+    n_epochs: int  # epochs in the stretch
+    n_held: int  # epochs the condition held anywhere in the table
+    n_table: int  # epochs in the table
+
+    def epochs(self, metrics_by_epoch: pd.DataFrame) -> pd.DataFrame:
+        """The rows of the table's epochs first_epoch to last_epoch."""
+        epoch = metrics_by_epoch["epoch"]
+        return metrics_by_epoch[(epoch >= self.first_epoch) & (epoch <= self.last_epoch)]
+
+
+def longest_stretch(metrics_by_epoch: pd.DataFrame, held: pd.Series) -> Stretch | None:
+    """The longest run of consecutive table rows (by epoch) where ``held`` is True; None if none.
+
+    ``held`` is aligned with the table's rows; an undefined condition must be passed as False.
+    """
+    frame = pd.DataFrame({"epoch": metrics_by_epoch["epoch"].to_numpy(), "held": held.to_numpy(bool)})
+    frame = frame.sort_values("epoch").reset_index(drop=True)
+    if not frame["held"].any():
+        return None
+    # Each change of the condition starts a new block; the longest True block wins (earliest on ties).
+    block = (frame["held"] != frame["held"].shift()).cumsum()
+    sizes = frame[frame["held"]].groupby(block[frame["held"]])["epoch"].agg(["first", "last", "size"])
+    longest = sizes.loc[sizes["size"].idxmax()]
+    return Stretch(
+        first_epoch=int(longest["first"]), last_epoch=int(longest["last"]),
+        n_epochs=int(longest["size"]), n_held=int(frame["held"].sum()), n_table=len(frame),
+    )  # fmt: skip

@@ -13,6 +13,7 @@ import pandas as pd
 
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.reports.bands import band_labels, check_bands, dice_band
+from lesionflow.reports.collapse import empty_collapse_verdict, flood_collapse_verdict
 from lesionflow.reports.labels import MISSING, format_value, is_undefined
 from lesionflow.reports.trends import (
     MIN_WINDOW,
@@ -42,11 +43,20 @@ VERDICT_RULES: dict[str, str] = {
     "improving_srmse_slope": (
         "still improving if the slope of val sRMSE over the last {window} epochs < -{value} per epoch"
     ),
+    "collapse_epochs": (
+        "collapsed if the model predicts no lesion pixel on validation for >= {value} consecutive epochs"
+    ),
+    "overprediction_ratio": (
+        "collapsed to lesion everywhere if the fraction of validation pixels predicted lesion is > "
+        "{value} x the true lesion fraction for >= {epochs} consecutive epochs"
+    ),
 }
 # Rules that fit a slope, so they need verdict_rules.window.
 SLOPE_RULES = ("overfit_gap_slope", "improving_slope", "improving_srmse_slope")
+# Rules that count epochs of a collapse, so they need verdict_rules.collapse_epochs.
+COLLAPSE_RULES = ("overprediction_ratio",)
 # Rules that judge one task's metric: the other task's runs skip them (every run carries them all).
-DICE_RULES = ("good_val_dice", "improving_slope")
+DICE_RULES = ("good_val_dice", "improving_slope", "collapse_epochs", "overprediction_ratio")
 SCORE_RULES = ("good_val_srmse", "improving_srmse_slope")
 
 
@@ -73,13 +83,32 @@ def check_rules(rules: Mapping[str, Any]) -> None:
         raise LesionflowError(
             f"verdict_rules.{needing_window[0]}: needs verdict_rules.window (epochs the slope is fitted over)"
         )
+    _check_collapse_rules(rules)
+
+
+def _check_collapse_rules(rules: Mapping[str, Any]) -> None:
+    epochs = rules.get("collapse_epochs", 1)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise LesionflowError(f"verdict_rules.collapse_epochs: expected a whole number >= 1, got {epochs!r}")
+    if "overprediction_ratio" in rules and rules["overprediction_ratio"] <= 1:
+        # At a ratio of 1 or below, a model predicting exactly the true lesion area would be 'collapsed'.
+        ratio = rules["overprediction_ratio"]
+        raise LesionflowError(f"verdict_rules.overprediction_ratio: expected a number > 1, got {ratio!r}")
+    needing_epochs = [name for name in COLLAPSE_RULES if name in rules]
+    if needing_epochs and "collapse_epochs" not in rules:
+        raise LesionflowError(
+            f"verdict_rules.{needing_epochs[0]}: needs verdict_rules.collapse_epochs "
+            "(epochs a collapse must last)"
+        )
 
 
 def rule_text(name: str, rules: Mapping[str, Any]) -> str:
     """The configured rule ``name`` in words with its threshold, or '' when it is not configured."""
     if name not in rules:
         return ""
-    return VERDICT_RULES[name].format(value=rules[name], window=rules.get("window", MISSING))
+    return VERDICT_RULES[name].format(
+        value=rules[name], window=rules.get("window", MISSING), epochs=rules.get("collapse_epochs", MISSING)
+    )
 
 
 def band_rule_text(bands: Sequence[float]) -> str:
@@ -233,8 +262,9 @@ def training_verdicts(
 ) -> list[str]:
     """Conclusions from the epoch table, one per configured rule, each stating rule and numbers.
 
-    With ``bands`` the first conclusion is the performance band of the best val Dice.
-    ``rules['window']`` is a setting of the slope rules, not a conclusion of its own.
+    A segmentation run that collapsed (collapse_verdicts) is told so first; a run that did not gets
+    no collapse conclusion. With ``bands`` the next conclusion is the performance band of the best
+    val Dice. ``rules['window']`` is a setting of the slope rules, not a conclusion of its own.
     A regression run's table (val sRMSE, no val Dice) is judged by the sRMSE and loss rules only:
     the Dice rules and ``bands`` are Dice cut points, and the sRMSE rules are skipped for a
     segmentation run's table.
@@ -242,7 +272,10 @@ def training_verdicts(
     check_rules(rules)
     quality = quality_of(metrics_by_epoch)
     use_bands = bands is not None and quality is DICE
-    verdicts = [performance_band_verdict(metrics_by_epoch, bands)] if use_bands else []
+    # A collapse explains every other number of the run, so it is said first.
+    verdicts = collapse_verdicts(metrics_by_epoch, rules) if quality is DICE else []
+    if use_bands:
+        verdicts.append(performance_band_verdict(metrics_by_epoch, bands))
     if quality.good_rule in rules:
         verdicts.append(_good_verdict(metrics_by_epoch, rules[quality.good_rule], quality))
     if "overfit_loss_ratio" in rules:
@@ -253,3 +286,22 @@ def training_verdicts(
         rate = rules[quality.improving_rule]
         verdicts.append(improving_verdict(metrics_by_epoch, rules["window"], rate, quality))
     return verdicts
+
+
+def collapse_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[str]:
+    """Collapse conclusions of a segmentation run's epoch table: none unless it collapsed.
+
+    ``collapse_epochs``: the model predicted no validation pixel as lesion for at least that many
+    consecutive epochs; a table without ``val_predicted_fraction`` (written before it was recorded)
+    falls back to val Dice exactly 0 and says it cannot tell the two apart. ``overprediction_ratio``:
+    it predicted more than that many times the true lesion fraction for as many epochs. Each states
+    its epochs and the likely causes the table shows (lesionflow.reports.collapse).
+    """
+    if "collapse_epochs" not in rules or not len(metrics_by_epoch):
+        return []
+    epochs = rules["collapse_epochs"]
+    found = [empty_collapse_verdict(metrics_by_epoch, epochs, rule_text("collapse_epochs", rules))]
+    if "overprediction_ratio" in rules:
+        rule = rule_text("overprediction_ratio", rules)
+        found.append(flood_collapse_verdict(metrics_by_epoch, epochs, rules["overprediction_ratio"], rule))
+    return [verdict for verdict in found if verdict is not None]

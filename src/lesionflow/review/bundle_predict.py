@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from lesionflow.data.geometry import restore_map
 from lesionflow.data.manifest import default_image_id, load_manifest_image
 from lesionflow.data.preprocess import prepare_image, stored_image
 from lesionflow.evaluation.postprocess import apply_locked, read_locked
+from lesionflow.io.background import read_ahead
 from lesionflow.io.readers import SUPPORTED_SUFFIXES, export_suffix, file_suffix, write_mask_like
-from lesionflow.model.infer import STORED_DTYPE, load_model, stitched_map, windows_of
+from lesionflow.model.infer import STORED_DTYPE, load_model, stitched_maps, windows_of
 from lesionflow.model.networks import resolve_device
 from lesionflow.model.tta import get_transforms
 from lesionflow.pipeline.artifacts import read_json
@@ -119,34 +121,33 @@ def model_input(source: str | os.PathLike, preprocess: Mapping[str, Any]) -> tup
     return image, cells
 
 
-def _checked_input(bundle: Bundle, image: np.ndarray, source: Path) -> None:
+def _checked_input(bundle: Bundle, source: Path) -> tuple[np.ndarray, dict]:
+    image, cells = model_input(source, bundle.record["preprocess"])
     channels, spatial_dims = bundle.checkpoint["in_channels"], bundle.checkpoint["spatial_dims"]
     if image.shape[0] != channels or image.ndim != spatial_dims + 1:
         raise LesionflowError(
             f"{source}: image of shape {image.shape}; the bundle's model takes {channels} channel(s) "
             f"and {spatial_dims} spatial dims, as the run's source images were"
         )
+    return image, cells
 
 
-def probability_map(bundle: Bundle, image: np.ndarray, cells: Mapping[str, Any]) -> np.ndarray:
-    """The whole-image probability map of one model input at the source's size, as the infer stage
-    stores it (float16 values, returned as float32, as the export stage reads them)."""
+def probability_maps(bundle: Bundle, sources: Sequence[Path]) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each source's whole-image probability map at its own size, in order, as the infer stage
+    stores it (float16 values, returned as float32, as the export stage reads them): the same
+    windows, batched across consecutive images, and the same stitching as the infer stage."""
     infer = bundle.record["infer"]
     preprocess = bundle.record["preprocess"]["settings"]
     roi_size = bundle.checkpoint.get("roi_size") or bundle.checkpoint.get("patch_size")
-    window, stride, weights = windows_of(preprocess, roi_size, image.ndim - 1, float(infer["sw_overlap"]))
-    whole = stitched_map(
-        bundle.model, image, (window, stride, weights), infer["tta"], roi_size, int(infer["batch_size"]),
-        bundle.device, float(infer["sw_overlap"]),
-    )  # fmt: skip
-    return restore_map(whole, cells).astype(STORED_DTYPE).astype(np.float32)
-
-
-def predict_mask(bundle: Bundle, source: str | os.PathLike) -> np.ndarray:
-    """The locked mask of one source image or volume, bool, laid out as the source reads."""
-    image, cells = model_input(source, bundle.record["preprocess"])
-    _checked_input(bundle, image, Path(source))
-    return apply_locked(probability_map(bundle, image, cells), bundle.locked)[0]
+    spatial_dims = bundle.checkpoint["spatial_dims"]
+    windows = windows_of(preprocess, roi_size, spatial_dims, float(infer["sw_overlap"]))
+    prepared = read_ahead(sources, partial(_checked_input, bundle))
+    for done in stitched_maps(
+        bundle.model, (((source, cells), image) for source, (image, cells) in prepared), windows,
+        infer["tta"], roi_size, int(infer["batch_size"]), bundle.device, float(infer["sw_overlap"]),
+    ):  # fmt: skip
+        source, cells = done.owner
+        yield source, restore_map(done.map, cells).astype(STORED_DTYPE).astype(np.float32)
 
 
 def _output_paths(sources: Sequence[Path], out: Path) -> list[Path]:
@@ -167,7 +168,7 @@ def predict_files(
     """Write the locked mask of every image named by ``paths`` into ``out``; return the mask files.
 
     Each mask is named and written as the export stage writes it (``<image id><suffix>``: a PNG
-    for pictures, ``.nii.gz`` with the source's affine and header for NIfTI), one image at a time.
+    for pictures, ``.nii.gz`` with the source's affine and header for NIfTI), in order.
     """
     bundle = read_bundle(bundle_folder, device)
     recorded = bundle.record.get("lesionflow_version")
@@ -180,8 +181,8 @@ def predict_files(
     get_transforms(bundle.record["infer"]["tta"], bundle.checkpoint["spatial_dims"])
     sources = input_files(paths)
     targets = _output_paths(sources, Path(out))
-    for source, target in zip(sources, targets, strict=True):
-        write_mask_like(target, predict_mask(bundle, source), source)
+    for (source, probability), target in zip(probability_maps(bundle, sources), targets, strict=True):
+        write_mask_like(target, apply_locked(probability, bundle.locked)[0], source)
     print(f"predict: {len(targets)} mask(s) of run {bundle.record['run']} written to {out}", file=sys.stderr)
     return targets
 
