@@ -28,7 +28,9 @@ try:
     CONFIG = resolve_config(config)
     # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.plan).
     # Keys cover the code each stage runs: the installed package and this workflow's scripts/notebooks.
-    PLAN = shared_plan(CONFIG, Path.cwd(), os.environ, CodeBase.installed(workflow.basedir))
+    # Each module's parsed summary is kept in .lesionflow/ between runs: planning parses edited ones only.
+    CODE = CodeBase.installed(workflow.basedir, Path.cwd() / ".lesionflow" / "module-summaries.json")
+    PLAN = shared_plan(CONFIG, Path.cwd(), os.environ, CODE)
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")
 

@@ -16,7 +16,7 @@ import pytest
 from codebase import REPO_CODE, REPO_ROOT
 
 from lesionflow.pipeline.config import load_config_file
-from lesionflow.pipeline.fingerprints import CodeBase, normalised_code
+from lesionflow.pipeline.fingerprints import CodeBase, ModuleSummaries, normalised_code
 from lesionflow.pipeline.plan import build_plan
 from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, downstream, run_stages
 
@@ -265,3 +265,22 @@ def test_a_copy_of_the_package_outside_the_checkout_plans_the_same_keys(copy, tm
     assert result.returncode == 0, result.stderr
     expected = build_plan(load_config_file(config), tmp_path, REPO_CODE).runs
     assert json.loads(result.stdout) == expected
+
+
+def test_module_summaries_are_kept_between_plannings_and_an_edited_module_is_parsed_again(copy, tmp_path):
+    cache = tmp_path / "module-summaries.json"
+    first = CodeBase(copy / "src" / "lesionflow", copy, ModuleSummaries(cache))
+    before = first.fingerprints()
+    assert cache.is_file() and not first.summaries.dirty
+    second = CodeBase(copy / "src" / "lesionflow", copy, ModuleSummaries(cache))
+    assert second.fingerprints() == before
+    assert not second.summaries.dirty  # every module's summary came from the file
+    path = copy / "src" / "lesionflow" / "evaluation" / "metrics.py"
+    original = edited(path)
+    try:
+        third = CodeBase(copy / "src" / "lesionflow", copy, ModuleSummaries(cache))
+        after = third.fingerprints()
+    finally:
+        path.write_text(original)
+    assert len(third.summaries.entries) == len(second.summaries.entries) + 1  # the edited module, again
+    assert after["evaluate"] != before["evaluate"] and after["train"] == before["train"]

@@ -44,7 +44,7 @@ def project(tmp_path, monkeypatch, repo_root):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     project = load_project(tmp_path / "config.yaml", tmp_path, repo_root / "Snakefile")
     plan_file = tmp_path / ".lesionflow" / "plan.json"
-    plan_file.parent.mkdir()
+    plan_file.parent.mkdir(exist_ok=True)
     plan_file.write_text(json.dumps(plan_record(project.plan, project.config)))
     monkeypatch.setenv(PLAN_ENV, str(plan_file))
     _build(project, [project.plan.job(stage, key) for stage, key in project.plan.runs["base"].items()])

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import lesionflow
+from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.keys import digest
 from lesionflow.pipeline.stages import STAGES
@@ -69,18 +70,59 @@ def _python_lines(cell: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.splitlines())
 
 
+class ModuleSummaries:
+    """Each module file's normalised-code digest and lesionflow imports, kept in ``path`` (a JSON
+    file) keyed on (path, size, mtime_ns, inode), so that planning parses only edited modules."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self.entries = {}
+
+    def summary(self, file: Path) -> dict:
+        """``{"code": digest of the normalised code, "imports": dotted lesionflow names}``."""
+        stat = file.stat()
+        token = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        if token not in self.entries:
+            source = file.read_text()
+            self.entries[token] = {
+                "code": digest(normalised_code(source), length=32),
+                "imports": sorted(imported_names(source)),
+            }
+            self.dirty = True
+        return self.entries[token]
+
+    def save(self) -> None:
+        """Write the summaries back if a module was parsed (a cache: failing to write loses nothing)."""
+        if self.path is None or not self.dirty:
+            return
+        try:
+            write_json(self.path, self.entries)
+        except OSError:
+            return
+        self.dirty = False
+
+
 @dataclass(frozen=True)
 class CodeBase:
     """Where a stage's code is read from: the lesionflow package jobs import, and the workflow
-    folder holding scripts/ and notebooks/."""
+    folder holding scripts/ and notebooks/; module summaries are cached in ``summaries``."""
 
     package_root: Path
     workflow_root: Path
+    summaries: ModuleSummaries = field(default_factory=ModuleSummaries, compare=False, repr=False)
 
     @classmethod
-    def installed(cls, workflow_root: str | Path) -> CodeBase:
-        """The lesionflow package this interpreter imports (installed or editable) and a workflow."""
-        return cls(Path(lesionflow.__file__).resolve().parent, Path(workflow_root).resolve())
+    def installed(cls, workflow_root: str | Path, cache: str | Path | None = None) -> CodeBase:
+        """The lesionflow package this interpreter imports (installed or editable) and a workflow;
+        with ``cache``, a JSON file keeping each module's summary between runs."""
+        summaries = ModuleSummaries(Path(cache) if cache is not None else None)
+        return cls(Path(lesionflow.__file__).resolve().parent, Path(workflow_root).resolve(), summaries)
 
     def module_file(self, name: str) -> Path | None:
         """The file of module ``name`` (a package's ``__init__.py``), or None if it is no module."""
@@ -94,8 +136,11 @@ class CodeBase:
         return None
 
     def _modules_named(self, source: str) -> set[str]:
+        return self._modules_of(imported_names(source))
+
+    def _modules_of(self, names) -> set[str]:
         modules = set()
-        for name in imported_names(source):
+        for name in names:
             if self.module_file(name) is None:
                 continue  # an attribute, such as a function or a class
             parts = name.split(".")
@@ -112,7 +157,7 @@ class CodeBase:
             if name in seen:
                 continue
             seen.add(name)
-            todo.extend(self._modules_named(self.module_file(name).read_text()))
+            todo.extend(self._modules_of(self.summaries.summary(self.module_file(name))["imports"]))
         return sorted(seen)
 
     def _entry(self, stage: str) -> tuple[dict[str, str], list[str]]:
@@ -135,11 +180,13 @@ class CodeBase:
         return self.module_closure(self._entry(stage)[1])
 
     def stage_sources(self, stage: str) -> dict[str, str]:
-        """The normalised code a stage executes, by file (paths relative to their roots)."""
+        """The code a stage executes, by file (paths relative to their roots): its entry point's and
+        notebook's normalised code, and the digest of each module's."""
         parts, python = self._entry(stage)
         for name in self.module_closure(python):
             path = self.module_file(name)
-            parts[path.relative_to(self.package_root.parent).as_posix()] = normalised_code(path.read_text())
+            relative = path.relative_to(self.package_root.parent).as_posix()
+            parts[relative] = self.summaries.summary(path)["code"]
         return parts
 
     def fingerprint(self, stage: str) -> str:
@@ -147,5 +194,7 @@ class CodeBase:
         return digest(self.stage_sources(stage), length=32)
 
     def fingerprints(self) -> dict[str, str]:
-        """Every stage's code fingerprint, by stage."""
-        return {stage: self.fingerprint(stage) for stage in STAGES}
+        """Every stage's code fingerprint, by stage (the module summaries saved for the next run)."""
+        found = {stage: self.fingerprint(stage) for stage in STAGES}
+        self.summaries.save()
+        return found

@@ -93,7 +93,8 @@ def load_project(
     workflow = workflow_of(snakefile)
     path = Path(configfile) if configfile else default_configfile(workdir, workflow)
     config = resolve_config(read_config(path))
-    plan = build_plan(config, workdir, CodeBase.installed(workflow))
+    code = CodeBase.installed(workflow, workdir / ".lesionflow" / "module-summaries.json")
+    plan = build_plan(config, workdir, code)
     return Project(workdir, workflow, path.resolve(), config, plan)
 
 
