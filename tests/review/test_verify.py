@@ -6,11 +6,10 @@ import pytest
 import yaml
 
 from lesionflow.pipeline.plan import PLAN_ENV, plan_record
-from lesionflow.pipeline.provenance import recording
+from lesionflow.pipeline.provenance import package_versions, recording
 from lesionflow.pipeline.stages import STAGES
 from lesionflow.review import cli
 from lesionflow.review.project import load_project
-from lesionflow.review.records import installed_versions
 from lesionflow.review.show import show_key, show_run
 from lesionflow.review.status import run_status
 from lesionflow.review.verify import (
@@ -56,7 +55,7 @@ def _kinds(result):
 
 
 def test_a_built_branch_verifies_and_one_changed_byte_is_named(project):
-    installed = installed_versions()
+    installed = package_versions()
     clean = verify_runs(project, ["base"], installed)
     assert clean.findings == [] and clean.jobs == len(project.plan.runs["base"])
     evaluate = project.workdir / project.plan.job("evaluate", project.plan.runs["base"]["evaluate"]).folder
@@ -72,7 +71,7 @@ def test_missing_and_added_files_are_named(project):
     (tune / "out.json").unlink()
     (tune / "extra.csv").write_text("x")
     folder = tune.relative_to(project.workdir).as_posix()
-    assert _kinds(verify_runs(project, ["base"], installed_versions())) == {
+    assert _kinds(verify_runs(project, ["base"], package_versions())) == {
         (MISSING, f"{folder}/out.json"),
         (ADDED, f"{folder}/extra.csv"),
     }
@@ -82,7 +81,7 @@ def test_artifacts_of_other_code_or_other_library_versions_are_flagged(project):
     train = project.workdir / f"results/train/{project.plan.runs['base']['train']}"
     record = json.loads((train / "provenance.json").read_text())
     (train / "provenance.json").write_text(json.dumps({**record, "code": "0" * 32}))
-    installed = {**installed_versions(), "torch": "9.9.9"}
+    installed = {**package_versions(), "torch": "9.9.9"}
     found = verify_runs(project, ["base"], installed)
     kinds = {finding.kind for finding in found.findings}
     assert kinds == {OTHER_CODE, OTHER_VERSIONS}
@@ -95,7 +94,7 @@ def test_artifacts_of_other_code_or_other_library_versions_are_flagged(project):
 
 
 def test_a_run_not_built_yet_is_named_artifact_by_artifact(project):
-    found = verify_runs(project, ["tta"], installed_versions())
+    found = verify_runs(project, ["tta"], package_versions())
     shared = {s for s, k in project.plan.runs["tta"].items() if project.plan.runs["base"].get(s) == k}
     assert {"data", "split", "preprocess", "train"} <= shared
     not_built = {f.path.split("/")[1] for f in found.findings if f.kind == NOT_BUILT}
@@ -103,7 +102,7 @@ def test_a_run_not_built_yet_is_named_artifact_by_artifact(project):
 
 
 def test_runs_says_done_failed_stale_or_missing(project):
-    installed = installed_versions()
+    installed = package_versions()
     assert run_status(project, "base", installed).status == "done"
     tta = project.plan.runs["tta"]
     assert run_status(project, "tta", installed).status == "missing"
@@ -119,7 +118,7 @@ def test_runs_says_done_failed_stale_or_missing(project):
 
 
 def test_show_gives_the_differences_to_the_baseline_and_an_artifacts_record(project):
-    text = show_run(project, "tta", installed_versions())
+    text = show_run(project, "tta", package_versions())
     assert 'infer.tta: ["identity"] -> ["identity","hflip"]' in text
     train = project.plan.runs["base"]["train"]
     assert f"train            {train}  done" in text

@@ -8,42 +8,54 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.keys import digest
 
 
-class FileHashCache:
-    """Content hashes keyed on (path, size, mtime_ns, inode), so unchanged files are only stat'ed."""
+def file_digest(file: Path) -> str:
+    """blake2b (16 bytes, hex) of a file's bytes, read a megabyte at a time."""
+    hasher = hashlib.blake2b(digest_size=16)
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hasher.update(block)
+    return hasher.hexdigest()
 
-    def __init__(self, path: Path):
+
+class FileHashCache:
+    """Values computed from files (by default their content hashes), kept in ``path`` (a JSON file)
+    keyed on (path, size, mtime_ns, inode), so unchanged files are only stat'ed."""
+
+    def __init__(self, path: Path | None):
         self.path = path
-        self.entries: dict[str, str] = {}
+        self.entries: dict[str, Any] = {}
         self.dirty = False
-        if path.exists():
+        if path is not None and path.exists():
             try:
                 self.entries = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 self.entries = {}
 
-    def content_hash(self, file: Path) -> str:
-        """blake2b of the file's bytes, from the cache when its stat is unchanged."""
+    def cached(self, file: Path, compute: Callable[[Path], Any]) -> Any:
+        """``compute(file)``, from the cache when the file's stat is unchanged."""
         stat = file.stat()
         token = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
         if token not in self.entries:
-            hasher = hashlib.blake2b(digest_size=16)
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    hasher.update(block)
-            self.entries[token] = hasher.hexdigest()
+            self.entries[token] = compute(file)
             self.dirty = True
         return self.entries[token]
 
+    def content_hash(self, file: Path) -> str:
+        """blake2b of the file's bytes, from the cache when its stat is unchanged."""
+        return self.cached(file, file_digest)
+
     def save(self) -> None:
-        """Write the cache back if anything was hashed."""
-        if self.dirty:
+        """Write the cache back if anything was computed."""
+        if self.path is not None and self.dirty:
             write_json(self.path, self.entries)
             self.dirty = False
 

@@ -14,8 +14,8 @@ from functools import cache
 from pathlib import Path
 
 import lesionflow
-from lesionflow.pipeline.artifacts import write_json
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.file_hashes import FileHashCache
 from lesionflow.pipeline.keys import digest
 from lesionflow.pipeline.stages import STAGES
 
@@ -70,42 +70,29 @@ def _python_lines(cell: str) -> str:
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.splitlines())
 
 
-class ModuleSummaries:
-    """Each module file's normalised-code digest and lesionflow imports, kept in ``path`` (a JSON
-    file) keyed on (path, size, mtime_ns, inode), so that planning parses only edited modules."""
+def module_summary(file: Path) -> dict:
+    """``{"code": digest of the normalised code, "imports": dotted lesionflow names}`` of a module."""
+    source = file.read_text()
+    return {"code": digest(normalised_code(source), length=32), "imports": sorted(imported_names(source))}
+
+
+class ModuleSummaries(FileHashCache):
+    """Each module's :func:`module_summary`, kept between plannings (see FileHashCache), so that
+    planning parses only edited modules."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path
-        self.entries: dict[str, dict] = {}
-        self.dirty = False
-        if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                self.entries = {}
+        super().__init__(path)
 
     def summary(self, file: Path) -> dict:
-        """``{"code": digest of the normalised code, "imports": dotted lesionflow names}``."""
-        stat = file.stat()
-        token = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-        if token not in self.entries:
-            source = file.read_text()
-            self.entries[token] = {
-                "code": digest(normalised_code(source), length=32),
-                "imports": sorted(imported_names(source)),
-            }
-            self.dirty = True
-        return self.entries[token]
+        """The module's summary, parsed only when the file changed."""
+        return self.cached(file, module_summary)
 
     def save(self) -> None:
-        """Write the summaries back if a module was parsed (a cache: failing to write loses nothing)."""
-        if self.path is None or not self.dirty:
-            return
+        """As FileHashCache.save; a cache that cannot be written loses nothing."""
         try:
-            write_json(self.path, self.entries)
+            super().save()
         except OSError:
             return
-        self.dirty = False
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ never part of a key, and never read by a stage.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Any
 
 import lesionflow
 from lesionflow.pipeline.artifacts import write_json
+from lesionflow.pipeline.file_hashes import file_digest
 
 RECORD_NAME = "provenance.json"
 # The libraries whose versions can change a result, by distribution name.
@@ -54,15 +54,6 @@ def is_record(path: Path) -> bool:
     return path.name == RECORD_NAME or (path.name.startswith("provenance_") and path.suffix == ".json")
 
 
-def file_checksum(path: Path) -> str:
-    """blake2b (16 bytes, hex) of a file's bytes."""
-    hasher = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 def _belongs_to(name: str, part: str | None) -> bool:
     return part is None or name.startswith((f"{part}.", f"{part}_"))
 
@@ -83,7 +74,7 @@ def output_files(folder: Path, part: str | None = None) -> list[Path]:
 def checksums(folder: Path, part: str | None = None) -> dict[str, dict[str, Any]]:
     """Size and checksum of every output file, by its path relative to ``folder``."""
     return {
-        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "blake2b": file_checksum(path)}
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "blake2b": file_digest(path)}
         for path in output_files(folder, part)
     }
 

@@ -15,10 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lesionflow.pipeline.errors import LesionflowError, exit_on_user_error
+from lesionflow.pipeline.provenance import package_versions
 from lesionflow.review.bundle import export_bundle
 from lesionflow.review.gc import human_size, remove, unreferenced
 from lesionflow.review.project import load_project, run_names
-from lesionflow.review.records import installed_versions, run_job
+from lesionflow.review.records import run_job
 from lesionflow.review.reproduce import (
     compare_metrics,
     comparison_table,
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def command_runs(args: argparse.Namespace) -> int:
     """`lesionflow runs`."""
     project = load_project(args.configfile, args.directory, args.snakefile)
-    installed = installed_versions()
+    installed = package_versions()
     rows = [run_status(project, name, installed) for name in project.plan.runs]
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=2))
@@ -137,7 +138,7 @@ def command_show(args: argparse.Namespace) -> int:
     """`lesionflow show`."""
     project = load_project(args.configfile, args.directory, args.snakefile)
     if args.target in project.plan.runs:
-        print(show_run(project, args.target, installed_versions()))
+        print(show_run(project, args.target, package_versions()))
     else:
         print(show_key(project, args.target))
     return 0
@@ -147,7 +148,7 @@ def command_verify(args: argparse.Namespace) -> int:
     """`lesionflow verify`: exit 1 when anything does not match its record."""
     project = load_project(args.configfile, args.directory, args.snakefile)
     names = run_names(project, args.runs)
-    result = verify_runs(project, names, installed_versions())
+    result = verify_runs(project, names, package_versions())
     for finding in result.findings:
         print(finding.line())
     checked = f"{result.jobs} artifacts ({result.files} files) of {len(names)} run(s)"

@@ -90,9 +90,10 @@ def remove(items: Iterable[Unreferenced]) -> int:
 
 
 def human_size(size: int) -> str:
-    """A byte count as people read it (kB, MB, GB: powers of 1000)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    """A byte count as people read it (B, kB, MB, GB: powers of 1000)."""
+    if size < 1000:
+        return f"{size} B"
+    for unit in ("kB", "MB", "GB"):
         size /= 1000
-    return f"{size:.1f} GB"
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lesionflow.pipeline.plan import Job, Plan
-from lesionflow.pipeline.provenance import package_versions, record_name
+from lesionflow.pipeline.provenance import record_name
 from lesionflow.pipeline.stages import STAGES
 
 # A job's state: finished (its records exist), failed (a log, no record) or never run.
@@ -62,11 +62,6 @@ def other_versions(record: dict[str, Any], installed: dict[str, str | None]) -> 
         for name in COMPARED_VERSIONS
         if name in then and then.get(name) != installed.get(name)
     }
-
-
-def installed_versions() -> dict[str, str | None]:
-    """The versions of the libraries installed now, as a record holds them."""
-    return package_versions()
 
 
 def run_job(plan: Plan, stage: str, key: str) -> Job:

@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lesionflow.pipeline.file_hashes import file_digest
 from lesionflow.pipeline.plan import Job
-from lesionflow.pipeline.provenance import file_checksum, output_files
+from lesionflow.pipeline.provenance import output_files
 from lesionflow.review.project import Project
 from lesionflow.review.records import DONE, JobRecords, job_records, other_versions, run_job
 
@@ -65,7 +66,7 @@ def file_findings(found: JobRecords) -> list[Finding]:
             shown = _shown(found, path)
             if not path.is_file():
                 findings.append(Finding(MISSING, shown, "listed in its provenance record, not on disk"))
-            elif path.stat().st_size != entry["bytes"] or file_checksum(path) != entry["blake2b"]:
+            elif path.stat().st_size != entry["bytes"] or file_digest(path) != entry["blake2b"]:
                 findings.append(Finding(CHANGED, shown, "its bytes differ from those its record lists"))
     for path in output_files(found.folder) if found.folder.is_dir() else []:
         if path.relative_to(found.folder).as_posix() not in listed:
