@@ -1,4 +1,4 @@
-"""The built-in demo dataset: fundus-like RGB images with bright exudate-like lesions and masks.
+"""The built-in demo dataset: fundus-like RGB images with exudate-like lesions, look-alikes, masks.
 
 Everything follows from the seed; it must never read the clock, the environment or global RNG state.
 """
@@ -26,10 +26,21 @@ MAX_LESIONS_PER_IMAGE = 8
 MIN_IMAGE_SIZE = 32
 # Subjects have 1 to this many photographs (both eyes, or visits).
 IMAGES_PER_SUBJECT = 3
+# Bright look-alikes that are not exudates, so that a model must learn colour and shape rather
+# than "bright means lesion": drusen belong to an eye (every photograph of it shows them), a
+# light reflex to one photograph. Both appear on lesion-free images too.
+DRUSEN_EYE_FRACTION = 0.5
+REFLEX_IMAGE_FRACTION = 0.35
+# Some lesion-positive images also hold a few isolated, faint specks of 3-8 pixels: the lesions
+# a pooled Dice barely notices and a per-lesion F1 does.
+SPECK_IMAGE_FRACTION = 0.3
 
 # Linear RGB of the retina, the exudates and the optic disc before illumination is applied.
 _EXUDATE_RGB = np.array([0.98, 0.88, 0.42])
 _DISC_RGB = np.array([0.95, 0.72, 0.55])
+# Drusen are paler and whiter than exudates, a light reflex whiter still.
+_DRUSEN_RGB = np.array([0.94, 0.88, 0.70])
+_REFLEX_RGB = np.array([1.0, 0.97, 0.92])
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class _Background:
     disc_radius: float
     fovea_centre: np.ndarray
     vessel_darkening: np.ndarray  # (H, W) in [0, 1), before the per-image shift
+    drusen: np.ndarray  # (N, 4): centre y, centre x, radius, strength; N may be 0
 
 
 def _smooth_curve(start: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,12 +91,29 @@ def _vessel_darkening(size: int, disc_centre: np.ndarray, rng: np.random.Generat
     return darkening
 
 
+def _drusen(
+    size: int, centre: np.ndarray, radius: float, fovea: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Round, soft deposits clustered around the macula of half the eyes: (N, 4) rows."""
+    if rng.random() >= DRUSEN_EYE_FRACTION:
+        return np.zeros((0, 4))
+    count = int(rng.integers(3, 16))
+    rows = []
+    for _ in range(count):
+        point = fovea + rng.normal(0, 0.25 * radius, 2)
+        if np.linalg.norm(point - centre) > 0.85 * radius:
+            continue
+        rows.append([*point, rng.uniform(0.6, 2.2) * size / 128, rng.uniform(0.3, 0.6)])
+    return np.array(rows).reshape(-1, 4)
+
+
 def _subject_background(size: int, rng: np.random.Generator) -> _Background:
     centre = size / 2 + rng.normal(0, 0.015 * size, 2)
     radius = size * rng.uniform(0.44, 0.48)
     side = rng.choice([-1.0, 1.0])
     disc_centre = centre + np.array([rng.normal(0, 0.05), side * rng.uniform(0.22, 0.3)]) * size
     fovea_centre = centre + np.array([rng.normal(0, 0.03), -side * rng.uniform(0.05, 0.12)]) * size
+    drusen = _drusen(size, centre, radius, fovea_centre, rng)
     return _Background(
         base_rgb=np.array(
             [rng.uniform(0.68, 0.82), rng.uniform(0.28, 0.40), rng.uniform(0.08, 0.16)]
@@ -97,6 +126,7 @@ def _subject_background(size: int, rng: np.random.Generator) -> _Background:
         disc_radius=size * rng.uniform(0.07, 0.09),
         fovea_centre=fovea_centre,
         vessel_darkening=_vessel_darkening(size, disc_centre, rng),
+        drusen=drusen,
     )
 
 
@@ -114,34 +144,40 @@ def _lesion(
     theta = np.arctan2(v, u)
     wobble = 1 + 0.15 * np.sin(int(rng.integers(2, 5)) * theta + rng.uniform(0, 2 * np.pi))
     r = np.sqrt((u / semi_major) ** 2 + (v / semi_minor) ** 2) / wobble
-    mask = r <= 1.0
-    if mask.sum() < MIN_LESION_AREA:
-        # A blob smaller than a pixel may miss every pixel centre; keep the nearest few instead.
-        nearest = np.argsort(r, axis=None)[:MIN_LESION_AREA]
-        mask = np.zeros_like(mask)
-        mask.flat[nearest] = True
-        r = np.where(mask, np.minimum(r, 0.8), r)
-    # Opaque core, fading edge that reaches just past the mask outline, as on real photographs.
-    opacity = np.clip((1.0 - r) / 0.3 + 0.5, 0.0, 1.0)
+    # A small or thin blob may touch fewer than three pixel centres, or break into pieces on the
+    # pixel grid: widen its outline until it is one face-connected lesion of at least 3 pixels.
+    limit = 1.0
+    while (mask := r <= limit).sum() < MIN_LESION_AREA or ndimage.label(mask)[1] > 1:
+        limit += 0.05
+    r = r / limit
+    # Opaque core and a fading edge that reaches past the mask outline, as on real photographs;
+    # how far it fades differs from lesion to lesion, so the outline is sharp on some, blurred
+    # on others.
+    softness = rng.uniform(0.3, 1.0)
+    opacity = np.clip((1.0 - r) / softness + 0.5, 0.0, 1.0)
     return mask, opacity
 
 
 def _lesions(
     size: int, background: _Background, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Union mask and opacity of 1 to 8 clustered, exudate-like lesions inside the field of view."""
+    """Union mask and opacity of 1 to 8 clustered, exudate-like lesions inside the field of view,
+    and in some images 1 to 3 faint isolated specks."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     mask = np.zeros((size, size), dtype=bool)
     opacity = np.zeros((size, size))
     count = int(rng.integers(1, MAX_LESIONS_PER_IMAGE + 1))
     clusters = [_point_in_fov(background, rng) for _ in range(int(rng.integers(1, 3)))]
     areas = np.exp(rng.uniform(np.log(MIN_LESION_AREA), np.log(MAX_LESION_AREA), count))
-    for area in areas:
-        cluster = clusters[int(rng.integers(len(clusters)))]
-        centre = _point_in_fov(background, rng, near=cluster)
+    placed = [(_point_in_fov(background, rng, near=clusters[int(rng.integers(len(clusters)))]), a)
+              for a in areas]
+    if rng.random() < SPECK_IMAGE_FRACTION:
+        specks = rng.uniform(MIN_LESION_AREA, 8, int(rng.integers(1, 4)))
+        placed += [(_point_in_fov(background, rng), a) for a in specks]
+    for centre, area in placed:
         lesion_mask, lesion_opacity = _lesion(yy, xx, centre, area, rng)
         mask |= lesion_mask
-        contrast = rng.uniform(0.45, 0.85)
+        contrast = rng.uniform(0.25, 0.75)
         opacity = np.maximum(opacity, contrast * lesion_opacity)
     fov = _field_of_view(size, background)
     return mask & fov, opacity * fov
@@ -209,6 +245,13 @@ def _render(
     # Vessels absorb more green and blue than red, so they look dark red.
     image *= 1 - vessels[..., None] * np.array([0.7, 1.0, 1.0])
 
+    for colour, look_alike in (
+        (_DRUSEN_RGB, _drusen_opacity(yy - shift[0], xx - shift[1], background.drusen)),
+        (_REFLEX_RGB, _reflex_opacity(yy, xx, background, rng)),
+    ):
+        alpha = look_alike[..., None]
+        image = image * (1 - alpha) + colour * np.clip(illumination, 0.55, 1.1)[..., None] * alpha
+
     lesion_colour = _EXUDATE_RGB * np.clip(illumination, 0.55, 1.1)[..., None]
     alpha = lesion_opacity[..., None]
     image = image * (1 - alpha) + lesion_colour * alpha
@@ -216,6 +259,36 @@ def _render(
     image += rng.normal(0, 0.025, image.shape)
     image *= _field_of_view(size, background)[..., None]
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def _drusen_opacity(yy: np.ndarray, xx: np.ndarray, drusen: np.ndarray) -> np.ndarray:
+    """Soft round Gaussian spots, one per row of ``drusen`` (no edge an exudate would have)."""
+    opacity = np.zeros(yy.shape)
+    for y, x, radius, strength in drusen:
+        spot = strength * np.exp(-(((yy - y) ** 2 + (xx - x) ** 2) / radius**2))
+        opacity = np.maximum(opacity, spot)
+    return opacity
+
+
+def _reflex_opacity(
+    yy: np.ndarray, xx: np.ndarray, background: _Background, rng: np.random.Generator
+) -> np.ndarray:
+    """In some photographs, one or two faint elongated streaks of reflected flash light."""
+    opacity = np.zeros(yy.shape)
+    if rng.random() >= REFLEX_IMAGE_FRACTION:
+        return opacity
+    size = yy.shape[0]
+    for _ in range(int(rng.integers(1, 3))):
+        centre = _point_in_fov(background, rng)
+        half_length = rng.uniform(0.06, 0.2) * size
+        half_width = rng.uniform(1.0, 3.0) * size / 128
+        angle = rng.uniform(0, np.pi)
+        dy, dx = yy - centre[0], xx - centre[1]
+        along = dy * np.cos(angle) + dx * np.sin(angle)
+        across = -dy * np.sin(angle) + dx * np.cos(angle)
+        streak = np.exp(-((along / half_length) ** 2) - (across / half_width) ** 2)
+        opacity = np.maximum(opacity, rng.uniform(0.2, 0.45) * streak)
+    return opacity
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
@@ -235,8 +308,11 @@ def generate_dataset(
     Subjects have 1 to 3 images (ids ``0042_1``, ``0042_2``) that share colour, illumination,
     optic disc and vessels with small per-image variation. Exactly
     ``round(lesion_free_fraction * n_images)`` images have no lesion; the others have 1 to 8
-    bright yellow exudate-like lesions of 3 to a few hundred pixels. Masks are 0/255 PNGs and
-    manifest paths are relative to ``out_dir``.
+    yellow exudate-like lesions of 3 to a few hundred pixels, with sharp or blurred edges, and
+    some also faint isolated specks. Half the subjects' eyes show drusen (paler, round, soft
+    spots) and a third of the photographs a light reflex: bright look-alikes that are not
+    lesions, on lesion-free images too. Masks are 0/255 PNGs and manifest paths are relative to
+    ``out_dir``.
     """
     check_parameters(n_images, image_size, lesion_free_fraction, seed, (MIN_IMAGE_SIZE, None), "photographs")
     out = Path(out_dir)
