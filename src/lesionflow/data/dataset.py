@@ -39,7 +39,7 @@ from lesionflow.data.score_column import (
     score_statistics,
     score_values,
 )
-from lesionflow.io.readers import read_geometry
+from lesionflow.io.readers import image_reading, read_geometry
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
@@ -68,9 +68,12 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
 
 # ``shape`` and ``spacing`` hold one value per spatial axis as a JSON list (see axis_columns);
 # spacing is millimetres for NIfTI volumes and 1.0 for pictures, whose files have no physical size.
-# Both come from the image's header, as does a volume's affine.
+# Both come from the image's header, as does a volume's affine; ``read_as`` says how the image's
+# values were read (see io.readers.image_reading): a 16-bit, RGBA or palette picture is read unlike
+# an 8-bit RGB one, and the data report says so.
 IMAGE_TABLE_COLUMNS = [
-    "image_id", "subject", "shape", "spacing", "affine", "lesion_pixels", "lesion_fraction", "n_lesions",
+    "image_id", "subject", "shape", "spacing", "affine", "read_as", "lesion_pixels", "lesion_fraction",
+    "n_lesions",
 ]
 
 
@@ -99,6 +102,7 @@ def _image_without_mask(row: Mapping[str, Any]) -> dict[str, Any]:
         "shape": axis_cell(geometry.shape),
         "spacing": axis_cell(geometry.spacing),
         "affine": affine_cell(geometry.affine),
+        "read_as": image_reading(row["image"]),
         **dict.fromkeys(("lesion_pixels", "lesion_fraction", "n_lesions"), np.nan),
     }
 
@@ -108,7 +112,8 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
 
     Lesions are connected components of face neighbours (4 in 2D, 6 in 3D: scipy.ndimage.label's
     default). Masks are read one at a time, so a dataset of large images never sits in memory at
-    once; spacing and affine come from the image's header. A manifest without masks (see
+    once; spacing, affine and how the image's values are read (``read_as``) come from the image's
+    header. A manifest without masks (see
     ``manifest.manifest_has_masks``) gives NaN lesion columns, never 0, and no lesion rows.
     """
     images, lesions = [], []
@@ -131,6 +136,7 @@ def image_lesion_tables(manifest_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
                 "shape": axis_cell(mask.shape),
                 "spacing": axis_cell(geometry.spacing),
                 "affine": affine_cell(geometry.affine),
+                "read_as": image_reading(row["image"]),
                 "lesion_pixels": int(mask.sum()),
                 "lesion_fraction": float(mask.mean()),
                 "n_lesions": int(count),

@@ -8,6 +8,7 @@ whose images are lesion-free. Pixels are checked by ``manifest_check``, not here
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,30 @@ def parse_mask_option(value: str, column: str) -> int | None:
     if number is None or not low <= number <= high:
         raise ValueError(f"expected an integer from {low} to {high} or empty, got {value!r}")
     return number
+
+
+def shared_images(frame: pd.DataFrame, folder: Path) -> list[tuple[int, Path, str]]:
+    """``(row, file, what)`` for each row whose image file an earlier row gives to another subject.
+
+    One file under two subjects could land in train and test at once, leaking the image into
+    evaluation; masks may be shared (one empty mask for every lesion-free image). Rows count the
+    header as row 1; ``frame`` holds text cells, paths relative to ``folder``.
+    """
+    first_use: dict[Path, tuple[int, str]] = {}
+    shared = []
+    for index, record in enumerate(frame.to_dict("records")):
+        row, subject = index + 2, record["subject"].strip()
+        if not record["image"].strip() or not subject:
+            continue  # an empty cell is reported as such
+        file = manifest_file(folder, record["image"])
+        earlier, other = first_use.setdefault(file, (row, subject))
+        if other != subject:
+            what = (
+                f"is the image of row {earlier} too, under subject {other!r} (here {subject!r}); "
+                "expected each image file under one subject, or it could be in train and test at once"
+            )
+            shared.append((row, file, what))
+    return shared
 
 
 def default_image_id(cell: str) -> str:
@@ -113,13 +138,11 @@ def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCOR
     the caller (:func:`read_manifest` stops at the first, ``manifest_check`` collects them all).
     """
     path = Path(path)
+    if path.is_dir():
+        raise LesionflowError(f"manifest {path}: is a directory; expected a CSV file")
     if not path.is_file():
         raise LesionflowError(f"manifest {path}: file not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LesionflowError(f"manifest {path}: not a readable CSV file ({reason})") from None
+    frame = _header_and_rows(path, _csv_cells(path))
     if masks_omitted(frame, score_column):
         frame = _with_empty_masks(frame)
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
@@ -134,8 +157,55 @@ def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCOR
             f"columns image, mask, subject (optional image_id), found {', '.join(frame.columns)}{hint}"
         )
     if frame.empty:
-        raise LesionflowError(f"manifest {path}: has a header but no rows")
+        raise LesionflowError(f"manifest {path}: has a header but no rows; expected one row per image")
     return frame
+
+
+def _csv_cells(path: Path) -> pd.DataFrame:
+    """Every line of the CSV at ``path`` as text cells, the header as the first row.
+
+    The header is read as a row, not by pandas, because pandas renames a repeated column
+    (``subject.1``) and reads a row with one cell too many as an index, shifting its cells.
+    """
+    try:
+        return pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise LesionflowError(
+            f"manifest {path}: not a readable CSV file: it is empty; expected a header row naming the "
+            "columns image, mask, subject, then one row per image"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise LesionflowError(
+            f"manifest {path}: not a readable CSV file: expected UTF-8 text, found byte "
+            f"0x{err.object[err.start]:02x}, which UTF-8 cannot decode (save it as CSV UTF-8)"
+        ) from None
+    except pd.errors.ParserError as err:
+        raise LesionflowError(_cell_count_problem(path, err)) from None
+
+
+def _cell_count_problem(path: Path, err: pd.errors.ParserError) -> str:
+    """What pandas found wrong, in one line: a row with more cells than the header, or its own words."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+    if found is None:
+        return f"manifest {path}: not a readable CSV file ({' '.join(str(err).split())})"
+    columns, line, cells = found.groups()
+    return (
+        f"manifest {path}, row {line}: has {cells} cells, but the header names {columns} columns; "
+        "expected one cell per column (a comma inside a cell must be quoted)"
+    )
+
+
+def _header_and_rows(path: Path, cells: pd.DataFrame) -> pd.DataFrame:
+    """The rows under the header of ``cells`` (see :func:`_csv_cells`); every column named once."""
+    # An empty header cell (a trailing comma) is named as pandas names it.
+    header = [name or f"Unnamed: {index}" for index, name in enumerate(cells.iloc[0])]
+    repeated = [name for index, name in enumerate(header) if name in header[:index]]
+    if repeated:
+        raise LesionflowError(
+            f"manifest {path}: column '{repeated[0]}' appears {header.count(repeated[0])} times in the "
+            "header; expected each column once"
+        )
+    return cells.iloc[1:].set_axis(header, axis=1).reset_index(drop=True)
 
 
 def modality_columns(columns: Iterable[str]) -> list[str]:
@@ -156,9 +226,10 @@ def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLU
     ``io.readers.read_mask``).
     Further ``image_<name>`` columns (``image_t1``) name more images of the same case, stacked as
     channels after ``image`` (see :func:`load_manifest_image`); their paths are made absolute too.
-    Errors name the manifest, the row (header = row 1) and the column. Only the table and the
-    files' existence are checked, so later stages can re-read the data stage's manifest cheaply;
-    the pixel-level checks of a user's manifest are ``manifest_check.validate_manifest``.
+    Errors name the manifest, the row (header = row 1) and the column; an image file under two
+    subjects is one (see :func:`shared_images`). Only the table and the files' existence are
+    checked, so later stages can re-read the data stage's manifest cheaply; the pixel-level checks
+    of a user's manifest are ``manifest_check.validate_manifest``.
     """
     path = Path(path)
     frame = read_manifest_table(path, score_column)
@@ -183,6 +254,8 @@ def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLU
             if record[column].strip() == "":
                 raise _row_error(path, row, column, "expected a value, found an empty cell")
             file = manifest_file(folder, record[column])
+            if file.is_dir():
+                raise _row_error(path, row, column, f"{file} is a directory; expected a file")
             if not file.is_file():
                 raise _row_error(
                     path,
@@ -210,6 +283,10 @@ def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLU
             except ValueError as err:
                 raise _row_error(path, row, column, str(err)) from None
 
+    shared = shared_images(frame, folder)
+    if shared:
+        row, file, what = shared[0]
+        raise _row_error(path, row, "image", f"file {file} {what}")
     result = frame.copy()
     result["image_id"] = ids
     for column in files:

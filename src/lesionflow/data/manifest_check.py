@@ -287,8 +287,10 @@ def _unreadable(file: Path) -> str | None:
     """Why ``file`` cannot be opened at all before looking inside it, or None."""
     if not file.exists():
         return "does not exist (paths are relative to the manifest's folder)"
+    if file.is_dir():
+        return "is a directory; expected an image file"
     if not file.is_file():
-        return "is not a file"
+        return "is not a regular file; expected an image file"
     suffix = file_suffix(file)
     if suffix in _NOT_YET_CHECKED:
         return (

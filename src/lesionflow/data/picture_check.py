@@ -15,6 +15,7 @@ from lesionflow.io.pictures import PICTURE_ERRORS, mask_channels
 
 # PIL's own message for a file it does not recognise repeats the path, which the line already names.
 UNIDENTIFIED = "cannot be opened as an image: not a PNG, JPEG, TIFF or GIF picture"
+SIXTEEN_BIT_MAX = 65535
 
 
 def _reason(err: Exception) -> str:
@@ -50,6 +51,15 @@ def _pixel_problems(picture: Image.Image) -> list[str]:
             problems.append(f"{nan} of {values.size} pixels are NaN")
         problems.append("32-bit float images are not supported; save it as 8- or 16-bit PNG or TIFF")
         return problems
+    if picture.mode == "I":
+        # io.pictures reads it as 16 bits (older Pillow opens 16-bit PNGs so): anything beyond
+        # would be clipped without a word.
+        low, high = picture.getextrema()
+        if low < 0 or high > SIXTEEN_BIT_MAX:
+            return [
+                f"32-bit integer values from {low} to {high} do not fit the 16-bit range 0 to "
+                f"{SIXTEEN_BIT_MAX} it is read in; save it as 8- or 16-bit PNG or TIFF"
+            ]
     # Two different pixels prove a picture is not constant; only when they agree is every pixel
     # scanned (getextrema runs in C, without a numpy copy of the picture).
     width, height = picture.size

@@ -13,14 +13,14 @@ import numpy as np
 from lesionflow.io.geometry import Geometry, Loaded, pixel_geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, lesion_mask
 from lesionflow.pipeline.artifacts import atomic_path
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, one_line
 
 
 def _load(path: str | os.PathLike, what: str, mmap_mode: str | None = None) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
     except (OSError, ValueError) as err:
-        raise LesionflowError(f"cannot read {what} {path}: {err}") from None
+        raise LesionflowError(f"cannot read {what} {path}: {one_line(err)}") from None
 
 
 def _checked_image(array: np.ndarray, path: str | os.PathLike) -> np.ndarray:

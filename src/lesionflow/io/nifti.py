@@ -19,7 +19,7 @@ from nibabel.filebasedimages import ImageFileError
 from lesionflow.io.geometry import Geometry, Loaded
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, lesion_mask
 from lesionflow.pipeline.artifacts import atomic_path
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, one_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # What nibabel raises for a missing, foreign, truncated or corrupt file.
@@ -35,7 +35,7 @@ def _open(path: str | os.PathLike, what: str) -> nib.Nifti1Image:
     try:
         volume = nib.load(os.fspath(path))
     except _NIFTI_ERRORS as err:
-        raise LesionflowError(f"cannot read {what} {path}: {err}") from None
+        raise LesionflowError(f"cannot read {what} {path}: {one_line(err)}") from None
     if not isinstance(volume, nib.Nifti1Image) or not 2 <= len(volume.shape) <= _MAX_SPATIAL_DIMS + 1:
         raise LesionflowError(
             f"{what} {path}: expected a 2D or 3D NIfTI image (optionally with channels last), "
@@ -90,13 +90,22 @@ def _values(volume: nib.Nifti1Image, path: str | os.PathLike, what: str) -> np.n
         else:
             values = np.asanyarray(volume.dataobj)
     except _NIFTI_ERRORS as err:
-        raise LesionflowError(f"cannot read {what} {path}: {err}") from None
+        raise LesionflowError(f"cannot read {what} {path}: {one_line(err)}") from None
     return np.ascontiguousarray(nib.orientations.apply_orientation(values, _orientation(volume)))
 
 
 def nifti_geometry(path: str | os.PathLike) -> Geometry:
     """The geometry of a NIfTI image from its header, without reading its voxels."""
     return _geometry(_open(path, "image"))
+
+
+def nifti_reading(path: str | os.PathLike) -> str:
+    """How :func:`read_nifti` reads the volume at ``path`` (its stored type and scaling), in words."""
+    volume = _open(path, "image")
+    # nibabel moves the header's scl_slope / scl_inter to the voxel proxy when it loads a file.
+    slope, inter = float(getattr(volume.dataobj, "slope", 1)), float(getattr(volume.dataobj, "inter", 0))
+    scaling = "as stored" if (slope, inter) == (1, 0) else f"x {slope:g} + {inter:g} (the header's scaling)"
+    return f"NIfTI {volume.get_data_dtype()}: {scaling}"
 
 
 def read_nifti(path: str | os.PathLike) -> Loaded:

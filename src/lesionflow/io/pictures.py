@@ -14,7 +14,7 @@ from PIL import Image
 from lesionflow.io.geometry import Geometry, Loaded, pixel_geometry
 from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD, lesion_mask
 from lesionflow.pipeline.artifacts import atomic_path
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, one_line
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 # A colour mask whose channels never differ by more than this is greyscale saved as RGB
@@ -24,6 +24,18 @@ GREY_CHANNEL_SPREAD = 48
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 # Errors PIL raises for a file it cannot identify or decode (truncated, garbage, too large).
 PICTURE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# How read_picture reads each PIL mode, in the words of the data stage's images.csv (read_as);
+# any other mode (CMYK, YCbCr) is converted to RGB.
+PICTURE_READINGS = {
+    "1": "1-bit: 0 or 1",
+    "L": "8-bit grey: / 255",
+    "LA": "8-bit grey + alpha: grey / 255, alpha dropped",
+    "P": "palette: colours as RGB / 255",
+    "PA": "palette + alpha: colours as RGB / 255, alpha dropped",
+    "RGB": "8-bit RGB: / 255",
+    "RGBA": "8-bit RGBA: RGB / 255, alpha dropped",
+    **dict.fromkeys(SIXTEEN_BIT_MODES, "16-bit grey: / 65535"),
+}
 
 
 def open_picture(path: str | os.PathLike, what: str) -> Image.Image:
@@ -32,7 +44,7 @@ def open_picture(path: str | os.PathLike, what: str) -> Image.Image:
         picture = Image.open(path)
         picture.load()  # decode now, so a truncated file fails here and not deep in training
     except PICTURE_ERRORS as err:
-        raise LesionflowError(f"cannot read {what} {path}: {err}") from None
+        raise LesionflowError(f"cannot read {what} {path}: {one_line(err)}") from None
     return picture
 
 
@@ -42,8 +54,18 @@ def picture_geometry(path: str | os.PathLike) -> Geometry:
         with Image.open(path) as picture:
             width, height = picture.size
     except PICTURE_ERRORS as err:
-        raise LesionflowError(f"cannot read image {path}: {err}") from None
+        raise LesionflowError(f"cannot read image {path}: {one_line(err)}") from None
     return pixel_geometry((height, width))
+
+
+def picture_reading(path: str | os.PathLike) -> str:
+    """How :func:`read_picture` reads the picture at ``path`` (its mode, from the header), in words."""
+    try:
+        with Image.open(path) as picture:
+            mode = picture.mode
+    except PICTURE_ERRORS as err:
+        raise LesionflowError(f"cannot read image {path}: {one_line(err)}") from None
+    return PICTURE_READINGS.get(mode, f"{mode}: converted to RGB / 255")
 
 
 def read_picture(path: str | os.PathLike) -> Loaded:

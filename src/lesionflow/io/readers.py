@@ -19,6 +19,7 @@ from lesionflow.io.masks import DEFAULT_MASK_THRESHOLD
 from lesionflow.io.nifti import (
     NIFTI_SUFFIXES,
     nifti_geometry,
+    nifti_reading,
     read_nifti,
     read_nifti_mask,
     write_nifti,
@@ -27,6 +28,7 @@ from lesionflow.io.nifti import (
 from lesionflow.io.pictures import (
     PICTURE_SUFFIXES,
     picture_geometry,
+    picture_reading,
     read_picture,
     read_picture_mask,
     write_png_mask,
@@ -50,6 +52,12 @@ GEOMETRY_READERS: dict[str, Callable[[str | os.PathLike], Geometry]] = {
     **dict.fromkeys(PICTURE_SUFFIXES, picture_geometry),
     ".npy": array_geometry,
     **dict.fromkeys(NIFTI_SUFFIXES, nifti_geometry),
+}
+# How each kind of image is read, in words (see image_reading); arrays are the stages' own.
+READINGS: dict[str, Callable[[str | os.PathLike], str]] = {
+    **dict.fromkeys(PICTURE_SUFFIXES, picture_reading),
+    ".npy": lambda path: "NumPy array: as stored",
+    **dict.fromkeys(NIFTI_SUFFIXES, nifti_reading),
 }
 SUPPORTED_SUFFIXES = tuple(IMAGE_READERS)
 
@@ -110,6 +118,15 @@ def read_mask(
     8-bit scale) are lesion unless the mask is a 0/1 label mask (see ``masks.lesion_mask``).
     """
     return _chosen(MASK_READERS, path, "mask")(path, channel, threshold)
+
+
+def image_reading(path: str | os.PathLike) -> str:
+    """How :func:`read_image` reads the image at ``path``, in words, from its header alone.
+
+    For the data report: ``8-bit RGBA: RGB / 255, alpha dropped``, ``16-bit grey: / 65535``,
+    ``NIfTI int16: as stored``.
+    """
+    return _chosen(READINGS, path, "image")(path)
 
 
 def read_geometry(path: str | os.PathLike) -> Geometry:

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, one_line
 from lesionflow.pipeline.run_expansion import expand_folds, expand_seeds, with_members
 
 # Package data, so an installed lesionflow (not only an editable one) finds it; workflow/schemas/
@@ -213,7 +213,11 @@ def merge_run(defaults: dict[str, Any], override: dict[str, Any]) -> dict[str, A
 def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) -> ResolvedConfig:
     """Validate a raw config mapping and resolve every run; raises LesionflowError naming the key."""
     schema = schema or load_schema()
-    if not isinstance(raw, dict) or not raw:
+    if not isinstance(raw, dict):
+        raise LesionflowError(
+            f"config: expected a mapping of sections with at least 'runs', got a {type(raw).__name__}"
+        )
+    if not raw:
         raise LesionflowError("config is empty: give a config file with at least a 'runs' section")
     _validate(raw, schema, schema, ())
     config = fill_defaults(raw, schema, schema)
@@ -320,5 +324,22 @@ def load_config_file(path: str | Path) -> ResolvedConfig:
     except FileNotFoundError:
         raise LesionflowError(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:
-        raise LesionflowError(f"config file {path} is not valid YAML: {err}") from None
+        raise LesionflowError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise LesionflowError(
+            f"config file {path}: expected a mapping of sections (runs, data, split, ...), "
+            f"got a {type(raw).__name__}"
+        )
     return resolve_config(raw or {})
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what PyYAML found wrong, in one line: its own message spans several."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return one_line(err)
+    context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    started = f" ({context} at line {context_mark.line + 1})" if context and context_mark else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {one_line(problem)}{started}"

@@ -17,6 +17,15 @@ class LesionflowError(Exception):
     """Bad input (a file, a config key, a manifest row) described in one line."""
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line, or its type's name when it has none.
+
+    For wrapping another library's error in a LesionflowError: nibabel's and PIL's messages can
+    span lines, and a report line must not.
+    """
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a stage's ``main`` so a LesionflowError becomes one line on stderr (one per problem when
     it lists several) and exit code 2."""

@@ -192,7 +192,8 @@ def _median_text(values: pd.Series, digits: int) -> str:
 def data_report_table(images: pd.DataFrame, lesions: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
     """Per split: images, subjects, images per subject, lesion-positive images, the median lesion
     fraction of lesion-positive images, lesions and their median size (pixels; mL for volumes,
-    which also get the median lesion volume of their lesion-positive images)."""
+    which also get the median lesion volume of their lesion-positive images), and how the images
+    were read (a 16-bit, RGBA or palette picture unlike an 8-bit RGB one) when ``images`` says."""
     images, lesions, unit = _sized(images, lesions, split)
     rows = []
     for name in _split_names(images["split"]):
@@ -214,8 +215,18 @@ def data_report_table(images: pd.DataFrame, lesions: pd.DataFrame, split: pd.Dat
             # A picture's total lesion area adds little to its fraction; a volume's in mL is
             # what lesion-load studies report.
             row["median lesion volume (positive images, mL)"] = _median_text(positive["lesion_size"], 3)
+        if "read_as" in chosen.columns:  # tables of data stages before it had the column lack it
+            row["images read as"] = reading_text(chosen["read_as"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def reading_text(read_as: pd.Series) -> str:
+    """How a split's images were read, most frequent first: ``8-bit RGB: / 255 (40); 16-bit grey:
+    / 65535 (2)``, from the data stage's ``read_as`` cells."""
+    counts = read_as.value_counts(sort=False)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return "; ".join(f"{how} ({count})" for how, count in ranked)
 
 
 def plot_data_report(images: pd.DataFrame, lesions: pd.DataFrame, split: pd.DataFrame) -> Figure:

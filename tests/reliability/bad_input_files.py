@@ -1,0 +1,93 @@
+"""Tiny pictures, masks and manifests, and the one-line error checks, that the bad-input tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from schema_settings import top_level_section
+
+from lesionflow.data.manifest_check import ManifestProblems, validate_manifest
+from lesionflow.pipeline.errors import LesionflowError
+
+WIDTH, HEIGHT = 16, 12
+# The data section as the plan passes it to the data stage, schema defaults filled: no score.
+SCORE_KEYS = ("score_column", "score_range", "invalid_scores")
+NO_SCORES = {key: top_level_section("data")[key] for key in SCORE_KEYS}
+SCORES = {"score_column": "loes", "score_range": [0, 34], "invalid_scores": "error"}
+
+
+def ramp(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """An RGB image that is not constant (the manifest check refuses constant images)."""
+    image = np.full((height, width, 3), 40, dtype=np.uint8)
+    image[..., 1] = np.arange(width, dtype=np.uint8) * 10
+    return image
+
+
+def binary_mask(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """A 0/255 mask with one 3 x 4 lesion of 12 pixels."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[2:5, 3:7] = 255
+    return mask
+
+
+def save_picture(path: Path, array: np.ndarray, **options: object) -> Path:
+    """``array`` saved by Pillow at ``path`` (kind from the suffix), its folder made first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+def write_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """A sound image and binary mask named ``name``."""
+    return (
+        save_picture(folder / "images" / f"{name}.png", ramp()),
+        save_picture(folder / "masks" / f"{name}.png", binary_mask()),
+    )
+
+
+def write_manifest(folder: Path, text: str | bytes) -> Path:
+    """``folder/manifest.csv`` holding ``text`` (UTF-8) or exactly the bytes given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.csv"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def subjects_manifest(folder: Path, subjects: list[str]) -> Path:
+    """A manifest of one sound image and mask per entry of ``subjects``, under that subject."""
+    rows = []
+    for index, subject in enumerate(subjects):
+        write_pair(folder, f"i{index}")
+        rows.append(f"images/i{index}.png,masks/i{index}.png,{subject}")
+    return write_manifest(folder, "\n".join(["image,mask,subject", *rows]) + "\n")
+
+
+def error_line(call: Callable[..., object], *args: object, **kwargs: object) -> str:
+    """The message of the LesionflowError that ``call`` raises, checked to be one line."""
+    with pytest.raises(LesionflowError) as caught:
+        call(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def problem_lines(manifest: Path, settings: dict | None = None) -> list[str]:
+    """The manifest check's problem lines (after its count line), each checked to be one line."""
+    with pytest.raises(ManifestProblems) as caught:
+        validate_manifest(manifest, settings)
+    lines = caught.value.lines
+    assert all("\n" not in line for line in lines)
+    assert lines[0].startswith(f"manifest {manifest}: ")
+    return lines[1:]
+
+
+def where(manifest: Path, row: int, column: str, file: Path) -> str:
+    """How a problem line starts when it names a row, a column and the file that cell names."""
+    return f"manifest {manifest}, row {row}, column '{column}', file {file}: "
