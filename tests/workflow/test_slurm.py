@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from codebase import REPO_CODE
 
 from lesionflow.pipeline.config import resolve_config
@@ -88,6 +89,33 @@ def dry_run_resources(text: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+PROFILE = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+PROFILE_GROUPS = dict(item.split("=") for item in PROFILE["groups"])
+
+
+def test_profile_groups_the_cheap_stages_after_inference_and_shortens_only_their_runtime():
+    rules = {
+        match.group(1)
+        for smk in (REPO_ROOT / "workflow" / "rules").glob("*.smk")
+        for match in re.finditer(r"^rule (\w+):", smk.read_text(), re.MULTILINE)
+    }
+    assert set(PROFILE_GROUPS) <= rules
+    # Stages that need a GPU, a lot of memory or a long time, and those shared by runs (which
+    # would join them into one group, where one run's failed inference holds back the others),
+    # stay jobs of their own.
+    assert not set(PROFILE_GROUPS) & {"data", "split", "preprocess", "fold", "train", "infer",
+                                      "infer_scores", "import_predictions", "ensemble",
+                                      "training_report"}
+    assert set(PROFILE_GROUPS.values()) == {"evaluation", "leaderboard"}
+    assert {PROFILE_GROUPS["compare"], PROFILE_GROUPS["compare_report"]} == {"leaderboard"}
+    shortened = {item.split(":")[0] for item in PROFILE["set-resources"] if ":runtime=" in item}
+    assert shortened == set(PROFILE_GROUPS)
+    # One stage at a time inside a submitted job (a locally scoped resource): a group runs its
+    # stages one after another on one CPU, and never limits how many jobs run.
+    assert PROFILE["resources"] == ["stage_slots=1"]
+    assert PROFILE["set-resource-scopes"] == ["stage_slots=local"]
+
+
 def test_dry_run_asks_for_gpus_on_train_and_infer_only_and_reads_the_partition_from_env(tmp_path):
     config = tiny_config(
         # Resources are not part of the keys: run two trains differently to get its own jobs.
@@ -114,7 +142,9 @@ def test_dry_run_asks_for_gpus_on_train_and_infer_only_and_reads_the_partition_f
             assert resources["mem_mb"] == "4000" and resources["runtime"] == "120", (rule, resources)
         else:
             assert "gpu" not in resources, (rule, resources)
-            assert resources["mem_mb"] == "4000" and resources["runtime"] == "60", (rule, resources)
+            # The stages the profile groups into one job per run take 15 minutes each.
+            runtime = "15" if rule in PROFILE_GROUPS else "60"
+            assert resources["mem_mb"] == "4000" and resources["runtime"] == runtime, (rule, resources)
         # Expanded from the environment; unset gives an empty value (the plugin then leaves -A
         # out), never the literal name of the variable.
         assert resources["slurm_partition"] == "from-env", (rule, resources)
