@@ -147,7 +147,15 @@ def test_an_nnunet_prediction_folder_is_evaluated_by_the_same_code_with_the_same
     assert sorted(board.index) == ["both", "dual", "nnunet", "recipe.seed0", "recipe.seed1"]
     assert board.loc["nnunet", "predictions"] == "external (probabilities)"
     assert board.loc["both", "predictions"] == "ensemble (mean of 2 runs)"
-    assert bool(board.loc["nnunet", "is_baseline"]) and (board["status"] == "ranked").all()
+    assert bool(board.loc["nnunet", "is_baseline"]) and board.loc["nnunet", "status"] == "ranked"
+    # A run is ranked when it predicted a lesion pixel on the test split. An ensemble of two
+    # one-epoch models may predict none; the leaderboard then lists it as failed, saying why.
+    for run in board.index:
+        per_image = pd.read_csv(workdir / f"results/evaluate/{keys[run]['evaluate']}/per_image_test.csv")
+        predicted = per_image["pred_pixels"].sum() > 0
+        assert board.loc[run, "status"] == ("ranked" if predicted else "failed"), board.loc[run]
+        if not predicted:
+            assert board.loc[run, "status_reason"].startswith("no lesion predicted on any of")
     # Every row carries its intervals.
     assert board[["dice_pos_ci_low", "dice_pos_ci_high"]].notna().all().all()
     analysis = (workdir / f"results/analyse/{keys['nnunet']['analyse']}/analysis.html").read_text()
