@@ -4,6 +4,24 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from schema_settings import top_level_section
+
+# The score settings the plan always passes to the data stage; the schema's defaults: no score.
+NO_SCORES = {key: top_level_section("data")[key] for key in ("score_column", "score_range", "invalid_scores")}
+
+
+def ramp(width: int = 16, height: int = 12) -> np.ndarray:
+    """An RGB image that is not constant (the manifest check refuses constant images)."""
+    image = np.full((height, width, 3), 40, dtype=np.uint8)
+    image[..., 1] = np.arange(width, dtype=np.uint8) * 10
+    return image
+
+
+def binary_mask(width: int = 16, height: int = 12) -> np.ndarray:
+    """A 0/255 mask with one 3 x 4 lesion of 12 pixels."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[2:5, 3:7] = 255
+    return mask
 
 
 def write_pair(folder: Path, name: str, lesion_pixels: int = 0, size: int = 16) -> None:
@@ -21,10 +39,14 @@ def write_pair(folder: Path, name: str, lesion_pixels: int = 0, size: int = 16) 
     Image.fromarray(mask.reshape(size, size)).save(folder / "masks" / f"{name}.png")
 
 
-def write_manifest(folder: Path, text: str) -> Path:
-    """``folder/manifest.csv`` holding ``text``."""
+def write_manifest(folder: Path, text: str | bytes) -> Path:
+    """``folder/manifest.csv`` holding ``text`` (UTF-8) or exactly the bytes given."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "manifest.csv"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     return path
 
 

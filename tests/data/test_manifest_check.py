@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from manifests import write_manifest, write_pair
+from manifests import NO_SCORES, binary_mask, ramp, write_manifest, write_pair
 from PIL import Image
-from schema_settings import top_level_section
 
 from lesionflow.data.dataset import run_data
 from lesionflow.data.manifest_check import ManifestProblems, check_manifest, validate_manifest
@@ -19,22 +18,7 @@ from lesionflow.io.readers import read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "data.py"
-# The score settings the plan always passes to the data stage; the schema's defaults: no score.
-NO_SCORES = {key: top_level_section("data")[key] for key in ("score_column", "score_range", "invalid_scores")}
 WIDTH, HEIGHT = 16, 12
-
-
-def _ramp(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """An RGB image that is not constant."""
-    image = np.full((height, width, 3), 40, dtype=np.uint8)
-    image[..., 1] = np.arange(width, dtype=np.uint8) * 10
-    return image
-
-
-def _binary_mask(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    mask = np.zeros((height, width), dtype=np.uint8)
-    mask[2:5, 3:7] = 255
-    return mask
 
 
 def _save(path: Path, array: np.ndarray, **options) -> str:
@@ -51,8 +35,8 @@ def _manifest(folder: Path, rows: list[str], header: str = "image,mask,subject")
 
 
 def _clean_row(folder: Path, name: str) -> str:
-    image = _save(folder / "images" / f"{name}.png", _ramp())
-    mask = _save(folder / "masks" / f"{name}.png", _binary_mask())
+    image = _save(folder / "images" / f"{name}.png", ramp())
+    mask = _save(folder / "masks" / f"{name}.png", binary_mask())
     return f"{image},{mask},subject_{name}"
 
 
@@ -78,17 +62,17 @@ BAD_ROWS = {
 def bad_manifest(tmp_path) -> Path:
     """A clean row 2, then one row per problem of BAD_ROWS, each with that problem only."""
     rows = [_clean_row(tmp_path, "a")]
-    mask = _save(tmp_path / "masks" / "ok.png", _binary_mask())
+    mask = _save(tmp_path / "masks" / "ok.png", binary_mask())
     rows.append(f"images/gone.png,{mask},s3")
     (tmp_path / "images" / "garbage.png").write_bytes(b"not a picture at all")
     rows.append(f"images/garbage.png,{mask},s4")
-    image = _save(tmp_path / "images" / "big.png", _ramp())
-    small = _save(tmp_path / "masks" / "small.png", _binary_mask(8, 8))
+    image = _save(tmp_path / "images" / "big.png", ramp())
+    small = _save(tmp_path / "masks" / "small.png", binary_mask(8, 8))
     rows.append(f"{image},{small},s5")
     noisy = _save(tmp_path / "masks" / "jpeg_like.png", _grey_mask_with_values(0, 3, 250, 255))
-    rows.append(f"{_save(tmp_path / 'images' / 'noisy.png', _ramp())},{noisy},s6")
+    rows.append(f"{_save(tmp_path / 'images' / 'noisy.png', ramp())},{noisy},s6")
     rows.append(f"images/a.png,{mask},s7")
-    nosubject = _save(tmp_path / "images" / "nosubject.png", _ramp())
+    nosubject = _save(tmp_path / "images" / "nosubject.png", ramp())
     rows.append(f"{nosubject},{mask},")
     flat = _save(tmp_path / "images" / "flat.png", np.full((HEIGHT, WIDTH, 3), 90, dtype=np.uint8))
     rows.append(f"{flat},{mask},s9")
@@ -138,23 +122,23 @@ def test_clean_manifest_passes(tmp_path):
     ids=["data-setting", "manifest-column"],
 )
 def test_non_binary_mask_passes_when_a_threshold_is_set(tmp_path, header, cell, settings):
-    image = _save(tmp_path / "images" / "a.png", _ramp())
+    image = _save(tmp_path / "images" / "a.png", ramp())
     mask = _save(tmp_path / "masks" / "a.png", _grey_mask_with_values(0, 3, 250, 255))
     manifest = _manifest(tmp_path, [f"{image},{mask},s1{cell}"], header)
     assert check_manifest(manifest, settings) == []
 
 
 def test_non_binary_mask_without_threshold_names_the_setting(tmp_path):
-    image = _save(tmp_path / "images" / "a.png", _ramp())
+    image = _save(tmp_path / "images" / "a.png", ramp())
     # A 0/255 mask saved as lossy JPEG gains values around its edges.
-    mask = _save(tmp_path / "masks" / "a.jpg", _binary_mask(), quality=30)
+    mask = _save(tmp_path / "masks" / "a.jpg", binary_mask(), quality=30)
     (line,) = _problem_lines(_manifest(tmp_path, [f"{image},{mask},s1"]))
     assert line.startswith(f"manifest {tmp_path / 'manifest.csv'}, row 2, column 'mask', file ")
     assert "values are not binary" in line and "data.mask_threshold" in line
 
 
 def test_colour_mask_needs_its_channel_and_a_binary_one_passes_with_it(tmp_path):
-    image = _save(tmp_path / "images" / "a.png", _ramp())
+    image = _save(tmp_path / "images" / "a.png", ramp())
     red = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
     red[2:5, 3:7, 0] = 255
     mask = _save(tmp_path / "masks" / "a.png", red)
@@ -165,8 +149,8 @@ def test_colour_mask_needs_its_channel_and_a_binary_one_passes_with_it(tmp_path)
 
 
 def test_binary_mask_whose_lesion_value_is_under_the_threshold_is_refused(tmp_path):
-    image = _save(tmp_path / "images" / "a.png", _ramp())
-    dim = _save(tmp_path / "masks" / "a.png", (_binary_mask() > 0).astype(np.uint8) * 76)
+    image = _save(tmp_path / "images" / "a.png", ramp())
+    dim = _save(tmp_path / "masks" / "a.png", (binary_mask() > 0).astype(np.uint8) * 76)
     manifest = _manifest(tmp_path, [f"{image},{dim},s1"])
     (line,) = _problem_lines(manifest)
     assert "lesion value 76" in line and "lesion-free" in line
@@ -174,8 +158,8 @@ def test_binary_mask_whose_lesion_value_is_under_the_threshold_is_refused(tmp_pa
 
 
 def test_label_mask_of_zeros_and_ones_passes(tmp_path):
-    image = _save(tmp_path / "images" / "a.png", _ramp())
-    labels = _save(tmp_path / "masks" / "a.png", (_binary_mask() > 0).astype(np.uint8))
+    image = _save(tmp_path / "images" / "a.png", ramp())
+    labels = _save(tmp_path / "masks" / "a.png", (binary_mask() > 0).astype(np.uint8))
     assert check_manifest(_manifest(tmp_path, [f"{image},{labels},s1"])) == []
 
 
@@ -183,7 +167,7 @@ def test_float_tiff_with_nan_is_reported(tmp_path):
     values = np.linspace(0, 1, HEIGHT * WIDTH, dtype=np.float32).reshape(HEIGHT, WIDTH)
     values[0, :3] = np.nan
     image = _save(tmp_path / "images" / "a.tif", values)
-    mask = _save(tmp_path / "masks" / "a.png", _binary_mask())
+    mask = _save(tmp_path / "masks" / "a.png", binary_mask())
     lines = _problem_lines(_manifest(tmp_path, [f"{image},{mask},s1"]))
     assert any("3 of 192 pixels are NaN" in line for line in lines)
     assert all(", row 2, column 'image', file " in line for line in lines)
@@ -203,8 +187,8 @@ def test_gif_and_tiff_pictures_pass_and_load(tmp_path):
     rows = []
     grey16 = (np.arange(HEIGHT * WIDTH, dtype=np.uint16) * 300).reshape(HEIGHT, WIDTH)
     pictures = {
-        "gif": (_ramp(), _binary_mask(), {}),
-        "tif": (grey16, _binary_mask(), {}),
+        "gif": (ramp(), binary_mask(), {}),
+        "tif": (grey16, binary_mask(), {}),
     }
     for suffix, (image, mask, options) in pictures.items():
         image_name = _save(tmp_path / "images" / f"{suffix}.{suffix}", image, **options)
@@ -216,7 +200,7 @@ def test_gif_and_tiff_pictures_pass_and_load(tmp_path):
     assert read_image(tmp_path / "images" / "tif.tif").array.shape == (1, HEIGHT, WIDTH)
     for suffix in pictures:
         np.testing.assert_array_equal(
-            read_mask(tmp_path / "masks" / f"{suffix}.{suffix}").array, _binary_mask() > 0
+            read_mask(tmp_path / "masks" / f"{suffix}.{suffix}").array, binary_mask() > 0
         )
 
 
@@ -272,7 +256,7 @@ def test_idrid_manifest_passes_with_red_channel_and_threshold(shared_dir):
 
 def test_files_whose_suffix_no_reader_takes_are_reported_with_the_suffixes_that_are(tmp_path):
     rows = [_clean_row(tmp_path, "a")]
-    mask = _save(tmp_path / "masks" / "ok.png", _binary_mask())
+    mask = _save(tmp_path / "masks" / "ok.png", binary_mask())
     (tmp_path / "images" / "scan.dcm").write_bytes(b"DICM")
     rows.append(f"images/scan.dcm,{mask},s3")
     (tmp_path / "images" / "array.npy").write_bytes(b"not checked yet")

@@ -7,31 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from manifests import binary_mask, ramp, write_manifest
 from PIL import Image
-from schema_settings import top_level_section
 
 from lesionflow.data.manifest_check import ManifestProblems, validate_manifest
 from lesionflow.pipeline.errors import LesionflowError
 
 WIDTH, HEIGHT = 16, 12
-# The data section as the plan passes it to the data stage, schema defaults filled: no score.
-SCORE_KEYS = ("score_column", "score_range", "invalid_scores")
-NO_SCORES = {key: top_level_section("data")[key] for key in SCORE_KEYS}
 SCORES = {"score_column": "loes", "score_range": [0, 34], "invalid_scores": "error"}
-
-
-def ramp(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """An RGB image that is not constant (the manifest check refuses constant images)."""
-    image = np.full((height, width, 3), 40, dtype=np.uint8)
-    image[..., 1] = np.arange(width, dtype=np.uint8) * 10
-    return image
-
-
-def binary_mask(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """A 0/255 mask with one 3 x 4 lesion of 12 pixels."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    mask[2:5, 3:7] = 255
-    return mask
 
 
 def save_picture(path: Path, array: np.ndarray, **options: object) -> Path:
@@ -47,17 +30,6 @@ def write_pair(folder: Path, name: str) -> tuple[Path, Path]:
         save_picture(folder / "images" / f"{name}.png", ramp()),
         save_picture(folder / "masks" / f"{name}.png", binary_mask()),
     )
-
-
-def write_manifest(folder: Path, text: str | bytes) -> Path:
-    """``folder/manifest.csv`` holding ``text`` (UTF-8) or exactly the bytes given."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "manifest.csv"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
 
 
 def subjects_manifest(folder: Path, subjects: list[str]) -> Path:

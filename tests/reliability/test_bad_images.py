@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from manifests import NO_SCORES
 from PIL import Image
 from reliability.bad_input_files import (
     HEIGHT,
-    NO_SCORES,
     WIDTH,
     binary_mask,
     error_line,

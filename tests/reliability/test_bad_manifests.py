@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from manifests import NO_SCORES
 from reliability.bad_input_files import (
     HEIGHT,
-    NO_SCORES,
     SCORES,
     WIDTH,
     binary_mask,
