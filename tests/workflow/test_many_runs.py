@@ -4,7 +4,9 @@ splits_final.json, an external run read from an nnU-Net prediction folder, the s
 dual-head run with presence fusion, all ranked together."""
 
 import json
+import re
 import shutil
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -79,6 +81,29 @@ def test_seeds_of_a_recipe_form_a_group_whose_sd_is_the_noise_floor(many_runs):
     # The seeds differ only in train.seed: that is the one setting column of the page.
     page = (workdir / "results/compare/partial/leaderboard.html").read_text()
     assert "train.seed" in page and "model.kwargs.not_a_unet_argument" in page
+
+
+def test_fixing_the_failed_run_completes_only_its_branch_and_the_leaderboard(many_runs):
+    workdir, config, _ = many_runs
+    # The user meant a valid keyword: the run keeps settings of its own, so a training of its own.
+    meant = tiny_run()
+    meant["model"] = {**meant["model"], "kwargs": {**meant["model"]["kwargs"], "dropout": 0.1}}
+    fixed = {**config, "runs": {**config["runs"], "broken": meant}}
+    write_config(workdir, fixed)
+    keys = build_plan(resolve_config(fixed), workdir, REPO_CODE).runs
+    before = {run: (workdir / f"results/train/{keys[run]['train']}/model.pt").stat().st_mtime_ns
+              for run in ("recipe.seed0", "recipe.seed1")}  # fmt: skip
+    rerun = snakemake(workdir, LEADERBOARD)
+    executed = Counter(re.findall(r"^\s*(?:local)?rule (\w+):", rerun.stdout + rerun.stderr, re.MULTILINE))
+    # The fixed run's own chain and the leaderboard: nothing of the two runs that had finished.
+    assert executed["train"] == 1 and executed["tune"] == 1 and executed["evaluate"] == 1
+    assert executed["compare"] == 1 and not executed["data"] and not executed["split"]
+    for run, mtime in before.items():
+        assert (workdir / f"results/train/{keys[run]['train']}/model.pt").stat().st_mtime_ns == mtime
+    board = pd.read_csv(workdir / LEADERBOARD).set_index("run")
+    assert set(board.index) == {"recipe.seed0", "recipe.seed1", "broken"}
+    # The finished leaderboard replaces the partial one.
+    assert not (workdir / "results/compare/partial").exists()
 
 
 def test_the_nnunet_export_is_a_valid_raw_dataset_with_lesionflows_split(many_runs):
