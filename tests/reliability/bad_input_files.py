@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,21 @@ def save_picture(path: Path, array: np.ndarray, **options: object) -> Path:
     """``array`` saved by Pillow at ``path`` (kind from the suffix), its folder made first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, **options)
+    return path
+
+
+def save_png48(path: Path, rgb: np.ndarray) -> Path:
+    """``rgb`` (H, W, 3) uint16 as a 16-bit-per-channel PNG, written by hand: Pillow cannot save one."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)  # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, truecolour
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
     return path
 
 

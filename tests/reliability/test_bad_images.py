@@ -18,6 +18,7 @@ from reliability.bad_input_files import (
     problem_lines,
     ramp,
     save_picture,
+    save_png48,
     where,
     write_manifest,
     write_pair,
@@ -154,6 +155,19 @@ def test_16_bit_rgba_palette_and_greyscale_pictures_are_read_to_their_true_value
     assert image.dtype == np.float32 and image.shape == values.shape
     np.testing.assert_allclose(image, values, rtol=0, atol=1e-7)
     assert image_reading(path) == read_as
+
+
+def test_a_16_bit_colour_png_is_read_to_within_one_8_bit_step_and_said_to_be(tmp_path):
+    rgb = (np.arange(HEIGHT * WIDTH * 3).reshape(HEIGHT, WIDTH, 3) * 331 % 65536).astype(np.uint16)
+    path = save_png48(tmp_path / "deep.png", rgb)
+
+    image = read_image(path).array
+
+    assert image.shape == (3, HEIGHT, WIDTH)
+    np.testing.assert_allclose(image, rgb.transpose(2, 0, 1) / 65535.0, rtol=0, atol=1 / 255)
+    assert image_reading(path) == "16-bit RGB: high byte / 255 (Pillow reads 8 bits per channel)"
+    # An 8-bit colour PNG is not mistaken for one.
+    assert image_reading(save_picture(tmp_path / "flat.png", ramp())) == "8-bit RGB: / 255"
 
 
 def test_the_data_report_says_how_each_kind_of_picture_was_read(tmp_path):

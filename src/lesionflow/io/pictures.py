@@ -62,10 +62,25 @@ def picture_reading(path: str | os.PathLike) -> str:
     """How :func:`read_picture` reads the picture at ``path`` (its mode, from the header), in words."""
     try:
         with Image.open(path) as picture:
-            mode = picture.mode
+            mode, colour_bits = picture.mode, _png_colour_bits(picture)
     except PICTURE_ERRORS as err:
         raise LesionflowError(f"cannot read image {path}: {one_line(err)}") from None
+    if colour_bits == 16 and mode in ("RGB", "RGBA"):
+        # Pillow decodes 16-bit colour PNGs to 8 bits per channel (it keeps the high byte): the
+        # values are right to within 1/255, and the report must not claim more precision.
+        return f"16-bit {mode}: high byte / 255 (Pillow reads 8 bits per channel)"
     return PICTURE_READINGS.get(mode, f"{mode}: converted to RGB / 255")
+
+
+def _png_colour_bits(picture: Image.Image) -> int | None:
+    """Bits per channel of a colour PNG as stored (its IHDR chunk), else None."""
+    if picture.format != "PNG" or picture.fp is None:
+        return None
+    position = picture.fp.tell()
+    picture.fp.seek(24)  # 8 signature bytes, IHDR length and type, width and height
+    depth, colour_type = picture.fp.read(2)
+    picture.fp.seek(position)
+    return depth if colour_type in (2, 6) else None  # truecolour, truecolour with alpha
 
 
 def read_picture(path: str | os.PathLike) -> Loaded:
