@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.pipeline.fingerprints import CodeBase
+from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import shared_plan
 
 # The built-in demo, unless a config is given on the command line (it would otherwise be
@@ -28,8 +28,8 @@ try:
     CONFIG = resolve_config(config)
     # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.plan).
     # Keys cover the code each stage runs: the installed package and this workflow's scripts/notebooks.
-    # Each module's parsed summary is kept in .lesionflow/ between runs: planning parses edited ones only.
-    CODE = CodeBase.installed(workflow.basedir, Path.cwd() / ".lesionflow" / "module-summaries.json")
+    # Each module's parsed summary is kept in the user's cache between runs: planning parses edited ones only.
+    CODE = CodeBase.installed(workflow.basedir, user_summaries_path())
     PLAN = shared_plan(CONFIG, Path.cwd(), os.environ, CODE)
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")

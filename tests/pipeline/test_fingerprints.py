@@ -16,7 +16,7 @@ import pytest
 from codebase import REPO_CODE, REPO_ROOT
 
 from lesionflow.pipeline.config import load_config_file
-from lesionflow.pipeline.fingerprints import CodeBase, ModuleSummaries, normalised_code
+from lesionflow.pipeline.fingerprints import CodeBase, ModuleSummaries, normalised_code, user_summaries_path
 from lesionflow.pipeline.plan import build_plan
 from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, downstream, run_stages
 
@@ -282,5 +282,16 @@ def test_module_summaries_are_kept_between_plannings_and_an_edited_module_is_par
         after = third.fingerprints()
     finally:
         path.write_text(original)
-    assert len(third.summaries.entries) == len(second.summaries.entries) + 1  # the edited module, again
+    # The edited module was parsed again and its old summary dropped: the cache holds files as they are.
+    assert len(third.summaries.entries) == len(second.summaries.entries)
+    tokens = [token for token in third.summaries.entries if token.startswith(f"{path.resolve()}|")]
+    assert len(tokens) == 1 and tokens[0] not in second.summaries.entries
     assert after["evaluate"] != before["evaluate"] and after["train"] == before["train"]
+
+
+def test_module_summaries_live_in_the_users_cache_folder_unless_one_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("LESIONFLOW_CACHE_DIR", str(tmp_path / "mine"))
+    assert user_summaries_path() == tmp_path / "mine" / "module-summaries.json"
+    monkeypatch.delenv("LESIONFLOW_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_summaries_path() == tmp_path / "xdg" / "lesionflow" / "module-summaries.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -88,11 +89,36 @@ class ModuleSummaries(FileHashCache):
         return self.cached(file, module_summary)
 
     def save(self) -> None:
-        """As FileHashCache.save; a cache that cannot be written loses nothing."""
+        """As FileHashCache.save, keeping only the entries of files as they are now (the cache is
+        shared by every project and checkout of a user, so old versions must not pile up); a cache
+        that cannot be written loses nothing."""
+        if self.dirty:
+            self.entries = {token: value for token, value in self.entries.items() if _current(token)}
         try:
             super().save()
         except OSError:
             return
+
+
+def _current(token: str) -> bool:
+    # A FileHashCache token is "path|size|mtime_ns|inode".
+    path, size, mtime, inode = token.rsplit("|", 3)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}" == f"{size}|{mtime}|{inode}"
+
+
+def user_summaries_path() -> Path:
+    """Where planning keeps module summaries: one file per user (``$LESIONFLOW_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lesionflow``, else ``~/.cache/lesionflow``), so that a new project's first
+    plan does not parse the whole package again. Entries are keyed on each file's path, size, time
+    and inode, so checkouts and versions never mix."""
+    folder = os.environ.get("LESIONFLOW_CACHE_DIR")
+    if not folder:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lesionflow"
+    return Path(folder) / "module-summaries.json"
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,10 @@ class CodeBase:
     package_root: Path
     workflow_root: Path
     summaries: ModuleSummaries = field(default_factory=ModuleSummaries, compare=False, repr=False)
+    # Planning asks for the same modules' files and imports for each of the ~20 stages: looked up
+    # once per plan (a stat per candidate file, a summary per module) instead of once per stage.
+    _files: dict[str, Path | None] = field(default_factory=dict, compare=False, repr=False)
+    _imported: dict[str, set[str]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def installed(cls, workflow_root: str | Path, cache: str | Path | None = None) -> CodeBase:
@@ -113,6 +143,11 @@ class CodeBase:
 
     def module_file(self, name: str) -> Path | None:
         """The file of module ``name`` (a package's ``__init__.py``), or None if it is no module."""
+        if name not in self._files:
+            self._files[name] = self._find_module_file(name)
+        return self._files[name]
+
+    def _find_module_file(self, name: str) -> Path | None:
         parts = name.split(".")
         if parts[0] != PACKAGE:
             return None
@@ -144,8 +179,14 @@ class CodeBase:
             if name in seen:
                 continue
             seen.add(name)
-            todo.extend(self._modules_of(self.summaries.summary(self.module_file(name))["imports"]))
+            todo.extend(self._modules_imported_by(name))
         return sorted(seen)
+
+    def _modules_imported_by(self, name: str) -> set[str]:
+        if name not in self._imported:
+            imports = self.summaries.summary(self.module_file(name))["imports"]
+            self._imported[name] = self._modules_of(imports)
+        return self._imported[name]
 
     def _entry(self, stage: str) -> tuple[dict[str, str], list[str]]:
         # What a stage's job starts from (its script and, for notebook stages, the notebook's code

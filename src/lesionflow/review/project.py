@@ -16,7 +16,7 @@ import yaml
 import lesionflow
 from lesionflow.pipeline.config import ResolvedConfig, resolve_config
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.pipeline.fingerprints import CodeBase
+from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import Plan, build_plan
 
 # Where the demo's config lies, in the workflow and in a project folder.
@@ -93,7 +93,7 @@ def load_project(
     workflow = workflow_of(snakefile)
     path = Path(configfile) if configfile else default_configfile(workdir, workflow)
     config = resolve_config(read_config(path))
-    code = CodeBase.installed(workflow, workdir / ".lesionflow" / "module-summaries.json")
+    code = CodeBase.installed(workflow, user_summaries_path())
     plan = build_plan(config, workdir, code)
     return Project(workdir, workflow, path.resolve(), config, plan)
 
