@@ -16,6 +16,7 @@ from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import shared_plan
+from lesionflow.pipeline.results_owner import claim_results
 
 # The built-in demo, unless a config is given on the command line (it would otherwise be
 # merged into the demo's runs).
@@ -56,6 +57,15 @@ onerror:
 
 onsuccess:
     remove_obsolete_partial_leaderboard()
+
+
+# The leaderboard and run views are not keyed: one config file owns them (see results_owner). Claimed
+# when jobs are about to run (never in a dry run, nor when nothing is to be done).
+onstart:
+    try:
+        claim_results(Path.cwd(), workflow.configfiles)
+    except LesionflowError as err:
+        sys.exit(f"lesionflow: error: {err}")
 
 
 include: "workflow/rules/data.smk"

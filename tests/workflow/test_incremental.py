@@ -170,3 +170,22 @@ def test_jobs_take_their_keys_from_the_plan_their_snakemake_wrote(tmp_path, monk
     _, text = planned_jobs(tmp_path)
     assert "results/train/0123456789ab/model.pt" in text
     assert plan.runs["r"]["train"] not in text
+
+
+def test_a_second_config_file_may_plan_in_the_folder_but_not_overwrite_its_leaderboard(
+    finished, code_copy, tmp_path
+):
+    workdir, config = finished
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(tiny_config({"base": tiny_run(infer={"tta": ["identity", "vflip"]})})))
+    results = sorted(workdir.glob("results/**/*"))
+    before = {path: path.stat().st_mtime_ns for path in results if path.is_file()}
+    # A dry run writes nothing: it may show what the other config would do.
+    jobs, text = planned_jobs(workdir, "--configfile", str(other), repo=code_copy)
+    assert jobs["train"] == 0 and jobs["infer"] == 2, text  # it shares the keyed training
+    refused = snakemake(workdir, "--configfile", str(other), check=False, repo=code_copy)
+    assert refused.returncode != 0
+    line = next(x for x in refused.stderr.splitlines() if x.startswith("lesionflow: error:"))
+    assert "belong to config.yaml" in line and str(other) in line and "--directory" in line
+    assert {path: path.stat().st_mtime_ns for path in before} == before
+    assert sorted(workdir.glob("results/**/*")) == results
