@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from lesionflow.pipeline.config import resolve_config
+from lesionflow.pipeline.config import check_config_files, resolve_config
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import shared_plan
@@ -26,6 +26,7 @@ if not config:
 
 
 try:
+    check_config_files(workflow.configfiles)
     CONFIG = resolve_config(config)
     # One plan per run: cluster jobs reuse the keys their Snakemake computed (lesionflow.pipeline.plan).
     # Keys cover the code each stage runs: the installed package and this workflow's scripts/notebooks.

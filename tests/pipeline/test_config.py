@@ -238,3 +238,140 @@ def test_a_regression_run_needs_a_score_column_and_a_dataset_with_scores():
                 "data": {"synthetic": {"kind": "brain"}, "score_column": "s"},
             }
         )
+
+
+# ------------------------------------------------ found by tests/reliability/test_config_fuzz.py
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            minimal(split={"folds": 2.0}),  # was a TypeError from range(2.0)
+            "config key 'split.folds' must be of type integer or null, got 2.0",
+        ),
+        (
+            {"runs": {"a": {"train": {"epochs": 2.0}}}},  # resolved, to fail in training
+            "config key 'runs.a.train.epochs' must be of type integer, got 2.0",
+        ),
+        (
+            {"runs": {"a": {"model": {"spatial_dims": 2.0}}}},
+            "config key 'runs.a.model.spatial_dims' is 2.0; valid values: 2, 3",
+        ),
+        (
+            {"runs": {"a": {"tune": {"connectivity": True}}}},  # True == 1 to Python
+            "config key 'runs.a.tune.connectivity' is True; valid values: 1, 2, 3",
+        ),
+        (
+            {"runs": {"a": {"train": {"learning_rate": float("nan")}}}},  # NaN passes every bound
+            "config key 'runs.a.train.learning_rate' is nan; give a finite number",
+        ),
+        (
+            minimal(split={"train": float("nan")}),  # and the fractions' sum check
+            "config key 'split.train' is nan; give a finite number",
+        ),
+        (
+            {"runs": {"a": {"evaluate": {"size_bins": [float("inf")]}}}},
+            "config key 'runs.a.evaluate.size_bins.0' is inf; give a finite number",
+        ),
+        (
+            {"runs": {"a": {"train": {"seed": 10**5000}}}},  # was a ValueError printing the message
+            "config key 'runs.a.train.seed' is an integer of 16610 bits; the largest taken is 2**63 - 1",
+        ),
+        (
+            {"runs": {"a": {"train": {1: 3}}}},  # was a TypeError from difflib
+            "config key 'runs.a.train.1' is a number, not a name; quote it in the YAML",
+        ),
+        (
+            {"runs": {1: {}}},  # resolved, a run named by a number
+            "config key 'runs.1' is a number, not a name; quote it in the YAML",
+        ),
+        (
+            {None: {}, "runs": {"a": {}}},  # was a TypeError from sorting the key
+            "config key 'None' is null, not a name; quote it in the YAML",
+        ),
+        (
+            {"runs": {"a": {"model": {"kwargs": {True: 2}}}}},  # resolved, to fail in MONAI
+            "config key 'runs.a.model.kwargs.True' is a boolean, not a name; quote it in the YAML",
+        ),
+        (
+            {"runs": {"a": {}, 1: {"train": {"epochs": 0}}}},  # was a TypeError from sorting errors
+            "config key 'runs.1' is a number, not a name; quote it in the YAML",
+        ),
+        (
+            {"runs": {"a\n": {}}},  # resolved: Python's `$` matches before a final line break
+            "config key 'runs.'a\\n'' is not a valid name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+            "(letters, digits, _, . and -)",
+        ),
+        (
+            {"runs": {"a b": {}}},
+            "config key 'runs.a b' is not a valid name: it must match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ "
+            "(letters, digits, _, . and -)",
+        ),
+        (
+            {"runs": {"a": {"train": {"x\ny": 3}}}},  # was a message of two lines
+            "config key 'runs.a.train.'x\\ny'' is not a known key (known keys there: augment, batch_dice, "
+            "batch_size, device, early_stopping_patience, epochs, learning_rate, loss, num_workers, "
+            "patch_size, positive_oversampling, presence_loss_weight, sample_weights, scheduler, seed, "
+            "weight_bins, weight_decay)",
+        ),
+        (
+            {"": None, "runs": {"a": {}}},  # was named '<top level>'
+            "config key '''' is not a known key (known keys there: compare, data, defaults, manifest, "
+            "nnunet_export, reproducibility, runs, split)",
+        ),
+        ({"data": {}}, "config key 'runs' is required"),
+        (
+            {"runs": {"a": {"train": {"batch_size": "x" * 200}}}},
+            f"config key 'runs.a.train.batch_size' must be of type integer, got '{'x' * 76}...",
+        ),
+        (
+            minimal(compare={"baseline": "\r"}),  # was a message of two lines
+            "config key 'compare.baseline' is '\\r', which is not a run; runs are: a",
+        ),
+        (
+            minimal(data={"mask_channel": 7}),
+            "config key 'data.mask_channel' is 7; valid values: null, 0, 1, 2",
+        ),
+    ],
+)
+def test_a_value_yaml_can_give_but_no_key_takes_is_one_line_naming_the_key(raw, message):
+    with pytest.raises(LesionflowError) as err:
+        resolve_config(raw)
+    assert str(err.value) == message
+
+
+def test_a_list_or_mapping_inside_itself_is_refused_naming_the_key(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("runs: {a: {tags: &t [x, *t]}}\n")  # was a RecursionError
+    with pytest.raises(LesionflowError, match=re.escape("config key 'runs.a.tags.1' holds itself")):
+        load_config_file(path)
+
+
+def test_a_key_the_schema_marks_x_increasing_must_increase():
+    schema = load_schema()
+    schema["properties"]["split"]["properties"]["score_bins"]["x-increasing"] = True
+    with pytest.raises(LesionflowError) as err:
+        resolve_config(minimal(split={"score_bins": [2, 10, 5]}), schema)
+    assert str(err.value) == "config key 'split.score_bins': [2, 10, 5] is not strictly increasing"
+    assert resolve_config(minimal(split={"score_bins": [2, 5, 10]}), schema).split["score_bins"] == [2, 5, 10]
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("evaluate", "size_bins", [500, 50]),
+        ("train", "weight_bins", [2, 2, 5]),
+        ("train", "seed", 2**32),
+        ("train", "seed", -1),
+    ],
+)
+def test_cut_points_that_do_not_increase_and_seeds_numpy_refuses_are_refused(section, key, value):
+    config = minimal(defaults={section: {key: value}})
+    with pytest.raises(LesionflowError, match=rf"config key 'defaults\.{section}\.{key}'"):
+        resolve_config(config)
+
+
+def test_folds_beyond_a_hundred_are_refused_by_the_config():
+    with pytest.raises(LesionflowError, match=r"config key 'split\.folds'"):
+        resolve_config(minimal(split={"train": 0.6, "val": 0.2, "test": 0.2, "folds": 101}))

@@ -81,3 +81,31 @@ def test_folds_with_an_external_or_ensemble_run_are_refused_naming_the_key():
     runs = {"a": {}, "b": {"train": {"seed": 1}}, "e": ensemble("a", "b")}
     with pytest.raises(LesionflowError, match="'split.folds' makes one run per fold, but run 'e'"):
         resolve_config({"runs": runs, "split": {"folds": 2}})
+
+
+def test_an_unknown_member_lists_only_the_runs_an_ensemble_can_name():
+    runs = {
+        "a": {},
+        "unet": {"seeds": [0, 1]},
+        "reg": {"task": "regression"},
+        "other": ensemble("a", "unet"),
+        "e": ensemble("a", "zz"),
+    }
+    data = {"source": "manifest", "manifest": "m.csv", "score_column": "s"}
+    with pytest.raises(LesionflowError) as err:
+        resolve_config({"runs": runs, "data": data})
+    assert str(err.value) == (
+        "config key 'runs.e.ensemble.members' names 'zz', which is neither a run nor a recipe with seeds; "
+        "runs it can name: a, unet.seed0, unet.seed1; recipes with seeds: unet"
+    )
+
+
+def test_an_unknown_member_in_a_config_without_candidates_says_so():
+    with pytest.raises(LesionflowError, match="names 'zz'.*; the config has no model or external"):
+        resolve_config({"runs": {"e": ensemble("zz", "yy")}})
+
+
+def test_a_fold_count_beyond_the_limit_is_refused_before_expanding():
+    # Found by the fuzz tests: split.folds 2**63 - 1 expanded runs until memory ran out.
+    with pytest.raises(LesionflowError, match=r"'split.folds' is 9223372036854775807; at most 100 folds"):
+        resolve_config({"runs": {"a": {}}, "split": {"folds": 2**63 - 1}})

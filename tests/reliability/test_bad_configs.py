@@ -31,6 +31,41 @@ def test_a_config_that_is_not_valid_yaml_names_the_file_line_and_column(tmp_path
     assert error_line(load_config_file, path) == f"config file {path} is not valid YAML: {what}"
 
 
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"runs:\n  a: {}\nruns:\n  b: {}\n", "is not valid YAML: line 3, column 1: found the key 'runs' "
+         "twice (while constructing a mapping at line 1)"),
+        (b"runs:\n  a: {}\n\xff\xfe: 1\n", "is not UTF-8 text: byte 0xff at offset 14"),
+        (b"runs: {a: {}}\x00\n", "is not valid YAML: character 14 is U+0000: special characters are "
+         "not allowed"),
+        (b"", "is empty: give at least a 'runs' section"),
+        (b"# nothing but a comment\n", "is empty: give at least a 'runs' section"),
+        (b"runs: " + b"[" * 3000, "nests lists or mappings too deeply to read"),
+        (b"runs: {a: {train: {seed: " + b"1" * 5000 + b"}}}\n", "cannot be read as YAML: Exceeds the "
+         "limit (4300 digits) for integer string conversion: value has 5000 digits; use "
+         "sys.set_int_max_str_digits() to increase the limit"),
+    ],
+    ids=["duplicate-key", "not-utf8", "nul", "empty", "comment-only", "deep", "huge-integer"],
+)  # fmt: skip
+def test_a_config_file_that_cannot_be_read_as_a_mapping_names_the_file_and_why(tmp_path, data, what):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(data)
+    assert error_line(load_config_file, path) == f"config file {path} {what}"
+
+
+def test_a_key_given_twice_through_a_merge_key_is_an_override_not_a_duplicate(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("defaults: {train: &base {epochs: 2, seed: 1}}\n"
+                    "runs: {a: {train: {<<: *base, epochs: 3}}}\n")  # fmt: skip
+    train = load_config_file(path).runs["a"]["train"]
+    assert (train["epochs"], train["seed"]) == (3, 1)
+
+
+def test_a_config_folder_is_named_as_unreadable(tmp_path):
+    assert error_line(load_config_file, tmp_path) == f"config file {tmp_path} cannot be read: Is a directory"
+
+
 def test_a_config_that_is_a_list_says_a_mapping_is_expected(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("- runs\n- data\n")
@@ -78,7 +113,7 @@ def _known_train_keys() -> str:
         (
             {"runs": {"a": {}, "e": {"source": "ensemble", "ensemble": {"members": ["a", "zz"]}}}},
             "config key 'runs.e.ensemble.members' names 'zz', which is neither a run nor a recipe with "
-            "seeds; runs are: a, e",
+            "seeds; runs it can name: a",
         ),
     ],
     ids=[

@@ -103,6 +103,6 @@ def test_snakemake_stops_on_a_bad_config_with_its_line_last_and_starts_no_job(tm
     assert result.returncode != 0
     assert result.stderr.splitlines()[-1] == (
         "lesionflow: error: config key 'runs.e.ensemble.members' names 'zz', which is neither a run nor "
-        "a recipe with seeds; runs are: a, e"
+        "a recipe with seeds; runs it can name: a"
     )
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()

@@ -6,15 +6,16 @@ Never guesses: an unknown, misspelt or ill-typed key is an error that names the 
 from __future__ import annotations
 
 import copy
-import difflib
-from collections.abc import Mapping
+import functools
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
+from lesionflow.pipeline.config_validation import check_plain, key_path, kind_of, validate
 from lesionflow.pipeline.errors import LesionflowError, one_line
 from lesionflow.pipeline.run_expansion import expand_folds, expand_seeds, with_members
 
@@ -45,6 +46,12 @@ class ResolvedConfig:
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Read the JSON schema (written as YAML) that documents and checks every config key."""
+    return copy.deepcopy(_parsed_schema(path))
+
+
+@functools.cache
+def _parsed_schema(path: Path) -> dict[str, Any]:
+    # Parsing the schema takes PyYAML about 0.2 s, copying it 2 ms: a process reads it once.
     return yaml.safe_load(path.read_text())
 
 
@@ -73,51 +80,6 @@ def complete_run_section(
                 parent = parent[key]
             del parent[path[-1]]
     return filled
-
-
-def _key_path(parts) -> str:
-    return ".".join(str(p) for p in parts) or "<top level>"
-
-
-def _describe(error: jsonschema.ValidationError, prefix: tuple) -> str:
-    path = prefix + tuple(error.absolute_path)
-    where = _key_path(path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        unknown = extra[0] if extra else "?"
-        close = difflib.get_close_matches(unknown, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        allowed = ", ".join(known) if known else "none"
-        return (
-            f"config key '{_key_path(path + (unknown,))}' is not a known key{hint} "
-            f"(known keys there: {allowed})"
-        )
-    if error.validator == "enum":
-        valid = ", ".join(str(v) for v in error.validator_value)
-        # The task-dependent enums (network, loss, TTA) sit in the run schema's if/then/else.
-        task = (
-            " for a regression run" if "then" in error.schema_path
-            else " for a segmentation run (set task: regression for a regressor)"
-            if "else" in error.schema_path else ""
-        )
-        return f"config key '{where}' is {error.instance!r}; valid values{task}: {valid}"
-    if error.validator == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"config key '{where}' must be of type {expected}, got {error.instance!r}"
-    if error.validator == "required":
-        return f"config key '{where}': {error.message}"
-    return f"config key '{where}': {error.message}"
-
-
-def _validate(instance: Any, schema: dict[str, Any], root: dict[str, Any], prefix: tuple) -> None:
-    resolver_schema = {**schema, "$defs": root.get("$defs", {})}
-    validator = jsonschema.Draft202012Validator(resolver_schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if errors:
-        deepest = max(errors, key=lambda e: len(e.absolute_path))
-        raise LesionflowError(_describe(deepest, prefix))
 
 
 def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +131,7 @@ def _check_task_keys(run: Mapping[str, Any], task: str, name: str, root: dict[st
     for path, only_for, _ in _task_keys(root["$defs"]["run"], root):
         if only_for and only_for != task and _lookup(run, path)[0]:
             raise LesionflowError(
-                f"config key '{_key_path(('runs', name) + path)}' applies to {only_for} runs only; "
+                f"config key '{key_path(('runs', name) + path)}' applies to {only_for} runs only; "
                 f"run '{name}' is a {task} run (remove the key, from defaults too if it is set there)"
             )
 
@@ -215,11 +177,12 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     schema = schema or load_schema()
     if not isinstance(raw, dict):
         raise LesionflowError(
-            f"config: expected a mapping of sections with at least 'runs', got a {type(raw).__name__}"
+            f"config: expected a mapping of sections with at least 'runs', got {kind_of(raw)}"
         )
     if not raw:
         raise LesionflowError("config is empty: give a config file with at least a 'runs' section")
-    _validate(raw, schema, schema, ())
+    check_plain(raw)
+    validate(raw, schema, schema, ())
     config = fill_defaults(raw, schema, schema)
     run_schema = schema["$defs"]["run"]
     given_defaults = raw.get("defaults") or {}
@@ -234,7 +197,7 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
             merge_run(_task_defaults(given, task, schema), given_defaults), run_schema, schema
         )
         run = fill_defaults(merge_run(defaults, override or {}), run_schema, schema)
-        _validate(run, run_schema, schema, ("runs", name))
+        validate(run, run_schema, schema, ("runs", name))
         _check_external(name, run, given)
         runs[name] = run
     runs, groups = expand_seeds(runs, config["runs"])
@@ -262,7 +225,7 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
     baseline = next((run for run, group in groups.items() if group == baseline), baseline)
     if baseline not in runs:
         raise LesionflowError(
-            f"config key 'compare.baseline' is '{baseline}', which is not a run; "
+            f"config key 'compare.baseline' is {baseline!r}, which is not a run; "
             f"runs are: {', '.join(runs)}"
         )
     compare = {**config["compare"], "baseline": baseline}
@@ -316,25 +279,72 @@ def _score_settings(data: dict[str, Any], runs: Mapping[str, Mapping[str, Any]])
     return data
 
 
-def load_config_file(path: str | Path) -> ResolvedConfig:
-    """Read a YAML config file and resolve it; a YAML syntax error names the file."""
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: the keys after it override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found the key {key!r} twice", key_node.start_mark,
+                )  # fmt: skip
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of sections a YAML config file holds; a file that is missing, unreadable, not
+    UTF-8, not YAML (a key given twice included), empty or not a mapping is named in one line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_ConfigLoader)
     except FileNotFoundError:
         raise LesionflowError(f"config file {path} does not exist") from None
+    except OSError as err:
+        raise LesionflowError(f"config file {path} cannot be read: {err.strerror or one_line(err)}") from None
+    except UnicodeDecodeError as err:
+        raise LesionflowError(
+            f"config file {path} is not UTF-8 text: byte {err.object[err.start]:#04x} at offset {err.start}"
+        ) from None
     except yaml.YAMLError as err:
         raise LesionflowError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
-    if raw is not None and not isinstance(raw, dict):
+    except RecursionError:
+        raise LesionflowError(f"config file {path} nests lists or mappings too deeply to read") from None
+    except ValueError as err:  # Python's limit that PyYAML lets through: an integer of 4300 digits
+        raise LesionflowError(f"config file {path} cannot be read as YAML: {one_line(err)}") from None
+    if raw is None:
+        raise LesionflowError(f"config file {path} is empty: give at least a 'runs' section")
+    if not isinstance(raw, dict):
         raise LesionflowError(
             f"config file {path}: expected a mapping of sections (runs, data, split, ...), "
-            f"got a {type(raw).__name__}"
+            f"got {kind_of(raw)}"
         )
-    return resolve_config(raw or {})
+    return raw
+
+
+def check_config_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Read each YAML config file as :func:`read_config_file` does, for what Snakemake, which reads
+    ``--configfile`` itself, lets through: a key given twice (it keeps the last). JSON files are
+    Snakemake's to read (JSON allows tabs that YAML refuses)."""
+    for path in paths:
+        if Path(path).suffix.lower() != ".json":
+            read_config_file(path)
+
+
+def load_config_file(path: str | Path) -> ResolvedConfig:
+    """Read a YAML config file and resolve it; a file that cannot be read as a config names the file."""
+    return resolve_config(read_config_file(path))
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
     """Where and what PyYAML found wrong, in one line: its own message spans several."""
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"character {err.position + 1} is U+{err.character:04X}: {err.reason}"
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None)
     if mark is None or problem is None:

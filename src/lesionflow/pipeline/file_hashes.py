@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lesionflow.pipeline.artifacts import write_json
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, one_line
 from lesionflow.pipeline.keys import digest
 
 
@@ -71,18 +71,25 @@ def manifest_fingerprint(manifest: Path, cache: FileHashCache) -> str:
 
     Paths themselves are left out, so moving or renaming the dataset keeps its key.
     """
-    if not manifest.exists():
-        raise LesionflowError(f"manifest {manifest} (config key 'data.manifest') does not exist")
-    with open(manifest, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        # utf-8-sig: Excel's CSV export starts with a byte-order mark, which is not part of "image".
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise LesionflowError(f"manifest {manifest} (config key 'data.manifest') does not exist") from None
+    except OSError as err:  # a folder, a name too long, no permission
+        raise LesionflowError(
+            f"manifest {manifest} (config key 'data.manifest') cannot be read: {one_line(err)}"
+        ) from None
+    except (UnicodeDecodeError, csv.Error):
+        rows = []  # not CSV text: the data stage's manifest check says where
     # The mask column may be left out when the manifest carries scores instead (regression); the
     # data stage checks that against data.score_column.
-    missing = {"image", "subject"} - set(rows[0] if rows else {})
-    if missing:
-        raise LesionflowError(
-            f"manifest {manifest} lacks the column(s) {', '.join(sorted(missing))}"
-        )
-    files = [c for c in (rows[0] if rows else {}) if c in ("image", "mask") or _is_further_image(c)]
+    if not rows or {"image", "subject"} - set(rows[0]):
+        # No rows or no image column: nothing to follow into files. The data stage's manifest
+        # check names what is wrong (empty, header only, which column), with every other problem.
+        return digest({"unreadable_manifest": cache.content_hash(manifest)}, length=32)
+    files = [c for c in rows[0] if c in ("image", "mask") or _is_further_image(c)]
     fingerprinted = []
     for row in rows:
         entry = {k: v for k, v in row.items() if k not in files}

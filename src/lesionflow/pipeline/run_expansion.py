@@ -12,6 +12,10 @@ from typing import Any
 
 from lesionflow.pipeline.errors import LesionflowError
 
+# More folds than this is a slip of the keyboard: each fold is one more training of every run (and
+# a count near 2**63 would never finish expanding).
+MAX_FOLDS = 100
+
 
 def with_members(
     name: str, run: dict[str, Any], runs: Mapping[str, Mapping[str, Any]], groups: Mapping[str, str]
@@ -26,7 +30,7 @@ def with_members(
         if not named:
             raise LesionflowError(
                 f"config key 'runs.{name}.ensemble.members' names {member!r}, which is neither a run "
-                f"nor a recipe with seeds; runs are: {', '.join(runs)}"
+                f"nor a recipe with seeds; {possible_members(runs, groups)}"
             )
         for member_run in named:
             if runs[member_run].get("source") == "ensemble" or member_run == name:
@@ -47,6 +51,20 @@ def with_members(
     return {**run, "ensemble": {**run["ensemble"], "members": members}}
 
 
+def possible_members(runs: Mapping[str, Mapping[str, Any]], groups: Mapping[str, str]) -> str:
+    """What an ensemble could name, said in a few words: the segmentation runs that are no ensemble,
+    and the recipes with seeds among them."""
+    members = [
+        run for run, settings in runs.items()
+        if settings.get("source") != "ensemble" and settings["task"] == "segmentation"
+    ]  # fmt: skip
+    recipes = list(dict.fromkeys(groups[run] for run in members if groups[run] != run))
+    if not members:
+        return "the config has no model or external segmentation run to average"
+    said = f"runs it can name: {', '.join(members)}"
+    return f"{said}; recipes with seeds: {', '.join(recipes)}" if recipes else said
+
+
 def expand_folds(
     runs: Mapping[str, dict[str, Any]], groups: Mapping[str, str], n_folds: int | None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -54,6 +72,10 @@ def expand_folds(
     the group of its recipe; the runs and groups as they are without."""
     if n_folds is None:
         return dict(runs), dict(groups)
+    if n_folds > MAX_FOLDS:
+        raise LesionflowError(
+            f"config key 'split.folds' is {n_folds}; at most {MAX_FOLDS} folds (each trains every run once)"
+        )
     expanded, folded_groups = {}, {}
     for name, run in runs.items():
         if run["source"] != "model":

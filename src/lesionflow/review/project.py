@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import lesionflow
-from lesionflow.pipeline.config import ResolvedConfig, resolve_config
+from lesionflow.pipeline.config import ResolvedConfig, read_config_file, resolve_config
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import Plan, build_plan
@@ -68,16 +66,10 @@ def default_configfile(workdir: Path, workflow: Path) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The YAML mapping of a config file; a missing or unreadable file is named in one line."""
-    if not path.is_file():
+    """The YAML mapping of a config file, read as the Snakefile reads it; any problem in one line."""
+    if not path.exists():
         raise LesionflowError(f"config file {path} does not exist (give one with --configfile)")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise LesionflowError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(config, dict):
-        raise LesionflowError(f"config file {path}: expected a mapping of config keys")
-    return config
+    return read_config_file(path)
 
 
 def load_project(
