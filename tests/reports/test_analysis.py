@@ -184,6 +184,7 @@ def write_tiny_run(folder) -> dict:
         figures_dir=str(folder / "figures"),
         dice_bands=[0.4, 0.6],
         n_examples=2,
+        pseudonymise=False,
     )
     return parameters
 

@@ -27,6 +27,19 @@ def test_notebook_outputs_are_named_after_it_and_the_html_hides_code(tmp_path):
     assert "secret_code" in outputs["ipynb"].read_text()  # the code stays in the notebook
 
 
+def test_executed_notebook_names_no_absolute_path_of_this_machine(tmp_path, monkeypatch):
+    project, workflow = tmp_path / "project", tmp_path / "workflow" / "notebooks"
+    project.mkdir()
+    workflow.mkdir(parents=True)
+    path = _notebook(workflow / "report.ipynb", "print(answer)")
+    monkeypatch.chdir(project)
+    outputs = run_notebook(path, {"answer": 42}, "results/report", cwd=project)
+    record = nbformat.read(outputs["ipynb"], as_version=4).metadata.papermill
+    assert record.input_path == "notebooks/report.ipynb"
+    assert record.output_path == "results/report/report.ipynb"
+    assert str(tmp_path) not in outputs["ipynb"].read_text()
+
+
 def test_failing_notebook_names_the_cell_error_and_leaves_no_html(tmp_path):
     path = _notebook(tmp_path / "broken.ipynb", "raise ValueError(f'boom {answer}')")
     out = tmp_path / "out"
@@ -53,3 +66,14 @@ def test_entry_point_reports_bad_parameters_in_one_line(repo_root, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.startswith("lesionflow: error: --parameters: not valid JSON")
+
+
+def test_entry_point_finds_a_named_notebook_in_the_workflows_notebooks_folder(repo_root, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(repo_root / "scripts" / "notebook.py"), "--notebook", "no_such_report",
+         "--parameters", "{}", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    expected = repo_root / "notebooks" / "no_such_report.ipynb"
+    assert result.stderr.strip() == f"lesionflow: error: notebook {expected} does not exist"

@@ -37,6 +37,7 @@ PARAMETERS = {
     "figures_dir",
     "n_examples",
     "high_score",
+    "pseudonymise",
 }
 RANGES = [0, 2, 5, 10, 35]
 BOOTSTRAP = {"n_resamples": 200, "seed": 0, "confidence": 0.95}
@@ -172,7 +173,8 @@ def write_tiny_regression_run(folder) -> dict:
     )
     parameters = {name.split(".")[0]: str(folder / name) for name in files}
     parameters.update(
-        title="Tiny regression run", figures_dir=str(folder / "figures"), n_examples=3, high_score=10
+        title="Tiny regression run", figures_dir=str(folder / "figures"), n_examples=3, high_score=10,
+        pseudonymise=False,
     )
     return parameters
 

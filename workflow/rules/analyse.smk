@@ -1,6 +1,7 @@
+# The notebook is named, not given by path: the scripts find it in the workflow (a path here
+# would be this machine's, and the Snakemake report lists every rule's inputs).
 rule analyse:
     input:
-        notebook=NOTEBOOKS["analyse"],
         per_image_val=get_input("analyse", "evaluate", "per_image_val.csv"),
         per_image_test=get_input("analyse", "evaluate", "per_image_test.csv"),
         lesions_test=get_input("analyse", "evaluate", "lesions_test.csv"),
@@ -27,9 +28,10 @@ rule analyse:
     log:
         "logs/analyse/{key}.log",
     params:
+        notebook=STAGES["analyse"].notebook,
         parameters=get_notebook_parameters("analyse", "Analysis"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "notebook.py --notebook {params.notebook} --parameters {params.parameters:q} "
         "--out $(dirname {output.html}) > {log} 2>&1"

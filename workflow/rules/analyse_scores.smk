@@ -1,6 +1,5 @@
 rule analyse_scores:
     input:
-        notebook=NOTEBOOKS["analyse_scores"],
         per_case_val=get_input("analyse_scores", "evaluate_scores", "per_case_val.csv"),
         per_case_test=get_input("analyse_scores", "evaluate_scores", "per_case_test.csv"),
         summary=get_input("analyse_scores", "evaluate_scores", "summary.json"),
@@ -17,9 +16,10 @@ rule analyse_scores:
     log:
         "logs/analyse_scores/{key}.log",
     params:
+        notebook=STAGES["analyse_scores"].notebook,
         parameters=get_notebook_parameters("analyse_scores", "Regression analysis"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "notebook.py --notebook {params.notebook} --parameters {params.parameters:q} "
         "--out $(dirname {output.html}) > {log} 2>&1"

@@ -7,9 +7,9 @@ import shutil
 
 from lesionflow.evaluation.artifact_names import FILE_NAMES as EVALUATION_FILES
 from lesionflow.pipeline.failures import PARTIAL_FOLDER, run_failures
-from lesionflow.pipeline.plan import portable_path, settings_json
+from lesionflow.pipeline.plan import settings_json
 from lesionflow.reports.run_settings_table import differing_settings
-from lesionflow.pipeline.stages import KEYED_STAGES, NOTEBOOK_STAGES, STAGES, figures
+from lesionflow.pipeline.stages import KEYED_STAGES, STAGES, figures
 
 envvars:
     "PATH",
@@ -17,10 +17,6 @@ envvars:
 
 
 REPO = Path(workflow.basedir)
-# Notebooks and their figures come from the stage registry (lesionflow.pipeline.stages). A notebook
-# inside the working directory (the demo's) is named relative to it, so a project folder moved
-# with its results keeps its jobs' inputs and reruns nothing.
-NOTEBOOKS = {name: portable_path(REPO / STAGES[name].notebook_path) for name in NOTEBOOK_STAGES}
 # Stage entry points in scripts/ are called by name, run by this interpreter.
 os.environ["PATH"] = os.pathsep.join(
     [str(REPO / "scripts"), str(Path(sys.executable).parent), os.environ["PATH"]]
@@ -139,7 +135,7 @@ def get_notebook_parameters(stage, title):
         # An optional input that is absent (an empty list) reaches the notebook as None.
         # Paths relative to the working directory, where the notebook runs: absolute ones would
         # change, and rerun every notebook, when the project folder moves.
-        files = {name: path or None for name, path in input.items() if name != "notebook"}
+        files = {name: path or None for name, path in input.items()}
         figures_dir = os.path.join(os.path.dirname(output.html), "figures")
         if stage == "compare_report":
             return json.dumps({"title": title, **files, "figures_dir": figures_dir, "baseline": PLAN.baseline})

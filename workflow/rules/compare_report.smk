@@ -1,6 +1,5 @@
 rule compare_report:
     input:
-        notebook=NOTEBOOKS["compare_report"],
         leaderboard="results/compare/leaderboard.csv",
         leaderboard_regression="results/compare/leaderboard_regression.csv",
         leaderboard_html="results/compare/leaderboard.html",
@@ -37,10 +36,11 @@ rule compare_report:
     log:
         "logs/compare/compare_report.log",
     params:
+        notebook=STAGES["compare_report"].notebook,
         parameters=get_notebook_parameters("compare_report", "Comparison of runs"),
         code=get_code("compare_report"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "notebook.py --notebook {params.notebook} --parameters {params.parameters:q} "
         "--out $(dirname {output.html}) > {log} 2>&1"

@@ -1,6 +1,5 @@
 rule training_report:
     input:
-        notebook=NOTEBOOKS["training_report"],
         metrics_by_epoch=get_input("training_report", "train", "metrics_by_epoch.csv"),
         lr_by_step=get_input("training_report", "train", "lr_by_step.csv"),
         train_summary=get_input("training_report", "train", "train_summary.json"),
@@ -12,9 +11,10 @@ rule training_report:
     log:
         "logs/training_report/{key}.log",
     params:
+        notebook=STAGES["training_report"].notebook,
         parameters=get_notebook_parameters("training_report", "Training report"),
     conda:
         "../envs/lesionflow.yaml"
     shell:
-        "notebook.py --notebook {input.notebook} --parameters {params.parameters:q} "
+        "notebook.py --notebook {params.notebook} --parameters {params.parameters:q} "
         "--out $(dirname {output.html}) > {log} 2>&1"

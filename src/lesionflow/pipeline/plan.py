@@ -138,13 +138,6 @@ def configured_path(path: str) -> str:
     return os.path.normpath(path)
 
 
-def portable_path(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> str:
-    """``path`` relative to ``workdir`` when it lies inside it, else absolute: what a job's inputs and
-    parameters may hold so that moving the project folder changes none of them."""
-    absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(workdir))
-    return absolute.relative_to(base).as_posix() if absolute.is_relative_to(base) else str(absolute)
-
-
 def _split_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     """The split section as the job gets it (the splits file as configured) and as its key sees it.
 
@@ -205,9 +198,24 @@ def library_versions(config: ResolvedConfig) -> dict[str, str | None] | None:
     return {name: versions[name] for name in VERSIONED_PACKAGES}
 
 
+def check_pseudonymise(config: ResolvedConfig) -> None:
+    """Refuse runs that differ in analyse.pseudonymise: the views of every run go into one report,
+    where a run shown with its patients' ids would undo the others' pseudonyms."""
+    values = {name: run["analyse"]["pseudonymise"] for name, run in config.runs.items()}
+    first = next(iter(values))
+    for name, value in values.items():
+        if value != values[first]:
+            raise LesionflowError(
+                f"config key 'runs.{name}.analyse.pseudonymise' is {str(value).lower()} but run '{first}' "
+                f"has {str(values[first]).lower()}: the reports of every run are pseudonymised or none "
+                "(set it once, under defaults)"
+            )
+
+
 def build_plan(config: ResolvedConfig, workdir: str | Path, code: CodeBase) -> Plan:
     """Compute every artifact's key for every run of ``config``, with the code in ``code``."""
     workdir = Path(workdir)
+    check_pseudonymise(config)
     plan = Plan(baseline=config.baseline, code=code.fingerprints(), versions=library_versions(config))
     data_settings, data_key_params = _data_settings(config, workdir)
     # What identifies the dataset in reports: its generator settings or its files' content.

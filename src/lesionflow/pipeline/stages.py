@@ -179,7 +179,7 @@ _REGISTRY = (
         tasks=(SEGMENTATION,),
         reads=("data", "split", "preprocess", "fold", "train", "infer", "tune", "evaluate", "breakdown"),
         # An external run (source) has no train stage: the notebook says where its maps came from.
-        sections={"analyse": ("dice_bands", "n_examples"), "source": None},
+        sections={"analyse": ("dice_bands", "n_examples", "pseudonymise"), "source": None},
         notebook="analysis",
         figures=(
             "split",
@@ -227,7 +227,7 @@ _REGISTRY = (
         script="notebook",
         tasks=(REGRESSION,),
         reads=("data", "split", "fold", "train", "calibrate", "evaluate_scores"),
-        sections={"analyse": ("n_examples", "high_score")},
+        sections={"analyse": ("n_examples", "high_score", "pseudonymise")},
         notebook="regression",
         figures=(
             "score_scatter",
@@ -243,6 +243,7 @@ _REGISTRY = (
         "the training report notebook: curves, learning rate and verdicts from the train stage alone",
         script="notebook",
         reads=("train",),
+        # It shows no image or subject id, so analyse.pseudonymise does not reach (or rekey) it.
         sections={"analyse": ("dice_bands", "verdict_rules")},
         notebook="training_report",
         figures=("loss_curves", "metric_curves", "lr_schedule"),

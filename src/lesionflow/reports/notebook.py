@@ -13,6 +13,7 @@ from typing import Any
 
 from lesionflow.pipeline.artifacts import atomic_path
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.reports.sharing import shareable_path
 
 
 def run_notebook(
@@ -27,7 +28,9 @@ def run_notebook(
     it). If a cell fails, the executed notebook is kept as ``<stem>.failed.ipynb`` for its
     traceback, no ``<stem>.ipynb``/``.html`` is left, and a LesionflowError names the notebook,
     the cell and its error. Relative paths in ``parameters`` are resolved from ``cwd``
-    (default: the current directory). Returns the two output paths.
+    (default: the current directory). The executed notebook's papermill record names the
+    notebook and itself relative to the current directory (see :func:`shareable_path`), never by
+    this machine's absolute paths. Returns the two output paths.
     """
     import nbformat
     import papermill
@@ -66,9 +69,24 @@ def run_notebook(
                 f"notebook {notebook_path} failed at cell In [{err.exec_count}]: "
                 f"{err.ename}: {err.evalue} (executed notebook with traceback: {failed})"
             ) from err
+        executed = nbformat.from_dict(executed)
+        _record_shareable_paths(executed, notebook_path, outputs["ipynb"])
+        nbformat.write(executed, str(tmp))
         # Readers of the HTML want tables and figures; the code stays in the .ipynb.
         exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-        body, _ = exporter.from_notebook_node(nbformat.from_dict(executed))
+        body, _ = exporter.from_notebook_node(executed)
     with atomic_path(outputs["html"]) as tmp:
         tmp.write_text(body, encoding="utf-8")
     return outputs
+
+
+def _record_shareable_paths(executed: Any, notebook_path: Path, output: Path) -> None:
+    """Papermill's record of the run names the notebook and its output as this machine placed
+    them (the workflow's folder, the project's temporary file): a shared notebook names them
+    relative to the project, or as they stand in the workflow (notebooks/<name>.ipynb)."""
+    record = executed.metadata.get("papermill")
+    if record is None:
+        return
+    record["input_path"] = shareable_path(notebook_path, Path(notebook_path.parent.name, notebook_path.name))
+    record["output_path"] = shareable_path(output, Path(output.name))
+
