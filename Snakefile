@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lesionflow.pipeline.config import check_config_files, resolve_config
-from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.pipeline.errors import LesionflowError, full_disk_line, is_full_disk
 from lesionflow.pipeline.fingerprints import CodeBase, user_summaries_path
 from lesionflow.pipeline.plan import shared_plan
 from lesionflow.pipeline.results_owner import claim_results
@@ -35,6 +35,10 @@ try:
     PLAN = shared_plan(CONFIG, Path.cwd(), os.environ, CODE)
 except LesionflowError as err:
     sys.exit(f"lesionflow: error: {' '.join(str(err).split())}")
+except OSError as err:  # planning writes its plan and caches: a full disk is said in one line
+    if not is_full_disk(err):
+        raise
+    sys.exit(f"lesionflow: error: {full_disk_line(err)}")
 
 
 report: "workflow/report/workflow.rst"

@@ -1,7 +1,7 @@
 """Atomic writers for every artifact lesionflow produces.
 
 A half-written file must never pass for a finished artifact: everything is written to a
-temporary name in the destination folder and renamed into place.
+temporary name in the destination folder and renamed into place; a full disk leaves neither.
 """
 
 from __future__ import annotations
@@ -18,26 +18,52 @@ from typing import Any
 
 import numpy as np
 
+from lesionflow.pipeline.errors import is_full_disk
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    If the block fails, the temporary file is removed; a write that found the disk full
+    (errors.is_full_disk) is raised again as the same OSError naming ``path``, not the temporary
+    file or no file at all, so that the stage's one-line report names the artifact.
+    """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp makes owner-only files; artifacts get the usual umask-derived mode instead.
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    with _naming_full_disk(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            # mkstemp makes owner-only files; artifacts get the usual umask-derived mode instead.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _naming_full_disk(final: Path) -> Iterator[None]:
     try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        yield
+    except OSError as err:
+        # An error naming another file (an inner writer's artifact) already says where it was.
+        if not is_full_disk(err) or not (err.filename is None or _is_temporary_of(err.filename, final)):
+            raise
+        # Still an OSError (not a LesionflowError): callers that tolerate a failed write (a cache)
+        # catch OSError, and must go on tolerating a full disk.
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(final)) from err
+
+
+def _is_temporary_of(name: str | os.PathLike, final: Path) -> bool:
+    # atomic_path's temporary names: .<final name>.<random>.tmp beside it.
+    path = Path(name)
+    return path.parent == final.parent and path.name.startswith(f".{final.name}.") and path.suffix == ".tmp"
 
 
 def _json_safe(value: Any) -> Any:
