@@ -62,6 +62,23 @@ def test_each_subset_job_of_a_shared_folder_records_its_own_files(tmp_path):
         assert set(record["outputs"]) == {f"{subset}.npz", f"{subset}_tiles.npz", f"{subset}_infer.json"}
 
 
+def test_a_job_removes_what_a_killed_attempt_left_half_written_and_only_its_own(tmp_path):
+    folder = _job_folder(tmp_path, stage="infer")
+    (folder / "figures").mkdir()
+    left = [folder / ".val.npz.k3j2.tmp", folder / ".val_presence.csv.x1.tmp"]
+    others = [folder / ".test.npz.q9.tmp", folder / "val.npz"]  # the test job's, running beside it
+    for path in left + others:
+        path.write_text("half")
+    with recording(folder, part="val"):
+        assert not any(path.exists() for path in left)
+        assert all(path.exists() for path in others)
+    whole = _job_folder(tmp_path / "other", stage="data")
+    (whole / "images").mkdir()
+    (whole / "images" / ".0001.png.a1.tmp").write_text("half")
+    with recording(whole):
+        assert not (whole / "images" / ".0001.png.a1.tmp").exists()
+
+
 def test_a_folder_without_a_key_gets_no_record(tmp_path):
     folder = tmp_path / "results" / "compare"
     folder.mkdir(parents=True)

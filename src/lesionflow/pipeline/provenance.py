@@ -71,6 +71,16 @@ def output_files(folder: Path, part: str | None = None) -> list[Path]:
     )
 
 
+def stale_temporaries(folder: Path, part: str | None = None) -> list[Path]:
+    """Temporary files (atomic_path's ``.<name>.<random>.tmp``) of a job's ``part`` in ``folder``:
+    when the job starts, any there are what a killed earlier attempt left behind."""
+    return sorted(
+        path
+        for path in folder.rglob(".*.tmp")
+        if path.is_file() and _belongs_to(path.name.removeprefix("."), part)
+    )
+
+
 def checksums(folder: Path, part: str | None = None) -> dict[str, dict[str, Any]]:
     """Size and checksum of every output file, by its path relative to ``folder``."""
     return {
@@ -162,6 +172,10 @@ def recording(out: str | os.PathLike, stage: str | None = None, part: str | None
         return
     record_path = folder / record_name(part)
     record_path.unlink(missing_ok=True)
+    # A job killed mid-write (out of memory, a dead node) leaves its temporary files, as large as the
+    # artifacts; never taken for outputs, they would only fill the disk. Only this job writes here.
+    for path in stale_temporaries(folder, part):
+        path.unlink(missing_ok=True)
     started = _now()
     yield
     record = {
