@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from workflow.pipeline import tiny_config, tiny_run
 
-from lesionflow.pipeline.config import load_config_file, load_schema, resolve_config
+from lesionflow.pipeline.config import load_config_file, load_schema, resolve_config, resolve_ref
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import RUN_SECTIONS
 
@@ -47,19 +47,9 @@ ANY_KIND = [
 ODD_NAMES = ["", " ", "a b", "ü", "a\n", "a\tb", "-a", ".", "a.seed0", "unet", "UNet", "epohcs", "1"]
 
 
-def _deref(node: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target = SCHEMA
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-
-
 def _nodes(node: dict[str, Any], path: tuple) -> list[tuple[tuple, dict[str, Any]]]:
     """Every key below ``node`` (itself included), as (path, its schema)."""
-    node = _deref(node)
+    node = resolve_ref(node, SCHEMA)
     found = [(path, node)]
     for key, sub in node.get("properties", {}).items():
         found += _nodes(sub, path + (key,))
@@ -80,7 +70,7 @@ def _edge_values(node: dict[str, Any]) -> list[Any]:
     if "enum" in node:
         values += node["enum"] + [str(v).upper() for v in node["enum"]] + [f" {node['enum'][-1]}"]
     if "items" in node:
-        items = _deref(node["items"])
+        items = resolve_ref(node["items"], SCHEMA)
         item_values = _edge_values({k: v for k, v in items.items() if k != "items"})
         values += [[v] for v in item_values] + [item_values[-3:], [1, 1], [2, 1]]
     if "properties" in node:

@@ -82,7 +82,8 @@ def complete_run_section(
     return filled
 
 
-def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+def resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$ref`` (a ``#/...`` pointer into ``root``) replaced by the target's keys."""
     ref = schema.get("$ref")
     if not ref:
         return schema
@@ -94,12 +95,12 @@ def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]
 
 def fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """Return ``instance`` with every missing key that has a schema default filled in."""
-    schema = _resolve_ref(schema, root)
+    schema = resolve_ref(schema, root)
     if not isinstance(instance, dict) or "properties" not in schema:
         return instance
     filled = dict(instance)
     for key, sub in schema["properties"].items():
-        sub = _resolve_ref(sub, root)
+        sub = resolve_ref(sub, root)
         if key not in filled and "default" in sub:
             filled[key] = copy.deepcopy(sub["default"])
         if key in filled:
@@ -109,9 +110,9 @@ def fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) -
 
 def _task_keys(schema: dict[str, Any], root: dict[str, Any], path: tuple = ()):
     """Yield (key path, x-task, x-regression-default) of every run key marked with either."""
-    schema = _resolve_ref(schema, root)
+    schema = resolve_ref(schema, root)
     for key, sub in schema.get("properties", {}).items():
-        sub = _resolve_ref(sub, root)
+        sub = resolve_ref(sub, root)
         here = path + (key,)
         if "x-task" in sub or "x-regression-default" in sub:
             yield here, sub.get("x-task"), sub.get("x-regression-default")
