@@ -26,6 +26,12 @@ def file_digest(file: Path) -> str:
     return hasher.hexdigest()
 
 
+def stat_token(file: Path) -> str:
+    """``path|size|mtime_ns|inode`` of ``file``: what a FileHashCache entry is keyed on."""
+    stat = file.stat()
+    return f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
 class FileHashCache:
     """Values computed from files (by default their content hashes), kept in ``path`` (a JSON file)
     keyed on (path, size, mtime_ns, inode), so unchanged files are only stat'ed."""
@@ -42,8 +48,7 @@ class FileHashCache:
 
     def cached(self, file: Path, compute: Callable[[Path], Any]) -> Any:
         """``compute(file)``, from the cache when the file's stat is unchanged."""
-        stat = file.stat()
-        token = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        token = stat_token(file)
         if token not in self.entries:
             self.entries[token] = compute(file)
             self.dirty = True

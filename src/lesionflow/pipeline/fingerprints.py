@@ -16,7 +16,7 @@ from pathlib import Path
 
 import lesionflow
 from lesionflow.pipeline.errors import LesionflowError
-from lesionflow.pipeline.file_hashes import FileHashCache
+from lesionflow.pipeline.file_hashes import FileHashCache, stat_token
 from lesionflow.pipeline.keys import digest
 from lesionflow.pipeline.stages import STAGES
 
@@ -101,13 +101,11 @@ class ModuleSummaries(FileHashCache):
 
 
 def _current(token: str) -> bool:
-    # A FileHashCache token is "path|size|mtime_ns|inode".
-    path, size, mtime, inode = token.rsplit("|", 3)
+    # Whether the file a FileHashCache token names (see stat_token) is still as it was.
     try:
-        stat = os.stat(path)
+        return stat_token(Path(token.rsplit("|", 3)[0])) == token
     except OSError:
         return False
-    return f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}" == f"{size}|{mtime}|{inode}"
 
 
 def user_summaries_path() -> Path:
