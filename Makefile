@@ -27,8 +27,12 @@ demo: setup
 report: setup
 	$(SNAKEMAKE) --configfile config/config.yaml --report results/report.zip
 
+# Two pytest-xdist workers (the whole-pipeline tests' Snakemake jobs leave a core idle most of
+# the time); TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= 2
+
 test: setup test-slurm-cluster
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Starts the SLURM tests' cluster where that can work: as root on Linux with apt-get (it installs
 # Debian's SLURM packages). In CI (CI=true) it must start, since there the SLURM tests fail rather

@@ -34,3 +34,30 @@ def planning_cache(tmp_path_factory) -> Path:
         os.environ.pop("LESIONFLOW_CACHE_DIR", None)
     else:
         os.environ["LESIONFLOW_CACHE_DIR"] = previous
+
+
+# Fixtures that several test modules share, session-scoped and costly: those modules must run in
+# one pytest-xdist worker, or each worker would build its own project (and test_incremental edits
+# the shared code copy, which must not happen while another module's Snakemake reads it).
+SHARED_PROJECT_FIXTURES = {"finished", "code_copy"}
+SHARED_PROJECT_GROUP = "finished-project"
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs ``-n 2 --dist loadgroup --no-loadscope-reorder``),
+    send each test module to one worker whole, so that its module fixtures are built once, and the
+    modules sharing the finished project to the same one; and start the whole-pipeline modules
+    first, so that the long ones do not end up alone at the end while the other worker idles."""
+    if config.getoption("dist", "no") == "no":
+        return
+    sharing = {_module_of(i) for i in items if SHARED_PROJECT_FIXTURES & set(i.fixturenames)}
+    for item in items:
+        module = _module_of(item)
+        item.add_marker(pytest.mark.xdist_group(SHARED_PROJECT_GROUP if module in sharing else module))
+    # Stable sort: the shared project's modules, then the other slow ones, then the rest, each in
+    # collection order (every worker must collect the same order).
+    items.sort(key=lambda i: (_module_of(i) not in sharing, i.get_closest_marker("slow") is None))
