@@ -32,7 +32,7 @@ report: setup
 TEST_WORKERS ?= 2
 
 test: setup test-slurm-cluster
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Starts the SLURM tests' cluster where that can work: as root on Linux with apt-get (it installs
 # Debian's SLURM packages). In CI (CI=true) it must start, since there the SLURM tests fail rather
