@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
+from lesionflow.data import haemorrhages as blood
 from lesionflow.data.cohort import check_parameters, images_per_subject, lesion_free_flags
 from lesionflow.pipeline import artifacts
 
@@ -211,8 +212,10 @@ def _render(
     background: _Background,
     lesion_opacity: np.ndarray,
     rng: np.random.Generator,
+    layers: tuple[blood.Layer, ...] = (),
 ) -> np.ndarray:
-    """One uint8 RGB image: illuminated retina, disc, fovea, vessels, lesions, then noise."""
+    """One uint8 RGB image: illuminated retina, disc, fovea, vessels, lesions (exudates, then each
+    of ``layers``), then noise."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     # Per-image jitter around the subject's background: the same eye photographed again.
     shift = rng.normal(0, 0.01 * size, 2)
@@ -252,9 +255,11 @@ def _render(
         alpha = look_alike[..., None]
         image = image * (1 - alpha) + colour * np.clip(illumination, 0.55, 1.1)[..., None] * alpha
 
-    lesion_colour = _EXUDATE_RGB * np.clip(illumination, 0.55, 1.1)[..., None]
-    alpha = lesion_opacity[..., None]
-    image = image * (1 - alpha) + lesion_colour * alpha
+    lit = np.clip(illumination, 0.55, 1.1)[..., None]
+    lesions = ((_EXUDATE_RGB, lesion_opacity), *((layer.rgb, layer.opacity) for layer in layers))
+    for colour, opacity in lesions:
+        alpha = opacity[..., None]
+        image = image * (1 - alpha) + colour * lit * alpha
 
     image += rng.normal(0, 0.025, image.shape)
     image *= _field_of_view(size, background)[..., None]
@@ -296,12 +301,30 @@ def _write_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
+def _with_haemorrhages(
+    size: int, background: _Background, exudates: np.ndarray, opacity: np.ndarray, seed: int, index: int
+) -> tuple[np.ndarray, np.ndarray, tuple[blood.Layer, ...]]:
+    """A lesion-positive photograph's exudates (dropped from some photographs) and its haemorrhage
+    layer (none on others), from the photograph's own random stream."""
+    rng = blood.image_stream(seed, index)
+    keep_exudates, bleeding = blood.lesion_types(rng)
+    if not keep_exudates:
+        exudates, opacity = np.zeros_like(exudates), np.zeros_like(opacity)
+    if not bleeding:
+        return exudates, opacity, ()
+    points = [_point_in_fov(background, rng) for _ in range(blood.MAX_BLOTS)]
+    layer = blood.blots(size, points, _lesion, rng, avoid=exudates)
+    fov = _field_of_view(size, background)
+    return exudates, opacity, (blood.Layer(layer.rgb, layer.mask & fov, layer.opacity * fov),)
+
+
 def generate_dataset(
     out_dir: str | os.PathLike,
     n_images: int,
     image_size: int,
     lesion_free_fraction: float,
     seed: int,
+    haemorrhages: bool = False,
 ) -> Path:
     """Write ``n_images`` synthetic fundus images, masks and ``manifest.csv``; return its path.
 
@@ -313,6 +336,11 @@ def generate_dataset(
     spots) and a third of the photographs a light reflex: bright look-alikes that are not
     lesions, on lesion-free images too. Masks are 0/255 PNGs and manifest paths are relative to
     ``out_dir``.
+
+    With ``haemorrhages``, lesion-positive photographs show exudates, dark red haemorrhage blots
+    (vessels are their look-alikes) or both (:data:`haemorrhages.CLASS_PATTERN`), and masks are
+    label maps: 0 background, 1 exudate, 2 haemorrhage. The photographs without haemorrhages and
+    every lesion-free one are the same as without them.
     """
     check_parameters(n_images, image_size, lesion_free_fraction, seed, (MIN_IMAGE_SIZE, None), "photographs")
     out = Path(out_dir)
@@ -334,9 +362,16 @@ def generate_dataset(
                 opacity = np.zeros((image_size, image_size))
             else:
                 mask, opacity = _lesions(image_size, background, rng)
-            image = _render(image_size, background, opacity, rng)
+            layers: tuple[blood.Layer, ...] = ()
+            if haemorrhages and not lesion_free[index]:
+                mask, opacity, layers = _with_haemorrhages(image_size, background, mask, opacity, seed, index)
+            image = _render(image_size, background, opacity, rng, layers)
             _write_png(image, out / "images" / f"{image_id}.png")
-            _write_png(mask.astype(np.uint8) * 255, out / "masks" / f"{image_id}.png")
+            if haemorrhages:
+                written = blood.label_map(mask, layers[0].mask if layers else np.zeros_like(mask))
+            else:
+                written = mask.astype(np.uint8) * 255
+            _write_png(written, out / "masks" / f"{image_id}.png")
             rows.append(
                 {
                     "image_id": image_id,
