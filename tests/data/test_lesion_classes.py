@@ -109,3 +109,43 @@ def test_a_bad_labels_section_is_one_line_naming_its_key(section, message):
     with pytest.raises(LesionflowError, match=message) as error:
         lesion_classes(section)
     assert "\n" not in str(error.value)
+
+
+def test_a_rows_label_map_is_read_as_one_channel_per_class_and_a_stray_value_names_the_file(tmp_path):
+    from PIL import Image
+
+    from lesionflow.data.lesion_classes import read_reference
+
+    labels = np.array([[0, 1, 2], [2, 0, 1]], dtype=np.uint8)
+    Image.fromarray(labels).save(tmp_path / "m.png")
+    classes = lesion_classes({"classes": {"exudate": 1, "haemorrhage": 2}})
+    loaded = read_reference({"image": "i.png", "mask": str(tmp_path / "m.png")}, classes)
+    np.testing.assert_array_equal(loaded.array, [labels == 1, labels == 2])
+    Image.fromarray(labels * 3).save(tmp_path / "bad.png")
+    with pytest.raises(
+        LesionflowError,
+        match=r"^label map .*bad\.png: data.labels.classes: the mask holds the value\(s\) \[3, 6\]",
+    ):
+        read_reference({"image": "i.png", "mask": str(tmp_path / "bad.png")}, classes)
+
+
+def test_a_rows_mask_columns_are_read_as_masks_with_the_rows_options(tmp_path):
+    from PIL import Image
+
+    from lesionflow.data.lesion_classes import read_reference
+
+    a = np.array([[0, 200], [0, 0]], dtype=np.uint8)
+    b = np.array([[0, 90], [90, 0]], dtype=np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "c.png")
+    classes = lesion_classes({"mask_columns": {"exudate": "mask_exudate", "haemorrhage": "mask_haemorrhage"}})
+    row = {
+        "image": "i.png",
+        "mask_exudate": str(tmp_path / "a.png"),
+        "mask_haemorrhage": str(tmp_path / "b.png"),
+        "mask_threshold": 50,
+    }
+    np.testing.assert_array_equal(read_reference(row, classes).array, [a > 50, b > 50])
+    with pytest.raises(LesionflowError, match="the class masks of image i.png differ in shape"):
+        read_reference({**row, "mask_haemorrhage": str(tmp_path / "c.png")}, classes)

@@ -310,8 +310,8 @@ def mask_setting(settings: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def _mask_reading(row: Mapping[str, Any]) -> dict[str, int]:
-    """The ``read_mask`` keyword arguments a manifest row asks for."""
+def mask_reading(row: Mapping[str, Any]) -> dict[str, int]:
+    """The ``read_mask`` keyword arguments a manifest row asks for (``mask_channel``, ``mask_threshold``)."""
     options: dict[str, int] = {}
     for column, key in ((MASK_CHANNEL_COLUMN, "channel"), (MASK_THRESHOLD_COLUMN, "threshold")):
         value = row.get(column)
@@ -326,7 +326,7 @@ def read_manifest_mask(row: Mapping[str, Any]) -> Loaded:
     The geometry is the reader's: millimetre spacing and an affine for NIfTI, unit spacing and no
     affine for pictures and arrays (see ``io.geometry.Geometry``).
     """
-    return read_mask(row["mask"], **_mask_reading(row))
+    return read_mask(row["mask"], **mask_reading(row))
 
 
 def load_manifest_image(row: Mapping[str, Any]) -> Loaded:

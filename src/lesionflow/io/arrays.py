@@ -49,8 +49,13 @@ def read_array_mask(
 
     ``channel`` is accepted for a uniform reader signature and ignored, as for a greyscale picture.
     """
-    mask = lesion_mask(_load(path, "mask"), threshold)
+    mask = lesion_mask(read_array_values(path), threshold)
     return Loaded(mask, pixel_geometry(mask.shape))
+
+
+def read_array_values(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
+    """A ``(*spatial)`` mask array's values as stored."""
+    return _load(path, what)
 
 
 def write_array(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -132,15 +132,24 @@ def read_nifti_mask(
     A mask with a channel axis needs ``channel``; a single-channel mask ignores it, as a
     greyscale picture does.
     """
-    volume = _open(path, "mask")
-    values = _values(volume, path, "mask")
+    loaded = read_nifti_values(path, channel)
+    return Loaded(lesion_mask(loaded.array, threshold), loaded.geometry)
+
+
+def read_nifti_values(path: str | os.PathLike, channel: int | None = None, what: str = "mask") -> Loaded:
+    """A NIfTI mask's voxels ``(*spatial)`` as stored, in RAS orientation, and its geometry.
+
+    A mask with a channel axis needs ``channel``, unless it has a single channel.
+    """
+    volume = _open(path, what)
+    values = _values(volume, path, what)
     if values.ndim > _MAX_SPATIAL_DIMS:
         if channel is None and values.shape[-1] != 1:
             raise LesionflowError(
-                f"mask {path} has {values.shape[-1]} channels; say which holds the lesion (mask_channel)"
+                f"{what} {path} has {values.shape[-1]} channels; say which holds the lesion (mask_channel)"
             )
         values = values[..., channel or 0]
-    return Loaded(lesion_mask(values, threshold), _geometry(volume))
+    return Loaded(values, _geometry(volume))
 
 
 def _save(path: str | os.PathLike, image: nib.Nifti1Image) -> None:
