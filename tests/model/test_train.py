@@ -99,6 +99,8 @@ def test_training_writes_every_artifact_with_the_contract_columns(trained):
     assert written["deterministic"] is True and written["resumed_from_epoch"] is None
     assert written["num_workers"] == 0 and written["throughput_images_per_s"] > 0
     assert not (out / RESUME_DIR).exists()
+    # The settings that trained the model, which the training report's collapse causes quote.
+    assert written["train_settings"] == tiny_settings(epochs=3)["train"]
 
 
 def test_lr_schedule_has_one_row_per_optimizer_step(trained):

@@ -270,6 +270,21 @@ def test_collapse_is_said_first_with_the_schema_defaults_and_counts_every_empty_
     assert found[1:] == verdicts.training_verdicts(frame, {**defaults, "collapse_epochs": 34}, bands)
 
 
+def test_with_the_runs_train_settings_the_causes_state_their_values():
+    settings = {"loss": "DiceCE", "batch_dice": False, "positive_oversampling": 0.0, "learning_rate": 0.01}
+    (verdict,) = verdicts.training_verdicts(collapsed_frame(), COLLAPSE_RULES, train_settings=settings)
+    assert (
+        "(train.batch_dice (false in this run) pools it over the batch) and "
+        "train.positive_oversampling (0 in this run) sets how many batches hold a lesion" in verdict
+    )
+    assert "a peak train.learning_rate (0.01 in this run) too high for this data" in verdict
+    flooded = collapsed_frame(n=10, empty=[]).assign(
+        val_predicted_fraction=0.5, train_predicted_fraction=0.002, train_true_fraction=0.05
+    )
+    (flood,) = verdicts.collapse_verdicts(flooded, COLLAPSE_RULES, {"positive_oversampling": 0.9})
+    assert "train.positive_oversampling (0.9 in this run) teaches the model a lesion prior" in flood
+
+
 def test_a_collapse_only_on_validation_is_told_apart_from_a_collapsed_training():
     frame = collapsed_frame().assign(train_predicted_fraction=0.003)
     (verdict,) = verdicts.training_verdicts(frame, COLLAPSE_RULES)

@@ -177,6 +177,8 @@ def run_train(
         facts = {
             "n_train": len(train_images), "n_val": len(val_images),
             "n_val_positive": int(sum(val_positive)), "roi_size": roi_size,
+            # What trained this model, for the training report's diagnosis (a collapse's causes).
+            "train_settings": dict(train),
         }
         return {"best_epoch": best_epoch, "best_val_dice_pos": best_dice}, facts
 

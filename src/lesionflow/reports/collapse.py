@@ -8,6 +8,9 @@ written before them is judged by val Dice alone, and the conclusion says it cann
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -34,6 +37,23 @@ def _finite(rows: pd.DataFrame, column: str) -> pd.Series | None:
     return values if len(values) else None
 
 
+def _setting(settings: Mapping[str, Any] | None, key: str) -> str:
+    """``train.<key>``, with the run's value when its train settings are known (train_summary.json's
+    train_settings; a summary written before they were recorded has none)."""
+    if settings is None or key not in settings:
+        return f"train.{key}"
+    return f"train.{key} ({_yaml_value(settings[key])} in this run)"
+
+
+def _yaml_value(value: Any) -> str:
+    """A setting's value as the config spells it: null, true / false, 0.003."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _stretch_text(stretch: Stretch, epochs: int) -> str:
     return (
         f"for {stretch.n_held} of {stretch.n_table} epochs (longest run: epochs {stretch.first_epoch}-"
@@ -41,7 +61,9 @@ def _stretch_text(stretch: Stretch, epochs: int) -> str:
     )
 
 
-def _learning_rate_cause(metrics_by_epoch: pd.DataFrame, stretch: Stretch, outcome: str) -> list[str]:
+def _learning_rate_cause(
+    metrics_by_epoch: pd.DataFrame, stretch: Stretch, outcome: str, settings: Mapping[str, Any] | None
+) -> list[str]:
     """Where in the learning-rate schedule the collapse began (``lr``: the rate at an epoch's end)."""
     lr = _finite(metrics_by_epoch, "lr")
     if lr is None:
@@ -56,20 +78,23 @@ def _learning_rate_cause(metrics_by_epoch: pd.DataFrame, stretch: Stretch, outco
     if stretch.first_epoch <= peak_epoch and peak > float(lr.iloc[0]):
         return [
             f"{began} during the learning-rate warm-up ({start:.2e}, rising to its peak {peak:.2e} at "
-            f"epoch {peak_epoch}): a peak train.learning_rate too high for this data can push the "
-            f"model to {outcome} before it learns the lesions"
+            f"epoch {peak_epoch}): a peak {_setting(settings, 'learning_rate')} too high for this data "
+            f"can push the model to {outcome} before it learns the lesions"
         ]
     if stretch.first_epoch == int(epochs.iloc[0]):
         return [
-            f"{began} at a learning rate of {start:.2e} with no warm-up before it: a train.learning_rate "
-            f"too high for this data can push the model to {outcome} at once"
+            f"{began} at a learning rate of {start:.2e} with no warm-up before it: a "
+            f"{_setting(settings, 'learning_rate')} too high for this data can push the model to "
+            f"{outcome} at once"
         ]
     if peak == float(lr.min()):
         return [f"{began} at the constant learning rate {start:.2e}"]
     return [f"{began}, after the learning-rate peak ({peak:.2e} at epoch {peak_epoch}; {start:.2e} then)"]
 
 
-def _empty_causes(rows: pd.DataFrame, metrics_by_epoch: pd.DataFrame, stretch: Stretch) -> list[str]:
+def _empty_causes(
+    rows: pd.DataFrame, metrics_by_epoch: pd.DataFrame, stretch: Stretch, settings: Mapping[str, Any] | None
+) -> list[str]:
     """Why a model may predict nothing, from what the collapsed epochs recorded."""
     causes = []
     train_predicted, train_dice = _finite(rows, TRAIN_PREDICTED), _finite(rows, "train_dice")
@@ -96,14 +121,18 @@ def _empty_causes(rows: pd.DataFrame, metrics_by_epoch: pd.DataFrame, stretch: S
         sparse = "the lesion fraction of the data is not in this epoch table"
     causes.append(
         f"{sparse}; on sparse tiles a Dice loss averaged per image rewards an empty prediction "
-        "(train.batch_dice pools it over the batch) and train.positive_oversampling sets how many "
-        "batches hold a lesion"
+        f"({_setting(settings, 'batch_dice')} pools it over the batch) and "
+        f"{_setting(settings, 'positive_oversampling')} sets how many batches hold a lesion"
     )
-    return causes + _learning_rate_cause(metrics_by_epoch, stretch, "the all-background solution")
+    return causes + _learning_rate_cause(metrics_by_epoch, stretch, "the all-background solution", settings)
 
 
 def _flood_causes(
-    rows: pd.DataFrame, metrics_by_epoch: pd.DataFrame, stretch: Stretch, ratio: float
+    rows: pd.DataFrame,
+    metrics_by_epoch: pd.DataFrame,
+    stretch: Stretch,
+    ratio: float,
+    settings: Mapping[str, Any] | None,
 ) -> list[str]:
     """Why a model may predict lesion almost everywhere, from what the collapsed epochs recorded."""
     causes = []
@@ -120,14 +149,18 @@ def _flood_causes(
         causes.append(
             f"training batches held {_percent(train_true.mean())} lesion pixels against "
             f"{_percent(val_true.mean())} in validation ({train_true.mean() / val_true.mean():.3g} times "
-            "as many): train.positive_oversampling teaches the model a lesion prior far above validation's"
+            f"as many): {_setting(settings, 'positive_oversampling')} teaches the model a lesion prior far "
+            "above validation's"
         )
-    return causes + _learning_rate_cause(metrics_by_epoch, stretch, "predicting lesion everywhere")
+    return causes + _learning_rate_cause(metrics_by_epoch, stretch, "predicting lesion everywhere", settings)
 
 
-def empty_collapse_verdict(metrics_by_epoch: pd.DataFrame, epochs: int, rule: str) -> str | None:
+def empty_collapse_verdict(
+    metrics_by_epoch: pd.DataFrame, epochs: int, rule: str, settings: Mapping[str, Any] | None = None
+) -> str | None:
     """The conclusion of ``rule`` (its text) when the model predicted no validation pixel as lesion
     for at least ``epochs`` consecutive epochs, with its likely causes; None when it did not.
+    With the run's train ``settings`` the causes state the values of the settings they name.
 
     Without a val_predicted_fraction column, epochs of val Dice exactly 0 count, and it says so.
     """
@@ -147,12 +180,16 @@ def empty_collapse_verdict(metrics_by_epoch: pd.DataFrame, epochs: int, rule: st
     stretch = longest_stretch(metrics_by_epoch, pd.Series(held))
     if stretch is None or stretch.n_epochs < epochs:
         return None
-    causes = "; ".join(_empty_causes(stretch.epochs(metrics_by_epoch), metrics_by_epoch, stretch))
+    causes = "; ".join(_empty_causes(stretch.epochs(metrics_by_epoch), metrics_by_epoch, stretch, settings))
     return f"Rule '{rule}': {found} {_stretch_text(stretch, epochs)}{how}; likely causes: {causes}."
 
 
 def flood_collapse_verdict(
-    metrics_by_epoch: pd.DataFrame, epochs: int, ratio: float, rule: str
+    metrics_by_epoch: pd.DataFrame,
+    epochs: int,
+    ratio: float,
+    rule: str,
+    settings: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The conclusion of ``rule`` (its text) when the fraction of validation pixels predicted lesion
     was above ``ratio`` times the true one for at least ``epochs`` consecutive epochs, with its
@@ -167,7 +204,7 @@ def flood_collapse_verdict(
         return None
     rows = stretch.epochs(metrics_by_epoch)
     most = rows.loc[pd.to_numeric(rows[VAL_PREDICTED]).idxmax()]
-    causes = _flood_causes(rows, metrics_by_epoch, stretch, ratio)
+    causes = _flood_causes(rows, metrics_by_epoch, stretch, ratio, settings)
     return (
         f"Rule '{rule}': met (collapsed to lesion everywhere); the model predicted lesion on more "
         f"than {ratio:g} x the true lesion fraction of validation "

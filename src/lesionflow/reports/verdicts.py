@@ -258,7 +258,10 @@ def _loss_ratio_verdict(metrics_by_epoch: pd.DataFrame, threshold: float) -> str
 
 
 def training_verdicts(
-    metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any], bands: Sequence[float] | None = None
+    metrics_by_epoch: pd.DataFrame,
+    rules: Mapping[str, Any],
+    bands: Sequence[float] | None = None,
+    train_settings: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Conclusions from the epoch table, one per configured rule, each stating rule and numbers.
 
@@ -267,13 +270,14 @@ def training_verdicts(
     val Dice. ``rules['window']`` is a setting of the slope rules, not a conclusion of its own.
     A regression run's table (val sRMSE, no val Dice) is judged by the sRMSE and loss rules only:
     the Dice rules and ``bands`` are Dice cut points, and the sRMSE rules are skipped for a
-    segmentation run's table.
+    segmentation run's table. ``train_settings`` (train_summary.json's) let a collapse's causes
+    state the values of the settings they name.
     """
     check_rules(rules)
     quality = quality_of(metrics_by_epoch)
     use_bands = bands is not None and quality is DICE
     # A collapse explains every other number of the run, so it is said first.
-    verdicts = collapse_verdicts(metrics_by_epoch, rules) if quality is DICE else []
+    verdicts = collapse_verdicts(metrics_by_epoch, rules, train_settings) if quality is DICE else []
     if use_bands:
         verdicts.append(performance_band_verdict(metrics_by_epoch, bands))
     if quality.good_rule in rules:
@@ -288,7 +292,9 @@ def training_verdicts(
     return verdicts
 
 
-def collapse_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) -> list[str]:
+def collapse_verdicts(
+    metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any], train_settings: Mapping[str, Any] | None = None
+) -> list[str]:
     """Collapse conclusions of a segmentation run's epoch table: none unless it collapsed.
 
     ``collapse_epochs``: the model predicted no validation pixel as lesion for at least that many
@@ -300,8 +306,10 @@ def collapse_verdicts(metrics_by_epoch: pd.DataFrame, rules: Mapping[str, Any]) 
     if "collapse_epochs" not in rules or not len(metrics_by_epoch):
         return []
     epochs = rules["collapse_epochs"]
-    found = [empty_collapse_verdict(metrics_by_epoch, epochs, rule_text("collapse_epochs", rules))]
+    rule = rule_text("collapse_epochs", rules)
+    found = [empty_collapse_verdict(metrics_by_epoch, epochs, rule, train_settings)]
     if "overprediction_ratio" in rules:
         rule = rule_text("overprediction_ratio", rules)
-        found.append(flood_collapse_verdict(metrics_by_epoch, epochs, rules["overprediction_ratio"], rule))
+        ratio = rules["overprediction_ratio"]
+        found.append(flood_collapse_verdict(metrics_by_epoch, epochs, ratio, rule, train_settings))
     return [verdict for verdict in found if verdict is not None]
