@@ -6,8 +6,8 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from figure_files import not_blank
 from parameter_cells import notebook_parameters
-from PIL import Image
 
 from lesionflow.evaluation.regression import range_labels, regression_summary
 from lesionflow.io.geometry import Geometry
@@ -179,11 +179,6 @@ def write_tiny_regression_run(folder) -> dict:
     return parameters
 
 
-def _colours(path) -> int:
-    with Image.open(path) as image:
-        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
-
-
 def test_notebook_writes_every_figure_and_the_metrics_and_statements(repo_root, tmp_path):
     parameters = write_tiny_regression_run(tmp_path / "run")
     out = tmp_path / "analyse"
@@ -192,7 +187,7 @@ def test_notebook_writes_every_figure_and_the_metrics_and_statements(repo_root, 
     assert all(o.get("output_type") != "error" for c in executed.cells for o in c.get("outputs", []))
     for name in FIGURES:
         png = tmp_path / "run" / "figures" / f"{name}.png"
-        assert _colours(png) > 1, name  # not a blank image
+        assert not_blank(png), name  # not a blank image
         assert png.with_suffix(".svg").stat().st_size > 0, name
     html = (out / "regression.html").read_text()
     test = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["overall"]

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from codebase import REPO_CODE
-from PIL import Image
+from figure_files import not_blank
 
 from lesionflow.pipeline.artifacts import load_arrays
 from lesionflow.pipeline.config import resolve_config
@@ -115,11 +115,6 @@ def test_leaderboard_ranks_runs_against_the_baseline_and_lists_the_excluded_one(
     assert np.isnan(board.loc["quick", "mean_rank"])
 
 
-def _colours(path) -> int:
-    with Image.open(path) as image:
-        return len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
-
-
 def test_run_views_hold_both_notebooks_and_every_figure_not_blank(pipeline):
     workdir, keys = pipeline
     for name in ("base", "flip"):
@@ -132,7 +127,7 @@ def test_run_views_hold_both_notebooks_and_every_figure_not_blank(pipeline):
         figures = sorted(p.stem for p in (view / "figures").glob("*.png"))
         assert figures == sorted(FIGURES["analyse"] + FIGURES["training_report"])
         for png in (view / "figures").glob("*.png"):
-            assert _colours(png) > 1, png
+            assert not_blank(png), png
             assert png.with_suffix(".svg").exists()
     assert (workdir / f"logs/train/{keys['base']['train']}.log").exists()
 
@@ -142,7 +137,7 @@ def test_compare_notebook_names_the_excluded_run_and_why(pipeline):
     html = (workdir / "results/compare/compare.html").read_text()
     assert "quick" in html and "smoke" in html
     for name in FIGURES["compare_report"]:
-        assert _colours(workdir / f"results/compare/figures/{name}.png") > 1
+        assert not_blank(workdir / f"results/compare/figures/{name}.png")
 
 
 def test_report_zip_holds_every_runs_items_and_the_leaderboard(pipeline, tmp_path):

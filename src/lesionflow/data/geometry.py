@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from lesionflow.data.axis_columns import axis_values
@@ -107,9 +105,19 @@ def _interpolate(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
     shrinks = all(new <= old for new, old in zip(size, array.shape[1:], strict=True))
     mode = "area" if shrinks else UPSAMPLING_MODES[len(size)]
     options: dict[str, Any] = {} if mode == "area" else {"align_corners": False}
+    torch, functional = _torch()
     # from_numpy shares the caller's memory: only the (smaller) result is allocated.
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
-    return F.interpolate(tensor, size=size, mode=mode, **options)[0].numpy()
+    return functional.interpolate(tensor, size=size, mode=mode, **options)[0].numpy()
+
+
+def _torch() -> tuple[Any, Any]:
+    # Imported when a resize needs it, not with the module: the evaluate stage reads only
+    # ORIGINAL_RESOLUTION here, and importing torch would add about 2 s to every such cheap job.
+    import torch
+    import torch.nn.functional as functional
+
+    return torch, functional
 
 
 def resize_image_to(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -167,9 +175,10 @@ def resampled_shape(
 
 def resize_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """A ``(*spatial)`` float map resized to ``shape`` (bi/trilinear), as float32."""
+    torch, functional = _torch()
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     mode = UPSAMPLING_MODES[len(shape)]
-    return F.interpolate(tensor, size=tuple(shape), mode=mode, align_corners=False)[0, 0].numpy()
+    return functional.interpolate(tensor, size=tuple(shape), mode=mode, align_corners=False)[0, 0].numpy()
 
 
 def crop_box(row: Mapping[str, Any]) -> tuple[slice, ...]:
