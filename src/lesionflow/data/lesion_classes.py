@@ -26,6 +26,7 @@ import numpy as np
 from lesionflow.data.manifest import mask_reading
 from lesionflow.io.geometry import Loaded
 from lesionflow.io.label_maps import read_label_map
+from lesionflow.io.masks import distinct_values
 from lesionflow.io.readers import read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -70,7 +71,7 @@ class LesionClasses:
             )
         values = np.asarray(label_map)
         known = [0, *sorted(self.label_values)]
-        unknown = np.setdiff1d(np.unique(values), known)
+        unknown = np.setdiff1d(distinct_values(values), known)
         if unknown.size:
             raise LesionflowError(
                 f"{KEY}.classes: the mask holds the value(s) {unknown.tolist()[:5]}, which no class has "

@@ -145,9 +145,11 @@ def pixel_confusion(pred: np.ndarray, ref: np.ndarray, names: Sequence[str]) -> 
     For mutually exclusive classes this is the confusion matrix (every pixel in one cell); where
     classes overlap, a pixel of two reference classes predicted as one counts in both rows.
     """
-    pred = np.concatenate([pred, ~pred.any(axis=0, keepdims=True)]).reshape(len(names) + 1, -1)
-    ref = np.concatenate([ref, ~ref.any(axis=0, keepdims=True)]).reshape(len(names) + 1, -1)
-    counts = ref.astype(np.int64) @ pred.T.astype(np.int64)
+    pred = np.concatenate([pred, ~pred.any(axis=0, keepdims=True)])
+    ref = np.concatenate([ref, ~ref.any(axis=0, keepdims=True)])
+    # Pair by pair on the booleans: a matrix product would first copy every channel as 64-bit
+    # integers (about 300 MB for the four channels of one full-size fundus photograph).
+    counts = np.array([[np.count_nonzero(r & p) for p in pred] for r in ref], dtype=np.int64)
     return pd.DataFrame(counts, index=pd.Index(_labels(names), name="reference"), columns=_labels(names))
 
 
