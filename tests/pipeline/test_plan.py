@@ -144,8 +144,15 @@ def loes_plan(runs, tmp_path):
 def test_a_regression_run_has_the_score_stages_and_none_of_the_mask_stages(tmp_path):
     keys = loes_plan({"a": {}}, tmp_path).runs["a"]
     assert set(keys) == {
-        "data", "split", "preprocess", "train", "infer_scores", "calibrate", "evaluate_scores",
-        "analyse_scores", "training_report",
+        "data",
+        "split",
+        "preprocess",
+        "train",
+        "infer_scores",
+        "calibrate",
+        "evaluate_scores",
+        "analyse_scores",
+        "training_report",
     }
 
 
@@ -174,8 +181,10 @@ def test_changing_only_tta_or_calibration_never_retrains_a_regression_run(tmp_pa
 
 
 def test_segmentation_and_regression_runs_share_the_data_and_split(tmp_path):
-    raw = {"data": {"synthetic": {"kind": "loes"}}, "runs": {"seg": {"model": {"spatial_dims": 3}},
-                                                              "reg": {"task": "regression"}}}
+    raw = {
+        "data": {"synthetic": {"kind": "loes"}},
+        "runs": {"seg": {"model": {"spatial_dims": 3}}, "reg": {"task": "regression"}},
+    }
     plan = build_plan(resolve_config(raw), tmp_path, REPO_CODE)
     seg, reg = plan.runs["seg"], plan.runs["reg"]
     assert seg["data"] == reg["data"] and seg["split"] == reg["split"]
@@ -206,3 +215,49 @@ def test_jobs_receive_the_paths_the_config_gives_not_resolved_ones(tmp_path):
     relative = manifest.relative_to(tmp_path).as_posix()
     plan = plan_for({"a": {}}, tmp_path, data={"source": "manifest", "manifest": f"./{relative}"})
     assert plan.job("data", plan.runs["a"]["data"]).settings["manifest"] == relative
+
+
+def test_a_binary_dataset_keeps_the_data_settings_it_had_before_lesion_classes(tmp_path):
+    plain = plan_for({"a": {}}, tmp_path)
+    explicit = plan_for({"a": {}}, tmp_path, data={"labels": None, "synthetic": {"haemorrhages": False}})
+    assert plain.runs == explicit.runs
+    settings = plain.job("data", plain.runs["a"]["data"]).settings
+    # The keys a data job received before data.labels and data.synthetic.haemorrhages existed.
+    assert set(settings) == {"source", "synthetic", "score_column", "score_range", "invalid_scores"}
+    assert set(settings["synthetic"]) == {"kind", "n_images", "image_size", "lesion_free_fraction", "seed"}
+
+
+def test_lesion_classes_enter_the_data_key_and_everything_after_it(tmp_path):
+    data = {"synthetic": {"kind": "loes", "n_images": 12}}
+    runs = {"a": {"task": "regression"}}
+    binary = plan_for(runs, tmp_path, data=data)
+    classes = plan_for(runs, tmp_path, data={**data, "labels": {"classes": {"lesion": 1}}})
+    for stage, key in binary.runs["a"].items():
+        assert classes.runs["a"][stage] != key, stage
+    assert classes.job("data", classes.runs["a"]["data"]).settings["labels"] == {"classes": {"lesion": 1}}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"synthetic": {"haemorrhages": True}},
+            r"'data.synthetic.haemorrhages' writes label maps .*set data.labels.classes",
+        ),
+        (
+            {"synthetic": {"kind": "brain", "haemorrhages": True}, "labels": {"classes": {"a": 1}}},
+            r"'data.synthetic.haemorrhages' applies to kind fundus, not 'brain'",
+        ),
+        (
+            {"labels": {"classes": {"Exudate": 1}}},
+            r"'data.labels.classes.Exudate': a class name is lower-case",
+        ),
+        (
+            {"synthetic": {"haemorrhages": True}, "labels": {"classes": {"exudate": 1, "haemorrhage": 2}}},
+            r"'data.labels' is set, but run 'a' is a segmentation run.*not built yet",
+        ),
+    ],
+)
+def test_lesion_class_settings_that_cannot_work_are_refused_naming_the_key(tmp_path, data, message):
+    with pytest.raises(LesionflowError, match=message):
+        plan_for({"a": {}}, tmp_path, data=data)

@@ -19,6 +19,8 @@ from scipy import ndimage
 
 from lesionflow.data import synthetic, synthetic_brain, synthetic_loes
 from lesionflow.data.axis_columns import axis_cell
+from lesionflow.data.class_masks import split_classes, with_class_tables, write_classes
+from lesionflow.data.lesion_classes import lesion_classes
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_THRESHOLD_COLUMN,
@@ -47,6 +49,8 @@ from lesionflow.pipeline.settings import complete_section
 # The data.synthetic keys the data stage passes to the generator; their defaults live only in the
 # config schema.
 SYNTHETIC_KEYS = ("kind", "n_images", "image_size", "lesion_free_fraction", "seed")
+# Given only when true: the plan leaves it out when false, so a binary dataset keeps its key.
+OPTIONAL_SYNTHETIC_KEYS = ("haemorrhages",)
 # The built-in datasets by data.synthetic.kind: 2D photographs and 3D volumes.
 GENERATORS = {
     "fundus": synthetic.generate_dataset,
@@ -264,7 +268,8 @@ def _report_exclusions(manifest: Path, summary: Mapping[str, Any]) -> None:
 def _synthetic_manifest(settings: Mapping[str, Any], out: Path) -> Path:
     """Generate the built-in dataset of ``data.synthetic`` into ``out``; its manifest's path."""
     given = settings.get("synthetic")
-    unknown = [key for key in given if key not in SYNTHETIC_KEYS] if isinstance(given, Mapping) else []
+    known = (*SYNTHETIC_KEYS, *OPTIONAL_SYNTHETIC_KEYS)
+    unknown = [key for key in given if key not in known] if isinstance(given, Mapping) else []
     if unknown:
         raise LesionflowError(
             f"data.synthetic.{unknown[0]}: unknown setting; expected {', '.join(SYNTHETIC_KEYS)}"
@@ -275,6 +280,10 @@ def _synthetic_manifest(settings: Mapping[str, Any], out: Path) -> Path:
         raise LesionflowError(
             f"data.synthetic.kind: expected one of {', '.join(GENERATORS)}, got {kind!r}"
         )
+    if not parameters.get("haemorrhages", True):
+        parameters.pop("haemorrhages")
+    if "haemorrhages" in parameters and kind != "fundus":
+        raise LesionflowError(f"data.synthetic.haemorrhages: applies to kind fundus, not {kind!r}")
     return Path(GENERATORS[kind](out, **parameters))
 
 
@@ -298,13 +307,21 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     """
     out = Path(out_dir)
     score = score_settings(settings)
+    classes = lesion_classes(settings.get("labels"))
+    if classes is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_classes(out, classes)  # first: the stage's manifest names class stacks it describes
     source = settings.get("source")
-    scores = None
+    scores = by_class = None
     if source == "synthetic":
         path = _synthetic_manifest(settings, out)
         if score.column is not None:
             # Rewritten from its text cells, so the generator's relative paths stay relative.
             table, scores = scored_manifest(read_manifest_table(path), path, score)
+            artifacts.write_csv(table, path)
+        if classes is not None:
+            split, *by_class = split_classes(read_manifest(path), classes, out, relative=True)
+            table = read_manifest_table(path).assign(mask=split["mask"], class_masks=split["class_masks"])
             artifacts.write_csv(table, path)
         manifest_df = read_manifest(path)
         manifest = path
@@ -318,6 +335,8 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
         manifest_df = _apply_mask_settings(read_manifest(manifest, score.column), settings)
         if score.column is not None:
             manifest_df, scores = scored_manifest(manifest_df, Path(manifest), score)
+        if classes is not None:
+            manifest_df, *by_class = split_classes(manifest_df, classes, out, relative=False)
         artifacts.write_csv(manifest_df, out / "manifest.csv")
     else:
         raise LesionflowError(f"data.source: expected 'synthetic' or 'manifest', got {source!r}")
@@ -330,6 +349,8 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
     if scores is not None:
         images[SCORE_COLUMN] = manifest_df[SCORE_COLUMN].astype(float).to_numpy()
         summary["scores"] = scores
+    if by_class is not None:
+        images, lesions, summary["classes"] = with_class_tables(images, *by_class, classes)
     artifacts.write_csv(images, out / "images.csv")
     artifacts.write_csv(lesions, out / "lesions.csv")
     artifacts.write_json(out / "data_summary.json", summary)

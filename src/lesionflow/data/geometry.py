@@ -203,3 +203,19 @@ def restore_map(prob: np.ndarray, row: Mapping[str, Any]) -> np.ndarray:
     full = np.zeros(tuple(int(n) for n in original), dtype=np.float32)
     full[box] = inside
     return full
+
+
+def resample_factors(spacing: Sequence[float], target: Sequence[float] | None, source: str) -> list[float]:
+    """Per axis, the source spacing over ``preprocess.target_spacing`` (all 1 without a target).
+
+    Raises LesionflowError naming the key and ``source`` when the target has another number of
+    axes than the image.
+    """
+    if target is None:
+        return [1.0] * len(spacing)
+    if len(target) != len(spacing):
+        raise LesionflowError(
+            f"preprocess.target_spacing: {list(target)} has {len(target)} values, but {source} has "
+            f"{len(spacing)} spatial axes (spacing {list(spacing)})"
+        )
+    return [float(have) / float(want) for have, want in zip(spacing, target, strict=True)]

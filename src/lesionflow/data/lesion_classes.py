@@ -23,11 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lesionflow.data.manifest import mask_reading
-from lesionflow.io.geometry import Loaded
-from lesionflow.io.label_maps import read_label_map
 from lesionflow.io.masks import distinct_values
-from lesionflow.io.readers import read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 EXCLUSIVE = "exclusive"
@@ -54,6 +50,17 @@ class LesionClasses:
     values: tuple[tuple[int, ...], ...] = ()
     columns: tuple[str, ...] = ()
     label_values: tuple[int, ...] = ()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The classes as JSON-ready data (``classes.json``; :func:`classes_from_record` reads it)."""
+        return {
+            "kind": self.kind,
+            "names": list(self.names),
+            "values": [list(channel) for channel in self.values],
+            "columns": list(self.columns),
+            "label_values": list(self.label_values),
+        }
 
     @property
     def exclusive(self) -> bool:
@@ -92,23 +99,15 @@ class LesionClasses:
         return np.stack([np.asarray(masks[name], dtype=bool) for name in self.names])
 
 
-def read_reference(row: Mapping[str, Any], classes: LesionClasses) -> Loaded:
-    """One manifest row's reference as a bool ``(C, *spatial)`` stack, one channel per class, and
-    its geometry: its label map split by class, or its mask columns read as masks (each honouring
-    the row's ``mask_channel`` and ``mask_threshold``). Errors name the file."""
-    options = mask_reading(row)
-    if classes.kind == OVERLAPPING:
-        masks = [read_mask(row[column], **options) for column in classes.columns]
-        shapes = {row[column]: mask.array.shape for column, mask in zip(classes.columns, masks, strict=True)}
-        if len(set(shapes.values())) > 1:
-            raise LesionflowError(f"the class masks of image {row.get('image')} differ in shape: {shapes}")
-        stack = classes.stacked({name: mask.array for name, mask in zip(classes.names, masks, strict=True)})
-        return Loaded(stack, masks[0].geometry)
-    label_map = read_label_map(row["mask"], options.get("channel"))
-    try:
-        return Loaded(classes.channels(label_map.array), label_map.geometry)
-    except LesionflowError as error:
-        raise LesionflowError(f"label map {row['mask']}: {error}") from None
+def classes_from_record(record: Mapping[str, Any]) -> LesionClasses:
+    """The classes that :attr:`LesionClasses.record` wrote."""
+    return LesionClasses(
+        record["kind"],
+        tuple(record["names"]),
+        tuple(tuple(channel) for channel in record["values"]),
+        tuple(record["columns"]),
+        tuple(record["label_values"]),
+    )
 
 
 def lesion_classes(section: Mapping | None) -> LesionClasses | None:

@@ -22,6 +22,8 @@ from lesionflow.io.readers import file_suffix, read_image, read_mask
 from lesionflow.pipeline.errors import LesionflowError
 
 REQUIRED_COLUMNS = ("image", "mask", "subject")
+# The stage manifests' column naming each image's class-mask stack (data.labels; see class_masks).
+CLASS_MASKS_COLUMN = "class_masks"
 MASK_COLUMN = "mask"
 # Where read_manifest keeps the manifest's path in the table's ``attrs``, so that a stage handed
 # only the table (subsets.load_subset) can name the file in an error.
@@ -239,7 +241,8 @@ def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLU
     ids: list[str] = []
     first_row_of_id: dict[str, int] = {}
     masks = not masks_omitted(frame, score_column)
-    files = ["image", *([MASK_COLUMN] if masks else []), *modality_columns(frame.columns)]
+    stacks = [CLASS_MASKS_COLUMN] if CLASS_MASKS_COLUMN in frame.columns else []
+    files = ["image", *([MASK_COLUMN] if masks else []), *modality_columns(frame.columns), *stacks]
     required = [c for c in REQUIRED_COLUMNS if masks or c != MASK_COLUMN]
     columns: dict[str, list[Any]] = {column: [] for column in files}
     mask_options: dict[str, list[int | None]] = {

@@ -19,13 +19,15 @@ shapes and affines their masks must match. An image and its mask must be of the 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lesionflow.data.class_check import label_map_check
+from lesionflow.data.lesion_classes import lesion_classes
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
     MASK_COLUMN,
@@ -146,10 +148,12 @@ def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None =
     has_ids = "image_id" in frame.columns
     first_row_of_id: dict[str, int] = {}
     masks = not masks_omitted(frame, column)
+    classes = lesion_classes(settings.get("labels"))  # label maps hold a value per class
+    check = _mask_problems if classes is None else label_map_check(classes, _unreadable)
     problems: list[Problem] = []
     for index, record in enumerate(frame.to_dict("records")):
         row = index + 2  # the header is row 1, as a spreadsheet shows it
-        problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id, masks))
+        problems.extend(_row_problems(record, row, folder, has_ids, defaults, first_row_of_id, masks, check))
         problems.extend(_score_problems(record, row, folder, score))
     return problems
 
@@ -176,6 +180,7 @@ def _row_problems(
     defaults: Mapping[str, int | None],
     first_row_of_id: dict[str, int],
     masks: bool,
+    check_mask: Callable[..., list[str]],
 ) -> list[Problem]:
     """The problems of one row; records its image id in ``first_row_of_id``.
 
@@ -212,7 +217,7 @@ def _row_problems(
         if mixed:
             problems.append(Problem(row, "mask", mask, mixed))
             layout = None  # a picture's size and a volume's shape cannot be compared
-        what = _mask_problems(mask, layout, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
+        what = check_mask(mask, layout, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
         problems.extend(Problem(row, "mask", mask, text) for text in what)
     return problems
 

@@ -28,8 +28,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from lesionflow.data.axis_columns import axis_cell
+from lesionflow.data.class_items import prepared_stack, with_item_stack, write_stack_tiles
+from lesionflow.data.class_masks import load_class_masks, manifest_classes, write_classes
 from lesionflow.data.geometry import (
     field_of_view_box,
+    resample_factors,
     resampled_shape,
     resize_image_to,
     resize_mask_to,
@@ -153,22 +156,6 @@ class Prepared:
     scale: float
 
 
-def resample_factors(spacing: Sequence[float], target: Sequence[float] | None, source: str) -> list[float]:
-    """Per axis, the source spacing over ``preprocess.target_spacing`` (all 1 without a target).
-
-    Raises LesionflowError naming the key and ``source`` when the target has another number of
-    axes than the image.
-    """
-    if target is None:
-        return [1.0] * len(spacing)
-    if len(target) != len(spacing):
-        raise LesionflowError(
-            f"preprocess.target_spacing: {list(target)} has {len(target)} values, but {source} has "
-            f"{len(spacing)} spatial axes (spacing {list(spacing)})"
-        )
-    return [float(have) / float(want) for have, want in zip(spacing, target, strict=True)]
-
-
 def prepare_image(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -259,12 +246,15 @@ def _image_row(
 
 
 def _write_tiles(
-    prepared: Prepared, image_row: Mapping[str, Any], settings: Mapping[str, Any], out: Path
+    prepared: Prepared, image_row: Mapping[str, Any], settings: Mapping[str, Any], out: Path,
+    stack: np.ndarray | None,
 ) -> list[dict[str, Any]]:
     tile = settings["tile_size"]
     suffix = Path(image_row["mask"]).suffix
     origins = tile_origins(prepared.mask.shape, tile, settings["tile_stride"])
     rows = tile_rows(image_row["image_id"], image_row["subject"], origins)
+    if stack is not None:  # several lesion classes: each tile's class stack beside its mask
+        write_stack_tiles(rows, stack, prepared.mask, origins, tile, out)
     for row, (_, image_tile, mask_tile) in zip(
         rows, cut_tiles(prepared.image, prepared.mask, origins, tile), strict=True
     ):
@@ -298,9 +288,10 @@ def _identity_tables(manifest_df: pd.DataFrame, split_df: pd.DataFrame) -> tuple
 
 
 def _prepared_tables(
-    manifest_df: pd.DataFrame, split_df: pd.DataFrame, settings: Mapping[str, Any], out: Path
+    manifest_df: pd.DataFrame, split_df: pd.DataFrame, settings: Mapping[str, Any], out: Path, classes: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Prepare and write every source image (and its tiles), one at a time; return both tables."""
+    """Prepare and write every source image (and its tiles), one at a time; return both tables.
+    With ``classes`` (data.labels), each image's and tile's class stack is prepared too."""
     item_rows, image_rows = [], []
     carried = carried_columns(manifest_df)
     masks = manifest_has_masks(manifest_df)
@@ -317,11 +308,13 @@ def _prepared_tables(
         _save_image(prepared.image, Path(image_row["image"]))
         if prepared.mask is not None:
             write_mask(image_row["mask"], prepared.mask)
+        stack = prepared_stack(load_class_masks(row), prepared) if classes else None
         image_rows.append(image_row)
         if settings["tile_size"] is None:
-            item_rows.append({**image_row, "source_image_id": image_row["image_id"]})
+            item = {**image_row, "source_image_id": image_row["image_id"]}
+            item_rows.append(item if stack is None else with_item_stack(item, stack, out))
         else:
-            item_rows += _write_tiles(prepared, image_row, settings, out)
+            item_rows += _write_tiles(prepared, image_row, settings, out, stack)
     items = pd.DataFrame(item_rows)
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS + carried)
     return items, images
@@ -350,6 +343,7 @@ def run_preprocess(
     started = time.perf_counter()
     out = Path(out_dir).absolute()
     manifest_df = read_manifest(manifest_path)
+    classes = manifest_classes(manifest_path)
     if settings["tile_size"] is not None and not manifest_has_masks(manifest_df):
         raise LesionflowError(
             f"preprocess.tile_size: tiles are for segmentation, but the data manifest {manifest_path} "
@@ -360,7 +354,7 @@ def run_preprocess(
     if is_identity(settings) and not modality_columns(manifest_df.columns):
         items, images = _identity_tables(manifest_df, split_df)
     else:
-        items, images = _prepared_tables(manifest_df, split_df, settings, out)
+        items, images = _prepared_tables(manifest_df, split_df, settings, out, classes is not None)
     split_of_source = dict(zip(images["image_id"], images["split"], strict=True))
     item_split = pd.DataFrame(
         {
@@ -371,6 +365,8 @@ def run_preprocess(
         }
     )
     extras = [c for c in items.columns if c not in ITEM_COLUMNS and c not in IMAGE_COLUMNS]
+    if classes is not None:
+        write_classes(out, classes)  # before the manifest: a finished manifest has its classes
     artifacts.write_csv(items[ITEM_COLUMNS + extras], out / "manifest.csv")
     artifacts.write_csv(item_split, out / "split.csv")
     artifacts.write_csv(images, out / "images.csv")

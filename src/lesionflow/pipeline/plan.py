@@ -117,8 +117,12 @@ def _key_settings(stage: str, settings: dict[str, Any]) -> dict[str, Any]:
 def _data_settings(config: ResolvedConfig, workdir: Path) -> tuple[dict, dict]:
     data = config.data
     scores = {key: data[key] for key in SCORE_SETTINGS}
+    # Several lesion classes enter the key only when asked for, so a binary dataset keeps its key.
+    if data["labels"] is not None:
+        scores["labels"] = data["labels"]
     if data["source"] == "synthetic":
-        settings = {"source": "synthetic", "synthetic": data["synthetic"], **scores}
+        synthetic = {k: v for k, v in data["synthetic"].items() if k != "haemorrhages" or v}
+        settings = {"source": "synthetic", "synthetic": synthetic, **scores}
         return settings, settings
     manifest = (workdir / data["manifest"]).resolve()
     cache = FileHashCache(workdir / ".lesionflow" / "file-hashes.json")
