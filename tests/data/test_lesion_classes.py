@@ -46,7 +46,8 @@ def test_nested_regions_are_the_unions_of_their_classes_values():
 
 
 def test_a_class_outside_every_region_is_still_a_valid_label_value():
-    classes = lesion_classes({**TUMOUR, "regions": {"core": ["enhancing", "necrosis"]}})
+    regions = {"core": ["enhancing", "necrosis"], "enhancing_only": ["enhancing"]}
+    classes = lesion_classes({**TUMOUR, "regions": regions})
     channels = classes.channels(np.array([[2, 3], [1, 0]]))
     np.testing.assert_array_equal(channels[0], [[False, True], [True, False]])
 
@@ -76,6 +77,11 @@ def test_mask_columns_give_overlapping_channels_stacked_by_class_name():
         ({}, "needs exactly one of classes"),
         ({"classes": {"a": 1}, "mask_columns": {"a": "mask_a"}}, "needs exactly one of classes"),
         ({"classes": {"a": 1}, "colours": {}}, r"'data.labels.colours' is not a key of data.labels"),
+        ({"classes": {"a": 1}}, r"'data.labels' gives one class \(a\): one lesion class is binary data"),
+        (
+            {"classes": {"a": 1, "b": 2}, "regions": {"ab": ["a", "b"]}},
+            r"'data.labels' gives one region \(ab\)",
+        ),
         (
             {"classes": {"exudate": 1, "haemorrhage": 1}},
             r"'data.labels.classes.haemorrhage' has the value 1 of class 'exudate'",

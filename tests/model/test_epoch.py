@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from lesionflow.model.epoch import PREDICTION_COLUMNS, amp_dtype_for, validate
+from lesionflow.model.epoch import PREDICTION_COLUMNS, validate
 from lesionflow.model.networks import build_loss
 from lesionflow.model.scores import prediction_counts, prediction_fractions
+from lesionflow.model.train_setup import amp_dtype_for
 from lesionflow.pipeline.config import complete_run_section
 
 BATCH_DICE = complete_run_section("train", {})["batch_dice"]

@@ -144,9 +144,9 @@ def test_training_never_loads_the_test_split(tmp_path, monkeypatch):
     requested = []
     original = subsets.load_subset
 
-    def recording(manifest_df, split_df, subset):
+    def recording(manifest_df, split_df, subset, **options):
         requested.append(subset)
-        return original(manifest_df, split_df, subset)
+        return original(manifest_df, split_df, subset, **options)
 
     monkeypatch.setattr(subsets, "load_subset", recording)
     train.run_train(manifest, split_path, tiny_settings(epochs=1), tmp_path / "out")

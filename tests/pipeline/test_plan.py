@@ -231,10 +231,12 @@ def test_lesion_classes_enter_the_data_key_and_everything_after_it(tmp_path):
     data = {"synthetic": {"kind": "loes", "n_images": 12}}
     runs = {"a": {"task": "regression"}}
     binary = plan_for(runs, tmp_path, data=data)
-    classes = plan_for(runs, tmp_path, data={**data, "labels": {"classes": {"lesion": 1}}})
+    classes = plan_for(runs, tmp_path, data={**data, "labels": {"classes": {"lesion": 1, "other": 2}}})
     for stage, key in binary.runs["a"].items():
         assert classes.runs["a"][stage] != key, stage
-    assert classes.job("data", classes.runs["a"]["data"]).settings["labels"] == {"classes": {"lesion": 1}}
+    assert classes.job("data", classes.runs["a"]["data"]).settings["labels"] == {
+        "classes": {"lesion": 1, "other": 2}
+    }
 
 
 @pytest.mark.parametrize(
@@ -245,7 +247,7 @@ def test_lesion_classes_enter_the_data_key_and_everything_after_it(tmp_path):
             r"'data.synthetic.haemorrhages' writes label maps .*set data.labels.classes",
         ),
         (
-            {"synthetic": {"kind": "brain", "haemorrhages": True}, "labels": {"classes": {"a": 1}}},
+            {"synthetic": {"kind": "brain", "haemorrhages": True}, "labels": {"classes": {"a": 1, "b": 2}}},
             r"'data.synthetic.haemorrhages' applies to kind fundus, not 'brain'",
         ),
         (

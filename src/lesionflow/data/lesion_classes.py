@@ -111,9 +111,23 @@ def classes_from_record(record: Mapping[str, Any]) -> LesionClasses:
 
 
 def lesion_classes(section: Mapping | None) -> LesionClasses | None:
-    """The classes ``data.labels`` describes, checked; None for binary data (a null section)."""
+    """The classes ``data.labels`` describes, checked; None for binary data (a null section).
+
+    At least two channels: one class (or one region) is binary data, which has a path of its own.
+    """
     if section is None:
         return None
+    classes = _described(section)
+    if len(classes.names) < 2:
+        raise LesionflowError(
+            f"config key '{KEY}' gives one {'region' if classes.kind == REGIONS else 'class'} "
+            f"({classes.names[0]}): one lesion class is binary data; set {KEY} to null (with "
+            "data.mask_threshold for a mask whose lesion value is not 1 or 255)"
+        )
+    return classes
+
+
+def _described(section: object) -> LesionClasses:
     if not isinstance(section, Mapping):
         raise LesionflowError(f"config key '{KEY}' must be a mapping or null, got {section!r}")
     unknown = sorted(set(section) - {"classes", "mask_columns", "regions"})

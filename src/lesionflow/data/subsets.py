@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lesionflow.data.class_masks import load_class_masks
 from lesionflow.data.manifest import PATH_ATTR, SUBSETS, load_manifest_mask, manifest_has_masks
 from lesionflow.io.readers import read_image
 from lesionflow.pipeline.errors import LesionflowError
@@ -38,9 +39,12 @@ def _size(shape: tuple[int, ...]) -> str:
 
 
 def load_subset(
-    manifest_df: pd.DataFrame, split_df: pd.DataFrame, subset: str
+    manifest_df: pd.DataFrame, split_df: pd.DataFrame, subset: str, class_stacks: bool = False
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Ids, images ``(C, H, W)`` and masks ``(H, W)`` of one split subset, in split.csv order.
+
+    With ``class_stacks`` (several lesion classes), each mask is the item's bool class stack
+    ``(n_classes, H, W)`` instead (see ``class_masks``).
 
     Segmentation reads masks: a manifest without them (see ``manifest.manifest_has_masks``) is a
     LesionflowError naming the manifest (``read_manifest`` keeps its path in the table's attrs).
@@ -65,10 +69,10 @@ def load_subset(
             )
         row = rows.loc[image_id]
         image = read_image(row["image"]).array
-        mask = load_manifest_mask(row)
-        if image.shape[1:] != mask.shape:
+        mask = load_class_masks(row) if class_stacks else load_manifest_mask(row)
+        if image.shape[1:] != mask.shape[int(class_stacks) :]:
             raise LesionflowError(
-                f"mask {row['mask']} is {_size(mask.shape)} but its image "
+                f"mask {row['mask']} is {_size(mask.shape[int(class_stacks) :])} but its image "
                 f"{row['image']} is {_size(image.shape[1:])}; they must match"
             )
         images.append(image)

@@ -24,18 +24,13 @@ from monai.utils import set_determinism
 from tqdm import tqdm
 
 from lesionflow.model.checkpoint import Hook, TrainingParts, TrainingProgress, seed_epoch
+from lesionflow.model.class_heads import BINARY, ClassHead
 from lesionflow.model.dual_head import DualHead, dual_head_loss
 from lesionflow.model.joblog import log
-from lesionflow.model.networks import build_model, forward_logits, forward_with_presence, resolve_device
+from lesionflow.model.networks import build_model, forward_logits, forward_with_presence
 from lesionflow.model.presence import presence_metrics
-from lesionflow.model.sampling import (
-    LesionBatchSampler,
-    resolve_num_workers,
-    training_transforms,
-    worker_init,
-)
+from lesionflow.model.sampling import LesionBatchSampler, training_transforms, worker_init
 from lesionflow.model.scores import batch_scores, mean_score, prediction_counts, prediction_fractions
-from lesionflow.pipeline.errors import LesionflowError
 
 # Not infer.sw_overlap: a change to inference settings must never change training's checkpoint choice.
 VALIDATION_SW_OVERLAP = 0.25
@@ -60,35 +55,8 @@ class EpochSetup:
     batch_size: int
     # train.presence_loss_weight: read only when the model is a DualHead.
     presence_weight: float
-
-
-def amp_dtype_for(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype: bfloat16 where the GPU has it, else float16; None (fp32) on CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def run_hardware(train: dict[str, Any]) -> tuple[torch.device, torch.dtype | None, int]:
-    """The device of ``train.device``, its mixed-precision dtype and the loader's worker count."""
-    device = resolve_device(train["device"], "train.device")
-    return device, amp_dtype_for(device), resolve_num_workers(train["num_workers"])
-
-
-def check_train_settings(train: dict[str, Any], spatial_dims: int) -> None:
-    """Refuse a bad ``train.scheduler``, ``train.patch_size`` or ``train.num_workers``."""
-    if train["scheduler"] not in ("onecycle", "cosine", "none"):
-        raise LesionflowError(
-            f"train.scheduler: expected onecycle, cosine or none, got {train['scheduler']!r}"
-        )
-    patch = train["patch_size"]
-    if patch is not None and (len(patch) != spatial_dims or min(patch) < 1):
-        raise LesionflowError(
-            f"train.patch_size: expected {spatial_dims} positive sizes (model.spatial_dims), got {patch!r}"
-        )
-    workers = train["num_workers"]
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
-        raise LesionflowError(f"train.num_workers: expected null or an integer >= 0, got {workers!r}")
+    # The lesion classes' output channels (data.labels); binary data has one sigmoid channel.
+    head: ClassHead = BINARY
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -164,7 +132,8 @@ def build_training_parts(
     set_determinism(seed=int(train["seed"]))
     device = setup.device
     model = build_model(
-        model_settings, int(items[0]["image"].shape[0]), bool(model_settings["presence_head"])
+        model_settings, int(items[0]["image"].shape[0]), bool(model_settings["presence_head"]),
+        setup.head.out_channels,
     ).to(device)
     sampler = LesionBatchSampler(
         positive, int(train["batch_size"]), float(train["positive_oversampling"]), int(train["seed"])
@@ -216,7 +185,7 @@ def train_epoch(
             if logged is not None:
                 presence_losses.append(logged["presence_loss"])
             weights.append(len(x))
-            probs = torch.sigmoid(logits)
+            probs = setup.head.probabilities(logits)
             scores.append(batch_scores(probs, y))
             counts.append(prediction_counts(probs, y))
             steps.append({"step": first_step + len(steps), "epoch": epoch, "lr": lr, "loss": losses[-1]})
@@ -253,8 +222,12 @@ def validate(
     device: torch.device,
     amp_dtype: torch.dtype | None,
     stop: Callable[[], None] | None = None,
+    classes: ClassHead = BINARY,
 ) -> dict[str, float]:
     """Validation loss, scores and PREDICTION_KEYS on whole images (sliding window beyond the roi).
+
+    ``masks`` are ``(*spatial)`` for binary data, class stacks ``(n_classes, *spatial)`` for the
+    classes of ``classes``, whose scores are then over (image, class) pairs with the class present.
 
     ``stop`` is called at every batch boundary; it raises when training must end now. A DualHead
     adds ``presence_roc_auc`` and ``presence_ap``: its presence logits (the highest window's under
@@ -272,15 +245,15 @@ def validate(
                     stop()
                 chunk = indices[start : start + batch_size]
                 x = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
-                y = torch.from_numpy(np.stack([masks[i] for i in chunk])[:, None]).float()
-                y = y.to(device)
+                y = np.stack([masks[i] for i in chunk])
+                y = torch.from_numpy(y if y.ndim == x.ndim else y[:, None]).float().to(device)
                 logits, head = _validation_logits(model, x, roi_size, batch_size)
                 if head is not None:
                     presence.extend(head.float().cpu().tolist())
                     labels.extend(bool(masks[i].any()) for i in chunk)
                 losses.append(float(loss_fn(logits, y)))
                 weights.append(len(chunk))
-                probs = torch.sigmoid(logits)
+                probs = classes.probabilities(logits)
                 scores.append(batch_scores(probs, y))
                 counts.append(prediction_counts(probs, y))
     result = {
@@ -308,7 +281,7 @@ def run_epoch(
     train_scores, steps, images, seconds = train_epoch(parts, setup, epoch, len(progress.step_rows) + 1, stop)
     val = validate(
         parts.model, setup.loss_fn, setup.val_images, setup.val_masks, setup.roi_size,
-        setup.batch_size, setup.device, setup.amp_dtype, stop=stop,
+        setup.batch_size, setup.device, setup.amp_dtype, stop=stop, classes=setup.head,
     )
     measured = {**train_scores, **{f"val_{key}": value for key, value in val.items()}}
     row = {

@@ -29,6 +29,7 @@ from lesionflow.data.geometry import ORIGINAL_RESOLUTION, restore_map
 from lesionflow.data.tiles import Stitcher, crop_or_pad, tile_id, tile_origins
 from lesionflow.io.background import WriteBehind, read_ahead
 from lesionflow.io.readers import read_image
+from lesionflow.model.class_heads import checkpoint_head, per_class_logits
 from lesionflow.model.dual_head import DualHead
 from lesionflow.model.networks import build_model, read_model_file, resolve_device, restored
 from lesionflow.model.presence import highest_logit, presence_table
@@ -47,7 +48,9 @@ CHECKPOINT_KEYS = ("state_dict", "model_settings", "in_channels", "spatial_dims"
 def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network saved by the train stage; return it (eval mode) and the checkpoint.
 
-    A DualHead when the checkpoint records ``presence_head``.
+    A DualHead when the checkpoint records ``presence_head``. A model of several exclusive classes
+    is returned as per-class logits (``class_heads.per_class_logits``), whose sigmoid is each
+    class's softmax probability, as every other model's sigmoid is its classes' probabilities.
     """
     checkpoint = read_model_file(model_path, device)
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
@@ -60,7 +63,7 @@ def load_model(model_path: str | os.PathLike, device: torch.device) -> tuple[tor
         checkpoint["model_settings"], checkpoint["in_channels"],
         bool(checkpoint.get("presence_head", False)), checkpoint.get("out_channels", 1),
     )
-    return restored(model, checkpoint, device), checkpoint
+    return per_class_logits(restored(model, checkpoint, device), checkpoint_head(checkpoint)), checkpoint
 
 
 def windows_of(
@@ -102,8 +105,10 @@ def model_input(row: Mapping[str, Any], channels: int, spatial_dims: int) -> np.
     return image
 
 
-def _write_original_size(add: Callable, row: Mapping[str, Any], whole: np.ndarray) -> None:
-    add(row["image_id"], restore_map(whole, row).astype(STORED_DTYPE))
+def _write_original_size(add: Callable, row: Mapping[str, Any], whole: np.ndarray, classes: bool) -> None:
+    # Several classes: one map per class, each placed back on the original image.
+    restored = np.stack([restore_map(c, row) for c in whole]) if classes else restore_map(whole, row)
+    add(row["image_id"], restored.astype(STORED_DTYPE))
 
 
 @dataclass
@@ -188,6 +193,7 @@ def run_infer(
     started = time.perf_counter()
     device = resolve_device(infer["device"], "infer.device")
     model, checkpoint = load_model(model_path, device)
+    classes = checkpoint.get("classes")
     # Only the checkpoint knows the spatial axes: flip2 of a 2D model fails before any image is read.
     get_transforms(transforms, checkpoint["spatial_dims"])
     preprocess = artifacts.read_json(preprocess_path)["settings"]
@@ -218,7 +224,7 @@ def run_infer(
             for name, item in items if tiled else [(row["image_id"], done.map)]:
                 writer.submit(add_item, name, item.astype(STORED_DTYPE))
                 n_items += 1
-            writer.submit(_write_original_size, add_image, row, done.map)
+            writer.submit(_write_original_size, add_image, row, done.map, classes is not None)
             presence_logits.append(highest_logit([logit for *_, logit in done.windows]))
             bar.update(1)
     artifacts.write_csv(
@@ -233,6 +239,7 @@ def run_infer(
         "stride": list(stride) if stride else None,
         "stitch_weights": weights,
         "presence_head": isinstance(model, DualHead),
+        **({} if classes is None else {"classes": classes["names"]}),
         "resolution": ORIGINAL_RESOLUTION,
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": peak_rss_mb(),

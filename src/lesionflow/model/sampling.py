@@ -33,14 +33,22 @@ class LesionBatchSampler(Sampler[list[int]]):
 
     Both pools are walked in fresh random orders, so every image is seen before any repeats.
     ``positive_fraction`` 0 is plain shuffling. One epoch is ``ceil(n / batch_size)`` batches.
+    ``positive`` is one flag per image, or, for several lesion classes, one row of flags per image
+    (one per class): each positive draw then first picks a class, uniformly among those some image
+    has, and then an image with it, so a rare class is drawn as often as a common one.
     """
 
     def __init__(
-        self, positive: Sequence[bool], batch_size: int, positive_fraction: float, seed: int
+        self, positive: Sequence[bool] | np.ndarray, batch_size: int, positive_fraction: float, seed: int
     ) -> None:
-        self.positive = np.flatnonzero(np.asarray(positive, dtype=bool))
-        self.negative = np.flatnonzero(~np.asarray(positive, dtype=bool))
-        self.n = len(positive)
+        flags = np.asarray(positive, dtype=bool)
+        by_class = [np.flatnonzero(column) for column in flags.T] if flags.ndim == 2 else []
+        # One class with positives draws as binary data does.
+        self.by_class = [pool for pool in by_class if len(pool)] if len(by_class) > 1 else []
+        flags = flags.any(axis=1) if flags.ndim == 2 else flags
+        self.positive = np.flatnonzero(flags)
+        self.negative = np.flatnonzero(~flags)
+        self.n = len(flags)
         self.batch_size = min(batch_size, self.n)
         self.positive_fraction = positive_fraction
         self.rng = np.random.default_rng(seed)
@@ -64,10 +72,17 @@ class LesionBatchSampler(Sampler[list[int]]):
             return
         n_pos = min(self.batch_size, max(1, round(self.positive_fraction * self.batch_size)))
         positives, negatives = self._stream(self.positive), self._stream(self.negative)
+        if len(self.by_class) > 1:
+            positives = self._class_draws([self._stream(pool) for pool in self.by_class])
         for _ in range(len(self)):
             batch = [next(positives) for _ in range(n_pos)]
             batch += [next(negatives) for _ in range(self.batch_size - n_pos)]
             yield [batch[i] for i in self.rng.permutation(len(batch))]
+
+
+    def _class_draws(self, streams: list[Iterator[int]]) -> Iterator[int]:
+        while True:
+            yield next(streams[int(self.rng.integers(len(streams)))])
 
 
 def training_transforms(

@@ -33,10 +33,11 @@ from lesionflow.model.checkpoint import (
     training_fingerprint,
     write_training_artifacts,
 )
-from lesionflow.model.epoch import check_train_settings, run_hardware, train_epochs
+from lesionflow.model.epoch import train_epochs
 from lesionflow.model.regressors import build_regression_loss, fit_to_roi
 from lesionflow.model.sample_weights import METHODS, checked_cut_points, training_weights
 from lesionflow.model.score_epoch import ScoreSetup, build_score_parts, run_score_epoch
+from lesionflow.model.train_setup import check_train_settings, run_hardware
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
 

@@ -16,11 +16,15 @@ THRESHOLD = 0.5
 def batch_scores(probs: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-image Dice, IoU and pixel Pearson r of lesion-positive images at threshold 0.5.
 
+    ``probs`` and ``target`` are ``(B, n_classes, *spatial)``: with several classes, each class
+    present in an image is scored once.
+
     Computed here on the device, per batch, because training logs them for every batch;
     lesion-free images are left out (their Dice is undefined or trivially 1).
     """
-    flat_prob = probs.detach().float().flatten(1)
-    gt = target.detach().flatten(1) > 0.5
+    # Each (image, class) pair is scored as an image of its own; binary data has one class.
+    flat_prob = probs.detach().float().flatten(2).flatten(0, 1)
+    gt = target.detach().flatten(2).flatten(0, 1) > 0.5
     pred = flat_prob >= THRESHOLD
     positive = gt.any(dim=1)
     inter = (pred & gt).sum(1).float()

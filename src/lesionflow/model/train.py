@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from lesionflow.data import subsets
+from lesionflow.data.class_masks import manifest_classes
 from lesionflow.data.manifest import read_manifest
 from lesionflow.data.subsets import read_split
 from lesionflow.model.checkpoint import (
@@ -46,18 +47,18 @@ from lesionflow.model.checkpoint import (
     training_fingerprint,
     write_training_artifacts,
 )
+from lesionflow.model.class_heads import ClassLoss, class_head
 from lesionflow.model.epoch import (
     PREDICTION_COLUMNS,
     EpochSetup,
     build_training_parts,
-    check_train_settings,
     run_epoch,
-    run_hardware,
     train_epochs,
 )
 from lesionflow.model.networks import build_loss
 from lesionflow.model.presence import EPOCH_COLUMNS as PRESENCE_COLUMNS
 from lesionflow.model.score_train import run_score_train
+from lesionflow.model.train_setup import check_train_settings, run_hardware
 from lesionflow.pipeline.errors import LesionflowError
 from lesionflow.pipeline.settings import complete_section
 
@@ -87,10 +88,10 @@ def _check_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
     return model, train
 
 
-def _load(manifest_path, split_path, subset: str, spatial_dims: int):
+def _load(manifest_path, split_path, subset: str, spatial_dims: int, classes: bool = False):
     manifest = read_manifest(manifest_path)
     split = read_split(split_path)
-    ids, images, masks = subsets.load_subset(manifest, split, subset)
+    ids, images, masks = subsets.load_subset(manifest, split, subset, class_stacks=classes)
     if len(ids) == 0:
         raise LesionflowError(f"{split_path}: split '{subset}' has no images")
     for image_id, image in zip(ids, images, strict=True):
@@ -132,9 +133,17 @@ def run_train(
     out = Path(out_dir)
     started = time.perf_counter()
     device, amp_dtype, num_workers = run_hardware(train)
+    classes = manifest_classes(manifest_path)
+    head = class_head(classes)
+    if classes is not None and model_settings["presence_head"]:
+        raise LesionflowError(
+            "model.presence_head: a presence head is for one lesion class; data.labels gives "
+            f"{len(classes.names)} ({', '.join(classes.names)})"
+        )
 
-    _, train_images, train_masks = _load(manifest_path, split_path, "train", spatial_dims)
-    _, val_images, val_masks = _load(manifest_path, split_path, "val", spatial_dims)
+    stacks = classes is not None
+    _, train_images, train_masks = _load(manifest_path, split_path, "train", spatial_dims, stacks)
+    _, val_images, val_masks = _load(manifest_path, split_path, "val", spatial_dims, stacks)
     val_positive = [bool(mask.any()) for mask in val_masks]
     if not any(val_positive):
         raise LesionflowError(
@@ -144,25 +153,33 @@ def run_train(
     patch_size = train["patch_size"]
     roi_size = _roi_size(train_images, patch_size)
 
+    loss = (
+        build_loss(train["loss"], batch_dice=bool(train["batch_dice"])) if classes is None
+        else ClassLoss(train["loss"], bool(train["batch_dice"]), head)
+    )
     setup = EpochSetup(
-        build_loss(train["loss"], batch_dice=bool(train["batch_dice"])),
-        device, amp_dtype, val_images, val_masks, roi_size,
-        int(train["batch_size"]), float(train["presence_loss_weight"]),
+        loss, device, amp_dtype, val_images, val_masks, roi_size,
+        int(train["batch_size"]), float(train["presence_loss_weight"]), head,
     )
     items = [
-        {"image": image, "label": mask[None].astype(np.float32)}
+        {"image": image, "label": (mask if stacks else mask[None]).astype(np.float32)}
         for image, mask in zip(train_images, train_masks, strict=True)
     ]
-    train_positive = [bool(mask.any()) for mask in train_masks]
+    # Several classes: positives per class, so the sampler draws rare classes as often as common ones.
+    train_positive = [
+        mask.reshape(len(mask), -1).any(axis=1) if stacks else bool(mask.any()) for mask in train_masks
+    ]
     fingerprint = training_fingerprint(settings, [train_images, train_masks, val_images, val_masks])
     model_info = {
         "model_settings": model_settings,
         "in_channels": int(train_images[0].shape[0]),
-        "out_channels": 1,
+        "out_channels": head.out_channels,
         "spatial_dims": spatial_dims,
         "patch_size": patch_size,
         "roi_size": roi_size,
         "presence_head": model_settings["presence_head"],
+        # Only with several classes, so a binary model.pt holds what it always held.
+        **({} if classes is None else {"classes": classes.record}),
     }
     columns = epoch_columns(model_settings["presence_head"])
     logged = (("train_loss", "train_loss"), ("val_loss", "val_loss"),

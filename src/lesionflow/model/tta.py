@@ -119,13 +119,14 @@ def _roi_for(transform: TTATransform, roi_size: Sequence[int] | None) -> list[in
 
 def _transform_mean(batch: torch.Tensor, transforms: Sequence[TTATransform], roi_size, forward) -> tuple:
     """Sigmoid maps averaged over ``transforms`` after inverting each, and what ``forward(x, roi)``
-    gave beside the logits for each transform."""
-    shape = (batch.shape[0], 1, *batch.shape[2:])
-    total = torch.zeros(shape, dtype=torch.float32, device=batch.device)
+    gave beside the logits for each transform. One channel per lesion class (per-class logits,
+    see ``class_heads``); binary data has one."""
+    total: torch.Tensor | None = None
     extras = []
     for transform in transforms:
         logits, extra = forward(transform.forward(batch), _roi_for(transform, roi_size))
-        total += transform.inverse(torch.sigmoid(logits.float()))
+        probs = transform.inverse(torch.sigmoid(logits.float()))
+        total = probs if total is None else total + probs
         extras.append(extra)
     return total / len(transforms), extras
 
@@ -177,7 +178,7 @@ def predict_probabilities(
             chunk = indices[start : start + batch_size]
             batch = torch.from_numpy(np.stack([images[i] for i in chunk])).float().to(device)
             probs = predict_batch(model, batch, chosen, roi_size, batch_size, sw_overlap)
-            for i, prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
+            for i, prob in zip(chunk, class_maps(probs), strict=True):
                 results[i] = prob.astype(np.float32)
             if progress is not None:
                 progress(len(chunk))
@@ -242,11 +243,17 @@ def _predicted(model, pending, transforms, roi_size, batch_size, device, sw_over
     chosen = get_transforms(transforms, pending[0][2].ndim - 1)
     batch = torch.from_numpy(np.stack([window for *_, window in pending])).float().to(device)
     probs, presence = predict_batch_with_presence(model, batch, chosen, roi_size, batch_size, sw_overlap)
-    maps = probs[:, 0].cpu().numpy()
+    maps = class_maps(probs)
     return [
         (owner, origin, prob.astype(np.float32), float(logit))
         for (owner, origin, _), prob, logit in zip(pending, maps, presence.tolist(), strict=True)
     ]
+
+
+def class_maps(probs: torch.Tensor) -> np.ndarray:
+    """A batch's maps on the host: ``(B, *spatial)`` for one class (binary data, as ever), else
+    ``(B, n_classes, *spatial)``."""
+    return (probs[:, 0] if probs.shape[1] == 1 else probs).cpu().numpy()
 
 
 def window_predictions(
