@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Command-line entry point of the evaluate stage; all logic is in lesionflow.evaluation.evaluate.
 
-It must never do more than parse arguments and call run_evaluate.
+It must never do more than parse arguments and call run_evaluate_stage.
 """
 
 import argparse
 import json
 
-from lesionflow.evaluation.evaluate import run_evaluate
+from lesionflow.evaluation.class_evaluate import run_evaluate_stage
 from lesionflow.pipeline.errors import exit_on_user_error
 from lesionflow.pipeline.provenance import recording
 
@@ -40,7 +40,7 @@ def main() -> None:
     if any(presence.values()) and not all(presence.values()):
         parser.error("give --fusion, --presence-val and --presence-test together, or none")
     with recording(args.out):
-        run_evaluate(
+        run_evaluate_stage(
             args.manifest,
             args.split,
             args.probs_val,

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Command-line entry point of the tune stage; all logic is in lesionflow.evaluation.tune.
 
-It must never do more than parse arguments and call run_tune (which reads validation only).
+It must never do more than parse arguments and call run_tune_stage (which reads validation only).
 """
 
 import argparse
 import json
 
-from lesionflow.evaluation.tune import run_tune
+from lesionflow.evaluation.class_tune import run_tune_stage
 from lesionflow.pipeline.errors import exit_on_user_error
 from lesionflow.pipeline.provenance import recording
 
@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder for locked.json")
     args = parser.parse_args()
     with recording(args.out):
-        run_tune(args.manifest, args.split, args.probs, json.loads(args.settings), args.out, args.presence)
+        settings = json.loads(args.settings)
+        run_tune_stage(args.manifest, args.split, args.probs, settings, args.out, args.presence)
 
 
 if __name__ == "__main__":

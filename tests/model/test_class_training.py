@@ -6,21 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from schema_settings import split_section, top_level_section
-from test_train import tiny_settings
+from class_runs import build_class_run, tiny_train_settings
 
 from lesionflow.data.class_masks import load_class_masks
-from lesionflow.data.dataset import run_data
 from lesionflow.data.manifest import read_manifest
-from lesionflow.data.preprocess import run_preprocess
-from lesionflow.data.split import run_split
 from lesionflow.model import train
 from lesionflow.model.class_heads import ClassHead, ClassLoss, SoftmaxClassLogits, class_head
-from lesionflow.model.infer import load_model, run_infer
+from lesionflow.model.infer import load_model
 from lesionflow.model.networks import build_model, read_model_file, restored
 from lesionflow.model.sampling import LesionBatchSampler
 from lesionflow.pipeline import artifacts
-from lesionflow.pipeline.config import complete_run_section
 from lesionflow.pipeline.errors import LesionflowError
 
 CLASSES = {"classes": {"exudate": 1, "haemorrhage": 2}}
@@ -71,32 +66,8 @@ def test_each_positive_draw_picks_a_class_first_so_a_rare_class_is_drawn_often()
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
     """The photographs with haemorrhages, resized, trained two epochs, val and test predicted."""
-    root = tmp_path_factory.mktemp("class-run")
-    data = top_level_section(
-        "data", synthetic={"n_images": 24, "image_size": 48, "seed": 5, "haemorrhages": True}, labels=CLASSES
-    )
-    run_data(data, root / "data")
-    run_split(root / "data" / "manifest.csv", split_section(seed=2), root / "split")
-    run_preprocess(
-        root / "data" / "manifest.csv",
-        root / "split" / "split.csv",
-        complete_run_section("preprocess", {"max_size": 32}),
-        root / "pre",
-    )
-    summary = train.run_train(
-        root / "pre" / "manifest.csv", root / "pre" / "split.csv", tiny_settings(epochs=2), root / "train"
-    )
-    infer = complete_run_section("infer", {"tta": ["identity", "hflip"], "device": "cpu"})
-    for subset in ("val", "test"):
-        run_infer(
-            root / "pre" / "images.csv",
-            root / "pre" / "preprocess.json",
-            root / "train" / "model.pt",
-            {"infer": infer},
-            subset,
-            root / "infer",
-        )
-    return root, summary
+    run = build_class_run(tmp_path_factory.mktemp("class-run"))
+    return run["root"], run["summary"]
 
 
 def test_a_class_model_has_background_and_a_channel_per_class_and_records_its_classes(class_run):
@@ -139,7 +110,7 @@ def test_an_items_map_is_the_softmax_of_the_network_averaged_over_tta(class_run)
 
 def test_a_presence_head_is_refused_with_several_classes(class_run, tmp_path):
     root, _ = class_run
-    settings = tiny_settings(epochs=1)
+    settings = tiny_train_settings(epochs=1)
     settings["model"]["presence_head"] = True
     with pytest.raises(LesionflowError, match="model.presence_head: a presence head is for one lesion class"):
         train.run_train(root / "pre" / "manifest.csv", root / "pre" / "split.csv", settings, tmp_path)

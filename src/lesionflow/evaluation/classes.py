@@ -19,7 +19,7 @@ from lesionflow.evaluation import bootstrap
 from lesionflow.evaluation.bootstrap import Estimate, Resampler
 from lesionflow.evaluation.lesions import label_lesions
 from lesionflow.evaluation.metrics import LesionMatching, ScoreTables
-from lesionflow.evaluation.postprocess import apply_locked
+from lesionflow.evaluation.postprocess import apply_locked, locked_at_scale
 from lesionflow.evaluation.summary import image_estimates, summarise
 from lesionflow.io.geometry import Geometry
 from lesionflow.pipeline.errors import LesionflowError
@@ -114,17 +114,23 @@ def score_classes(
     classes: LesionClasses,
     matching: LesionMatching,
     size_bins: Sequence[int],
+    scales: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], dict[str, pd.DataFrame]]:
     """Score ``(image_id, probabilities (C, ...), reference channels (C, ...), geometry)`` items.
 
     Returns each class's per-image and per-lesion tables, and the confusion tables between
     classes (``pixels`` and ``lesions``, see :func:`pixel_confusion` and :func:`lesion_confusion`)
-    summed over the items.
+    summed over the items. ``scales`` gives, per id, the resize of maps not at the original
+    resolution (tiles), so that each class's locked pixel areas are applied at that scale.
     """
     tables = ClassTables(classes, matching, size_bins)
     pixels = lesions = None
     for image_id, probs, reference, geometry in items:
-        prediction = predict_classes(probs, locked, classes)
+        rules = locked
+        if scales is not None:
+            dims = np.ndim(probs) - 1
+            rules = {name: locked_at_scale(lock, scales[image_id], dims) for name, lock in locked.items()}
+        prediction = predict_classes(probs, rules, classes)
         tables.add(image_id, subjects[image_id], prediction, reference, probs, geometry)
         reference = np.asarray(reference, dtype=bool)
         p = pixel_confusion(prediction.masks, reference, classes.names)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from lesionflow.data.class_masks import load_class_masks, manifest_classes
 from lesionflow.data.manifest import read_manifest, read_manifest_mask
 from lesionflow.data.subsets import read_split
 from lesionflow.evaluation.overlap import dice_from_counts, iou_from_counts, segmentation_summary
@@ -122,7 +123,8 @@ class ReferenceMasks(Mapping[str, Loaded]):
     """The reference masks of some image ids of a manifest, each read from its file when looked up.
 
     Nothing is cached: a caller that keeps one mask at a time holds one mask, whatever the number of
-    images. Values are bool arrays with their geometry (spacing in mm for NIfTI, 1 for pictures).
+    images. Values are bool arrays with their geometry (spacing in mm for NIfTI, 1 for pictures):
+    for a manifest of several lesion classes, each image's class stack ``(n_classes, *spatial)``.
     """
 
     def __init__(self, manifest: str | os.PathLike, ids: Sequence[str]) -> None:
@@ -131,9 +133,12 @@ class ReferenceMasks(Mapping[str, Loaded]):
         if absent:
             raise LesionflowError(f"manifest {manifest} has no rows for image ids {absent[:5]}")
         self._rows = {image_id: table.loc[image_id] for image_id in ids}
+        self.classes = manifest_classes(manifest)
 
     def __getitem__(self, image_id: str) -> Loaded:
         array, geometry = read_manifest_mask(self._rows[image_id])
+        if self.classes is not None:  # the mask is their union; its geometry is the stack's
+            return Loaded(load_class_masks(self._rows[image_id]), geometry)
         return Loaded(np.asarray(array, dtype=bool), geometry)
 
     def __iter__(self) -> Iterator[str]:
@@ -370,12 +375,16 @@ def run_tune(
     write_csv(grid, out / "tuning_grid.csv")
     if presence_path is not None:
         logits = classifier_logits(presence_path, image_ids)
-        write_json(out / "fusion.json", _fusion(counts, locked, cfg, logits, settings))
+        write_json(out / "fusion.json", locked_fusion(counts, locked, cfg, logits, settings))
     write_json(out / "locked.json", locked)
     return locked
 
 
-def _fusion(counts: Sequence[ImageCounts], locked: Mapping, cfg: Mapping, logits, settings: Mapping) -> dict:
+def locked_fusion(
+    counts: Sequence[ImageCounts], locked: Mapping, cfg: Mapping, logits, settings: Mapping
+) -> dict:
+    """The presence fusion locked on validation (fusion.json), from the images' tuning ``counts``
+    and ``locked`` settings, and the classifier's ``logits`` (None without a presence head)."""
     # The sources are the max probability and the locked mask's area before gating (at the grid
     # point chosen), beside the classifier.
     t = cfg["thresholds"].index(locked["threshold"])
