@@ -13,11 +13,14 @@ from schema_settings import evaluate_settings, tune_settings
 
 from lesionflow.data.class_masks import load_class_masks, manifest_classes
 from lesionflow.data.manifest import read_manifest
+from lesionflow.evaluation.breakdown import CASES, run_breakdown
 from lesionflow.evaluation.class_evaluate import run_evaluate_stage
 from lesionflow.evaluation.class_tune import read_class_locked, run_tune_stage
 from lesionflow.evaluation.classes import MACRO_METRICS
+from lesionflow.evaluation.export import run_export
 from lesionflow.evaluation.lesions import label_lesions
 from lesionflow.evaluation.tune import check_tune_settings, image_counts, tune_on_counts
+from lesionflow.io.readers import read_mask
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
 
@@ -125,3 +128,34 @@ def test_the_items_training_saw_are_scored_per_class_too(evaluated):
     assert summary["level"] == "tile" and list(summary["test"]["classes"]) == NAMES
     tiles = pd.read_csv(evaluated["evaluate"] / "per_tile_test.csv")
     assert sorted(tiles["class"].unique()) == NAMES
+
+
+def test_the_zero_dice_breakdown_is_made_class_by_class(evaluated, tmp_path):
+    run_breakdown(evaluated["evaluate"] / "per_image_test.csv", tmp_path)
+    per_image = pd.read_csv(evaluated["evaluate"] / "per_image_test.csv")
+    summary = pd.read_csv(tmp_path / "zero_dice_summary.csv")
+    assert list(summary.columns[:2]) == ["class", "case"] and len(summary) == len(NAMES) * len(CASES)
+    record = json.loads((tmp_path / "zero_dice.json").read_text())
+    for name in NAMES:
+        own = per_image[per_image["class"] == name]
+        assert record["classes"][name]["n_images"] == len(own)
+        assert record["classes"][name]["n_zero_dice"] == int((own["dice"] == 0).sum())
+        assert record["classes"][name]["n_dice_undefined"] == int(own["dice"].isna().sum())
+
+
+def test_each_classs_locked_mask_and_map_are_exported_like_the_source(evaluated, tmp_path):
+    infer = evaluated["infer"]
+    record = run_export(
+        evaluated["data"] / "manifest.csv",
+        {"val": infer / "val.npz", "test": infer / "test.npz"},
+        evaluated["tune"] / "locked.json",
+        tmp_path,
+    )
+    maps = artifacts.load_arrays(infer / "test.npz")
+    assert record["counts"]["test"] == len(maps) * len(NAMES)
+    per_image = pd.read_csv(evaluated["evaluate"] / "per_image_test.csv", dtype={"image_id": str})
+    for row in record["files"]["test"]:
+        mask = read_mask(row["mask"]).array
+        assert mask.shape == maps[row["image_id"]].shape[1:]
+        scored = per_image[(per_image["class"] == row["class"]) & (per_image["image_id"] == row["image_id"])]
+        assert int(mask.sum()) == int(scored["pred_pixels"].iloc[0])

@@ -1,5 +1,7 @@
 """Zero-Dice breakdown: why each image with Dice exactly 0 failed (false positive, miss, disjoint).
 
+Several lesion classes are broken down class by class: an image is judged per class.
+
 Must never count an undefined Dice (empty reference and empty prediction, NaN) as a zero.
 """
 
@@ -17,6 +19,8 @@ from lesionflow.pipeline.errors import LesionflowError
 CASES = ("A_GT_empty_PRED_nonempty", "B_GT_nonempty_PRED_empty", "C_disjoint")
 STATISTICS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max")
 REQUIRED_COLUMNS = ("image_id", "dice", "gt_pixels", "pred_pixels")
+# The per-image table of a run of several lesion classes has one block of rows per class.
+CLASS_COLUMN = "class"
 
 
 def zero_dice_images(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -93,10 +97,34 @@ def run_breakdown(per_image_csv: str | os.PathLike, out_dir: str | os.PathLike) 
     missing = [c for c in REQUIRED_COLUMNS if c not in per_image.columns]
     if missing:
         raise LesionflowError(f"per-image table {path} lacks the columns {missing}")
+    out = Path(out_dir)
+    if CLASS_COLUMN in per_image.columns:
+        return _class_breakdown(per_image, out)
     zero = zero_dice_images(per_image)
     summary = zero_dice_summary(zero, len(per_image))
-    out = Path(out_dir)
     write_csv(zero, out / "zero_dice_images.csv")
     write_csv(summary, out / "zero_dice_summary.csv")
     write_json(out / "zero_dice.json", zero_dice_record(per_image, zero, summary))
     return summary
+
+
+def _class_breakdown(per_image: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """The breakdown of each lesion class of a table with a ``class`` column, class by class: the
+    tables gain a ``class`` column first, the record one section per class."""
+    zeros, summaries, records = [], [], {}
+    for name, table in per_image.groupby(CLASS_COLUMN, sort=False):
+        table = table.drop(columns=CLASS_COLUMN)
+        zero = zero_dice_images(table)
+        summary = zero_dice_summary(zero, len(table))
+        records[str(name)] = zero_dice_record(table, zero, summary)
+        zeros.append(zero.assign(**{CLASS_COLUMN: name}))
+        summaries.append(summary.assign(**{CLASS_COLUMN: name}))
+    zero, summary = (_class_first(pd.concat(parts, ignore_index=True)) for parts in (zeros, summaries))
+    write_csv(zero, out / "zero_dice_images.csv")
+    write_csv(summary, out / "zero_dice_summary.csv")
+    write_json(out / "zero_dice.json", {"classes": records})
+    return summary
+
+
+def _class_first(table: pd.DataFrame) -> pd.DataFrame:
+    return table[[CLASS_COLUMN, *[c for c in table.columns if c != CLASS_COLUMN]]]
