@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from class_runs import build_class_run
+from leaderboards import compare_settings
 from schema_settings import evaluate_settings, tune_settings
 
 from lesionflow.data.class_masks import load_class_masks, manifest_classes
@@ -18,6 +19,7 @@ from lesionflow.evaluation.class_evaluate import run_evaluate_stage
 from lesionflow.evaluation.class_tune import read_class_locked, run_tune_stage
 from lesionflow.evaluation.classes import MACRO_METRICS
 from lesionflow.evaluation.export import run_export
+from lesionflow.evaluation.leaderboard import run_compare
 from lesionflow.evaluation.lesions import label_lesions
 from lesionflow.evaluation.tune import check_tune_settings, image_counts, tune_on_counts
 from lesionflow.io.readers import read_mask
@@ -159,3 +161,38 @@ def test_each_classs_locked_mask_and_map_are_exported_like_the_source(evaluated,
         assert mask.shape == maps[row["image_id"]].shape[1:]
         scored = per_image[(per_image["class"] == row["class"]) & (per_image["image_id"] == row["image_id"])]
         assert int(mask.sum()) == int(scored["pred_pixels"].iloc[0])
+
+
+def test_the_leaderboard_ranks_by_the_macro_mean_and_each_class_beside_it(evaluated, tmp_path):
+    summary_path = evaluated["evaluate"] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    # A second run whose haemorrhages are scored better: the macro mean and that class move.
+    better = json.loads(summary_path.read_text())
+    macro = np.mean([summary["test"]["classes"]["exudate"]["dice_pos"], 0.9])
+    for section, value in ((better["test"]["classes"]["haemorrhage"], 0.9), (better["test"]["macro"], macro)):
+        section.update(dice_pos=value, dice_pos_ci_low=value, dice_pos_ci_high=value)
+    artifacts.write_json(tmp_path / "better.json", better)
+    per_image = evaluated["evaluate"] / "per_image_test.csv"
+    board = run_compare(
+        {"base": summary_path, "better": tmp_path / "better.json"},
+        "base",
+        tmp_path / "compare",
+        {"base": per_image, "better": per_image},
+        compare_settings(baseline="base", bootstrap={"n_resamples": 30}),
+    )
+    rows = board.set_index("run")
+    assert rows.loc["base", "ranked_by"] == "macro mean over 2 classes (exudate, haemorrhage)"
+    assert rows.loc["base", "dice_pos"] == pytest.approx(summary["test"]["macro"]["dice_pos"])
+    assert rows.loc["base", "dice_pos_haemorrhage"] == pytest.approx(
+        summary["test"]["classes"]["haemorrhage"]["dice_pos"]
+    )
+    assert rows.loc["better", "rank_dice_pos"] == 1 and rows.loc["better", "rank_dice_pos_haemorrhage"] == 1
+    assert (
+        rows.loc["better", "rank_dice_pos_exudate"] == 1 == rows.loc["base", "rank_dice_pos_exudate"]
+    )  # a tie
+    # Paired with itself image by image: every class delta and their macro mean are 0.
+    assert rows.loc["better", "paired_delta_dice_pos_exudate"] == 0
+    deltas = [rows.loc["better", f"paired_delta_dice_pos_{name}"] for name in NAMES]
+    macro_delta = rows.loc["better", "paired_delta_dice_pos"]
+    assert macro_delta == 0 if np.isfinite(deltas).all() else np.isnan(macro_delta)
+    assert rows.loc["base", "n_images"] == summary["test"]["classes"]["exudate"]["n_images"]

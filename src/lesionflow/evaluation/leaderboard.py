@@ -16,6 +16,14 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from lesionflow.evaluation.bootstrap import Resampler, describe
+from lesionflow.evaluation.class_leaderboard import (
+    CLASS_COLUMN,
+    class_cells,
+    class_paired_comparison,
+    flat_test,
+    is_class_summary,
+    with_class_ranks,
+)
 from lesionflow.evaluation.leaderboard_columns import (
     COUNTS,
     EXCLUDED,
@@ -173,7 +181,7 @@ def leaderboard(
     check_baseline_is_run(baseline, summaries)
     tags = tags or {}
     exclude_tags = tag_list(exclude_tags, "compare.exclude_tags")
-    rows = []
+    rows, names = [], []
     for run, summary in summaries.items():
         where = f" ({sources[run]})" if sources and run in sources else ""
         missing = [key for key in ("test", "level", "resolution") if key not in summary]
@@ -183,6 +191,8 @@ def leaderboard(
                 "evaluate stage writes"
             )
         test = summary["test"]
+        if is_class_summary(summary):  # several lesion classes: ranked by their macro means
+            test, names = flat_test(summary), summary["classes"]
         run_tags = tag_list(tags.get(run), f"tags of run {run!r}")
         status, reason = run_status(test, run_tags, exclude_tags)
         row: dict = {
@@ -199,11 +209,15 @@ def leaderboard(
             for suffix in ("", "_ci_low", "_ci_high", "_n"):
                 row[metric + suffix] = summary_number(test.get(metric + suffix))
         row.update({count: summary_number(test.get(count)) for count in COUNTS})
+        if is_class_summary(summary):
+            row.update(class_cells(summary))
         rows.append(row)
     df = pd.DataFrame(rows)
     base = df.set_index("run").loc[baseline]
     check_baseline_not_excluded(baseline, base["status"], base["status_reason"])
     df = rank_runs(df, SEGMENTATION_RANKS)
+    if names:
+        df = with_class_ranks(df, names)
     for metric in RANK_COLUMNS:
         delta = df[metric] - base[metric]
         df[f"delta_{metric}_vs_baseline"] = delta
@@ -279,6 +293,12 @@ def paired_comparison(per_image: pd.DataFrame, baseline: pd.DataFrame, bootstrap
 # ---------------------------------------------------------------- the stage
 
 
+def _paired(per_image: pd.DataFrame, baseline: pd.DataFrame, boot: Mapping) -> dict:
+    if CLASS_COLUMN in per_image.columns:  # several lesion classes: class by class, then macro
+        return class_paired_comparison(per_image, baseline, boot, _shared, wilcoxon_dice)
+    return paired_comparison(per_image, baseline, boot)
+
+
 def check_settings(settings: Mapping, baseline: str) -> None:
     """Raise unless ``settings`` holds every key run_compare reads and agrees on the baseline.
 
@@ -352,7 +372,7 @@ def run_compare(
         tables = {name: _read_per_image(name, path) for name, path in per_image_paths.items()}
         boot = settings["bootstrap"]
         paired = pd.DataFrame(
-            [{"run": run, **paired_comparison(tables[run], tables[baseline], boot)} for run in df["run"]]
+            [{"run": run, **_paired(tables[run], tables[baseline], boot)} for run in df["run"]]
         )
         df = df.merge(paired, on="run", how="left")
         df = df[[c for c in df.columns if c != "source"] + ["source"]]
