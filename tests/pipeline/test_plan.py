@@ -254,12 +254,40 @@ def test_lesion_classes_enter_the_data_key_and_everything_after_it(tmp_path):
             {"labels": {"classes": {"Exudate": 1}}},
             r"'data.labels.classes.Exudate': a class name is lower-case",
         ),
-        (
-            {"synthetic": {"haemorrhages": True}, "labels": {"classes": {"exudate": 1, "haemorrhage": 2}}},
-            r"'data.labels' is set, but run 'a' is a segmentation run.*not built yet",
-        ),
     ],
 )
 def test_lesion_class_settings_that_cannot_work_are_refused_naming_the_key(tmp_path, data, message):
     with pytest.raises(LesionflowError, match=message):
         plan_for({"a": {}}, tmp_path, data=data)
+
+
+HAEMORRHAGES = {"synthetic": {"haemorrhages": True}, "labels": {"classes": {"exudate": 1, "haemorrhage": 2}}}
+
+
+@pytest.mark.parametrize(
+    ("runs", "extra", "message"),
+    [
+        (
+            {"a": {"model": {"presence_head": True}}},
+            {},
+            r"'runs.a.model.presence_head': a presence head is for one",
+        ),
+        ({"a": {"source": "external", "external": {"predictions": "p"}}}, {}, r"'runs.a.source' is external"),
+        ({"a": {}}, {"split": {"folds": 3}}, r"'split.folds': k-fold runs of several lesion classes"),
+        (
+            {"a": {}},
+            {"nnunet_export": {"dataset_id": 501}},
+            r"'nnunet_export': exporting several lesion classes",
+        ),
+    ],
+)
+def test_what_runs_of_several_classes_cannot_do_yet_is_refused_naming_the_key(tmp_path, runs, extra, message):
+    with pytest.raises(LesionflowError, match=message):
+        plan_for(runs, tmp_path, data=HAEMORRHAGES, **extra)
+
+
+def test_a_segmentation_run_of_several_classes_is_planned_through_every_stage(tmp_path):
+    plan = plan_for({"a": {}}, tmp_path, data=HAEMORRHAGES)
+    assert {"data", "split", "preprocess", "train", "infer", "tune", "evaluate", "analyse"} <= set(
+        plan.runs["a"]
+    )

@@ -29,7 +29,7 @@ NONE = "none"
 # The metrics whose macro mean over classes the summary gives.
 MACRO_METRICS = (
     "dice_pos", "iou_pos", "lesion_sensitivity", "lesion_precision", "lesion_f1",
-    "fp_lesions_per_empty_image", "presence_roc_auc", "presence_ap",
+    "fp_lesions_per_empty_image", "false_positive_rate_empty", "presence_roc_auc", "presence_ap",
 )  # fmt: skip
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from lesionflow.data.lesion_classes import lesion_classes
 from lesionflow.pipeline.config_validation import check_plain, key_path, kind_of, validate
 from lesionflow.pipeline.errors import LesionflowError, one_line
+from lesionflow.pipeline.label_checks import check_labels
 from lesionflow.pipeline.run_expansion import expand_folds, expand_seeds, with_members
 
 # Package data, so an installed lesionflow (not only an editable one) finds it; workflow/schemas/
@@ -221,7 +221,7 @@ def resolve_config(raw: dict[str, Any], schema: dict[str, Any] | None = None) ->
         )
 
     data = _score_settings(data, runs)
-    _check_labels(data, runs)
+    check_labels(data, runs, split, config["nnunet_export"])
 
     baseline = config["compare"].get("baseline", next(iter(runs)))
     # A seeded recipe as baseline: its first seed, the run the others are paired with.
@@ -280,29 +280,6 @@ def _score_settings(data: dict[str, Any], runs: Mapping[str, Mapping[str, Any]])
             f"regression run '{regression[0]}'; use kind loes or your own manifest"
         )
     return data
-
-
-def _check_labels(data: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> None:
-    """``data.labels`` checked (class names, values, regions), and the built-in dataset's label maps
-    given the classes they hold."""
-    lesion_classes(data["labels"])
-    synthetic = data["synthetic"] if data["source"] == "synthetic" else {}
-    if synthetic.get("haemorrhages") and synthetic["kind"] != "fundus":
-        raise LesionflowError(
-            f"config key 'data.synthetic.haemorrhages' applies to kind fundus, not {synthetic['kind']!r}"
-        )
-    if synthetic.get("haemorrhages") and (data["labels"] or {}).get("classes") is None:
-        raise LesionflowError(
-            "config key 'data.synthetic.haemorrhages' writes label maps (1 exudate, 2 haemorrhage): "
-            "set data.labels.classes to {exudate: 1, haemorrhage: 2}"
-        )
-    segmentation = [name for name, run in runs.items() if run["task"] == "segmentation"]
-    if data["labels"] is not None and segmentation:
-        raise LesionflowError(
-            f"config key 'data.labels' is set, but run '{segmentation[0]}' is a segmentation run, and "
-            "training and evaluating several lesion classes is not built yet (issue 18): the data "
-            "stage reads and checks them; set data.labels to null to train on one class"
-        )
 
 
 class _ConfigLoader(yaml.SafeLoader):

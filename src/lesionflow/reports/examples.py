@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from lesionflow.data.class_masks import load_class_masks
 from lesionflow.data.geometry import resize_image
 from lesionflow.data.manifest import load_manifest_mask
 from lesionflow.evaluation.postprocess import apply_locked
@@ -40,6 +41,7 @@ def load_examples(
     manifest: pd.DataFrame,
     probs: Mapping[str, np.ndarray],
     locked: Mapping[str, Any],
+    channel: int | None = None,
 ) -> Examples:
     """Images, reference masks, probability maps, locked post-processed predictions and voxel
     spacings (mm; 1.0 for pictures) of ids.
@@ -47,7 +49,8 @@ def load_examples(
     The prediction is made at full resolution, then all four are reduced to at most
     DISPLAY_SIZE pixels a side (see :func:`for_display`): a figure of a few 4288 x 2848
     photographs would otherwise take gigabytes. Images are read one at a time, so only the
-    reduced examples are held.
+    reduced examples are held. ``channel`` picks one lesion class of a run of several (its map
+    channel and class mask; ``locked`` is then that class's).
     """
     rows = manifest.set_index("image_id", drop=False)
     loaded = Examples([], [], [], [], [])
@@ -58,8 +61,10 @@ def load_examples(
             raise LesionflowError(f"test probabilities: no map for image id {image_id!r}")
         row = rows.loc[image_id]
         prob = np.asarray(probs[image_id], dtype=np.float32)
+        mask = load_manifest_mask(row) if channel is None else load_class_masks(row)[channel]
+        prob = prob if channel is None else prob[channel]
         image, geometry = read_image(row["image"])
-        shown = for_display(image, load_manifest_mask(row), prob, apply_locked(prob, locked)[0])
+        shown = for_display(image, mask, prob, apply_locked(prob, locked)[0])
         for kept, value in zip(loaded, (*shown, geometry.spacing), strict=True):
             kept.append(value)
     return loaded

@@ -259,7 +259,13 @@ def export_bundle(
     out = Path(out)
     _check_out(out)
     files = source_files(folders, run)
-    infer = infer_settings(settings, read_json(files["infer/test_infer.json"]), run)
+    record = read_json(files["infer/test_infer.json"])
+    if "classes" in record:
+        raise LesionflowError(
+            f"lesionflow export: run {run!r} predicts several lesion classes "
+            f"({', '.join(record['classes'])}), which a bundle's predict.py does not apply yet"
+        )
+    infer = infer_settings(settings, record, run)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A hidden sibling on the same file system, so the final rename is one atomic step.
     building = out.parent / f".{out.name}.{uuid.uuid4().hex}.tmp"
