@@ -251,3 +251,57 @@ def test_a_rows_mask_columns_are_read_as_masks_with_the_rows_options(tmp_path):
     np.testing.assert_array_equal(read_reference(row, classes).array, [a > 50, b > 50])
     with pytest.raises(LesionflowError, match="the class masks of image i.png differ in shape"):
         read_reference({**row, "mask_haemorrhage": str(tmp_path / "c.png")}, classes)
+
+
+def _columns_manifest(folder: Path, header: str = "image,mask_exudate,mask_haemorrhage,subject") -> Path:
+    rng = np.random.default_rng(0)
+    rows = [header]
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"i{index}.png")
+        exudate, haemorrhage = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+        exudate[1:4, 1:4] = 255
+        haemorrhage[3:6, 3:6] = 255  # overlaps the exudate at (3, 3)
+        Image.fromarray(exudate).save(folder / f"e{index}.png")
+        Image.fromarray(haemorrhage).save(folder / f"h{index}.png")
+        cells = {
+            "image": f"i{index}.png", "mask_exudate": f"e{index}.png", "mask_haemorrhage": f"h{index}.png",
+            "subject": f"s{index}", "mask": f"e{index}.png",
+        }  # fmt: skip
+        rows.append(",".join(cells[column] for column in header.split(",")))
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder / "manifest.csv"
+
+
+COLUMNS = {"mask_columns": {"exudate": "mask_exudate", "haemorrhage": "mask_haemorrhage"}}
+
+
+def test_one_mask_column_per_class_gives_overlapping_channels_and_their_union(tmp_path):
+    manifest = _columns_manifest(tmp_path)
+    run_data(data_settings(source="manifest", manifest=str(manifest), labels=COLUMNS), tmp_path / "out")
+    rows = read_manifest(tmp_path / "out" / "manifest.csv").to_dict("records")
+    stack = load_class_masks(rows[0])
+    assert stack.shape == (2, 8, 8) and stack[0, 3, 3] and stack[1, 3, 3]  # a pixel of both classes
+    np.testing.assert_array_equal(read_mask(rows[0]["mask"]).array, stack.any(axis=0))
+    assert "mask_exudate" not in rows[0]
+    images = pd.read_csv(tmp_path / "out" / "images.csv")
+    # Overlapping classes: the union has fewer pixels than the classes' sum.
+    assert (
+        images["lesion_pixels"] < images["lesion_pixels_exudate"] + images["lesion_pixels_haemorrhage"]
+    ).all()
+
+
+def test_a_class_mask_column_is_checked_like_a_mask_and_a_mask_column_beside_it_is_refused(tmp_path):
+    manifest = _columns_manifest(tmp_path)
+    (tmp_path / "h1.png").unlink()
+    with pytest.raises(ManifestProblems) as caught:
+        run_data(data_settings(source="manifest", manifest=str(manifest), labels=COLUMNS), tmp_path / "out")
+    assert len(caught.value.problems) == 1
+    assert (
+        "row 3, column 'mask_haemorrhage'" in caught.value.lines[1]
+        and "does not exist" in caught.value.lines[1]
+    )
+    both = _columns_manifest(tmp_path, "image,mask,mask_exudate,mask_haemorrhage,subject")
+    with pytest.raises(
+        LesionflowError, match="has a mask column, but data.labels.mask_columns reads each class"
+    ):
+        run_data(data_settings(source="manifest", manifest=str(both), labels=COLUMNS), tmp_path / "out")

@@ -23,7 +23,7 @@ from lesionflow.io.nifti import NIFTI_SUFFIXES
 from lesionflow.io.readers import file_suffix
 from lesionflow.pipeline.errors import LesionflowError
 
-# What the manifest check passes for an image's layout: a picture's (width, height), a volume's geometry.
+# The image's layout a mask is compared with: a picture's (width, height), a volume's geometry.
 Layout = tuple[int, int] | Geometry
 
 

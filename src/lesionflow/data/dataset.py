@@ -332,7 +332,8 @@ def run_data(settings: Mapping[str, Any], out_dir: str | os.PathLike) -> None:
                 "data.manifest: expected the path of a manifest CSV when data.source is 'manifest'"
             )
         validate_manifest(manifest, settings)
-        manifest_df = _apply_mask_settings(read_manifest(manifest, score.column), settings)
+        columns = () if classes is None else classes.columns  # one mask column per class, if any
+        manifest_df = _apply_mask_settings(read_manifest(manifest, score.column, columns), settings)
         if score.column is not None:
             manifest_df, scores = scored_manifest(manifest_df, Path(manifest), score)
         if classes is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,9 @@ def _with_empty_masks(frame: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCORE_COLUMN) -> pd.DataFrame:
+def read_manifest_table(
+    path: str | os.PathLike, score_column: str | None = SCORE_COLUMN, class_columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """The manifest CSV as text cells, once the file as a whole is sound (readable, columns, rows).
 
     A manifest that has the column ``score_column`` may go without masks (see
@@ -138,6 +140,8 @@ def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCOR
     ``score``, which the data stage writes from it, for the manifests the stages write.
     Raises LesionflowError for a problem of the whole file; problems of single rows are left to
     the caller (:func:`read_manifest` stops at the first, ``manifest_check`` collects them all).
+    ``class_columns`` (data.labels.mask_columns) hold one mask per class instead of a ``mask``
+    column, which the table then gets empty.
     """
     path = Path(path)
     if path.is_dir():
@@ -145,9 +149,14 @@ def read_manifest_table(path: str | os.PathLike, score_column: str | None = SCOR
     if not path.is_file():
         raise LesionflowError(f"manifest {path}: file not found")
     frame = _header_and_rows(path, _csv_cells(path))
-    if masks_omitted(frame, score_column):
+    if class_columns and MASK_COLUMN in frame.columns:
+        raise LesionflowError(
+            f"manifest {path}: has a mask column, but data.labels.mask_columns reads each class's mask "
+            f"from its own column ({', '.join(class_columns)}); rename or remove the mask column"
+        )
+    if masks_omitted(frame, score_column) or class_columns:
         frame = _with_empty_masks(frame)
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    missing = [column for column in (*REQUIRED_COLUMNS, *class_columns) if column not in frame.columns]
     if missing:
         hint = (
             f"; a manifest may go without masks only when it has the score column '{score_column}'"
@@ -215,7 +224,9 @@ def modality_columns(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c.startswith(MODALITY_PREFIX) and c != "image_id"]
 
 
-def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLUMN) -> pd.DataFrame:
+def read_manifest(
+    path: str | os.PathLike, score_column: str | None = SCORE_COLUMN, class_columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """Validate a manifest CSV and return ``image_id, subject, image, mask`` (absolute) plus extras.
 
     Required columns are ``image``, ``mask`` and ``subject``; ``image_id`` defaults to the image
@@ -234,14 +245,14 @@ def read_manifest(path: str | os.PathLike, score_column: str | None = SCORE_COLU
     of a user's manifest are ``manifest_check.validate_manifest``.
     """
     path = Path(path)
-    frame = read_manifest_table(path, score_column)
+    frame = read_manifest_table(path, score_column, class_columns)
 
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
     ids: list[str] = []
     first_row_of_id: dict[str, int] = {}
-    masks = not masks_omitted(frame, score_column)
-    stacks = [CLASS_MASKS_COLUMN] if CLASS_MASKS_COLUMN in frame.columns else []
+    masks = not masks_omitted(frame, score_column) and not class_columns
+    stacks = [CLASS_MASKS_COLUMN] if CLASS_MASKS_COLUMN in frame.columns else [*class_columns]
     files = ["image", *([MASK_COLUMN] if masks else []), *modality_columns(frame.columns), *stacks]
     required = [c for c in REQUIRED_COLUMNS if masks or c != MASK_COLUMN]
     columns: dict[str, list[Any]] = {column: [] for column in files}

@@ -19,14 +19,14 @@ shapes and affines their masks must match. An image and its mask must be of the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lesionflow.data.class_check import label_map_check
+from lesionflow.data.class_check import Layout, label_map_check
 from lesionflow.data.lesion_classes import lesion_classes
 from lesionflow.data.manifest import (
     MASK_CHANNEL_COLUMN,
@@ -69,8 +69,6 @@ _NOT_YET_CHECKED = {".npy": "NumPy"}
 _CHECKED_SUFFIXES = PICTURE_SUFFIXES + NIFTI_SUFFIXES
 # What each kind of file is called in a report line; an image and its mask must be of one kind.
 _KINDS = {**dict.fromkeys(PICTURE_SUFFIXES, "2D picture"), **dict.fromkeys(NIFTI_SUFFIXES, "NIfTI volume")}
-# The image's layout the mask is compared with: a picture's (width, height), a volume's geometry.
-Layout = tuple[int, int] | Geometry
 # Why a mask's values may not be binary, and what threshold suits it, as each kind's line says.
 _PICTURE_HINTS = ("lossy JPEG?", "127 suits 0/255 masks")
 _VOLUME_HINTS = ("a multi-label or resampled mask?", "0 makes every non-zero label lesion")
@@ -135,21 +133,23 @@ def check_manifest(path: str | os.PathLike, settings: Mapping[str, Any] | None =
     problem; with ``exclude`` such rows are the data stage's to leave out and list. A column
     named ``score`` that is not the score column is refused either way (it is reserved). With a
     score column the manifest may have no ``mask`` column (or only empty mask cells): every
-    mask check is then skipped, and the images are checked as ever.
+    mask check is then skipped. ``data.labels`` checks label maps or each class's mask column.
     """
     settings = settings or {}
     defaults = {key: mask_setting(settings, key) for key in (MASK_CHANNEL_COLUMN, MASK_THRESHOLD_COLUMN)}
     score = score_settings(settings) if any(key in settings for key in SCORE_KEYS) else None
     path = Path(path)
     column = score.column if score else None
-    frame = read_manifest_table(path, column)
+    classes = lesion_classes(settings.get("labels"))
+    # One binary mask per class stands for the mask; a label map holds a value per class.
+    class_columns = classes.columns if classes is not None else ()
+    frame = read_manifest_table(path, column, class_columns)
     check_score_columns(path, frame.columns, column)
     folder = path.parent.absolute()
     has_ids = "image_id" in frame.columns
     first_row_of_id: dict[str, int] = {}
-    masks = not masks_omitted(frame, column)
-    classes = lesion_classes(settings.get("labels"))  # label maps hold a value per class
-    check = _mask_problems if classes is None else label_map_check(classes, _unreadable)
+    masks = list(class_columns) or ([] if masks_omitted(frame, column) else [MASK_COLUMN])
+    check = _mask_problems if class_columns or classes is None else label_map_check(classes, _unreadable)
     problems: list[Problem] = []
     for index, record in enumerate(frame.to_dict("records")):
         row = index + 2  # the header is row 1, as a spreadsheet shows it
@@ -179,21 +179,22 @@ def _row_problems(
     has_ids: bool,
     defaults: Mapping[str, int | None],
     first_row_of_id: dict[str, int],
-    masks: bool,
+    masks: Sequence[str],
     check_mask: Callable[..., list[str]],
 ) -> list[Problem]:
     """The problems of one row; records its image id in ``first_row_of_id``.
 
-    ``masks`` False (a manifest without masks) leaves out every check of the mask.
+    ``masks`` are the row's mask columns (``mask``, or one per class); none (a manifest without
+    masks) leaves out every check of a mask.
     """
     image = manifest_file(folder, record["image"]) if record["image"].strip() else None
-    mask = manifest_file(folder, record["mask"]) if masks and record["mask"].strip() else None
-    required = [c for c in REQUIRED_COLUMNS if masks or c != MASK_COLUMN]
+    files = {c: manifest_file(folder, record[c]) for c in masks if record[c].strip()}
+    required = [c for c in REQUIRED_COLUMNS if c != MASK_COLUMN] + list(masks)
     problems: list[Problem] = []
     for column in required + (["image_id"] if has_ids else []):
         if record[column].strip() == "":
             # An empty subject or id is located by the row's image; an empty path has no file.
-            file = None if column in ("image", "mask") else image
+            file = None if column == "image" or column in masks else image
             problems.append(Problem(row, column, file, "expected a value, found an empty cell"))
 
     duplicate = _duplicate_id(record, row, has_ids, first_row_of_id)
@@ -204,21 +205,20 @@ def _row_problems(
         what = f"expected one of {', '.join(SUBSETS)}, got {record['split']!r}"
         problems.append(Problem(row, "split", image, what))
     options, option_problems = _mask_options(record, defaults)
-    problems.extend(Problem(row, column, mask, what) for column, what in option_problems)
-
+    channel, threshold = options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN]
+    first_mask = next(iter(files.values()), None)
+    problems.extend(Problem(row, column, first_mask, what) for column, what in option_problems)
     layout = None
     if image is not None:
         layout, what = _image_problems(image)
         problems.extend(Problem(row, "image", image, text) for text in what)
     for column in modality_columns(record):
         problems.extend(_modality_problems(record, row, column, folder, image, layout))
-    if mask is not None:
-        mixed = _mixed_kinds(image, mask)
-        if mixed:
-            problems.append(Problem(row, "mask", mask, mixed))
-            layout = None  # a picture's size and a volume's shape cannot be compared
-        what = check_mask(mask, layout, options[MASK_CHANNEL_COLUMN], options[MASK_THRESHOLD_COLUMN])
-        problems.extend(Problem(row, "mask", mask, text) for text in what)
+    for column, mask in files.items():
+        mixed = _mixed_kinds(image, mask)  # a picture's size and a volume's shape cannot be compared
+        problems.extend([Problem(row, column, mask, mixed)] if mixed else [])
+        what = check_mask(mask, None if mixed else layout, channel, threshold)
+        problems.extend(Problem(row, column, mask, text) for text in what)
     return problems
 
 
