@@ -1,6 +1,7 @@
 """Config validation and run resolution."""
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -375,3 +376,11 @@ def test_cut_points_that_do_not_increase_and_seeds_numpy_refuses_are_refused(sec
 def test_folds_beyond_a_hundred_are_refused_by_the_config():
     with pytest.raises(LesionflowError, match=r"config key 'split\.folds'"):
         resolve_config(minimal(split={"train": 0.6, "val": 0.2, "test": 0.2, "folds": 101}))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "config").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_config_resolves(path):
+    config = load_config_file(path)
+    assert config.runs and config.baseline in config.runs
