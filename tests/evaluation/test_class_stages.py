@@ -25,6 +25,7 @@ from lesionflow.evaluation.tune import check_tune_settings, image_counts, tune_o
 from lesionflow.io.readers import read_mask
 from lesionflow.pipeline import artifacts
 from lesionflow.pipeline.errors import LesionflowError
+from lesionflow.reports import comparison, comparison_figures
 
 NAMES = ["exudate", "haemorrhage"]
 
@@ -196,3 +197,23 @@ def test_the_leaderboard_ranks_by_the_macro_mean_and_each_class_beside_it(evalua
     macro_delta = rows.loc["better", "paired_delta_dice_pos"]
     assert macro_delta == 0 if np.isfinite(deltas).all() else np.isnan(macro_delta)
     assert rows.loc["base", "n_images"] == summary["test"]["classes"]["exudate"]["n_images"]
+
+
+def test_the_comparison_report_draws_every_board_table_and_figure_for_each_class(evaluated, tmp_path):
+    summary_path = evaluated["evaluate"] / "summary.json"
+    per_image = evaluated["evaluate"] / "per_image_test.csv"
+    run_compare(
+        {"a": summary_path, "b": summary_path}, "a", tmp_path,
+        {"a": per_image, "b": per_image}, compare_settings(baseline="a", bootstrap={"n_resamples": 20}),
+    )  # fmt: skip
+    board = comparison.read_leaderboard(tmp_path / "leaderboard.csv")
+    assert "macro mean over 2 classes (exudate, haemorrhage)" in comparison.level_text(board)
+    boards = comparison.class_boards(board)
+    assert list(boards) == NAMES
+    for name, class_board in boards.items():
+        np.testing.assert_array_equal(class_board["dice_pos"], board[f"dice_pos_{name}"])
+        np.testing.assert_array_equal(class_board["rank_dice_pos"], board[f"rank_dice_pos_{name}"])
+        assert set(comparison.rankings(class_board)) == set(comparison.rankings(board))
+        assert len(comparison.baseline_differences(class_board)) == 1
+        comparison_figures.plot_forest(class_board)
+    assert comparison.class_boards(board.drop(columns="ranked_by")) == {}

@@ -9,8 +9,9 @@ from codebase import REPO_CODE
 
 from lesionflow.pipeline.config import resolve_config
 from lesionflow.pipeline.plan import build_plan
+from lesionflow.review import cli
 
-from .pipeline import FIGURES, snakemake, tiny_config, tiny_run, write_config
+from .pipeline import FIGURES, REPO_ROOT, snakemake, tiny_config, tiny_run, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +70,17 @@ def test_a_second_invocation_runs_nothing(classes_project):
     workdir, _ = classes_project
     result = snakemake(workdir, "--dry-run")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_the_reviewers_tools_show_the_macro_means_and_verify_every_file(classes_project, capsys):
+    workdir, keys = classes_project
+    project = ["--directory", str(workdir), "--snakefile", str(REPO_ROOT / "Snakefile")]
+    status = cli.main(["runs", "--json", *project, "--configfile", str(workdir / "config.yaml")])
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    summary = json.loads((workdir / f"results/evaluate/{keys['base']['evaluate']}/summary.json").read_text())
+    assert status == 0 and rows["base"]["status"] == "done"
+    assert rows["base"]["metrics"]["dice_pos"] == pytest.approx(
+        summary["test"]["macro"]["dice_pos"], nan_ok=True
+    )
+    status = cli.main(["verify", *project, "--configfile", str(workdir / "config.yaml")])
+    assert status == 0, capsys.readouterr().out

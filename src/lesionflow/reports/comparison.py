@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lesionflow.evaluation.leaderboard_columns import (
+    PAIRED_METRICS,
     RANK_COLUMNS,
     RANKED,
     STATUS_ORDER,
@@ -91,7 +92,11 @@ def level_text(df: pd.DataFrame) -> str:
     level = ", ".join(sorted(set(df["level"].astype(str))))
     resolution = ", ".join(sorted(set(df["resolution"].fillna("").astype(str)) - {""}))
     what = "whole images" if level == "image" else "tiles" if level == "tile" else level
-    return f"Ranked on {what} (`compare.level: {level}`); resolution: {resolution or 'not stated'}."
+    text = f"Ranked on {what} (`compare.level: {level}`); resolution: {resolution or 'not stated'}."
+    if "ranked_by" in df.columns:  # runs of several lesion classes
+        ranked_by = ", ".join(sorted(set(df["ranked_by"].dropna().astype(str))))
+        text += f" Every metric is the {ranked_by}; each class is ranked on its own after it."
+    return text
 
 
 def baseline_name(df: pd.DataFrame, board: str = "leaderboard") -> str:
@@ -204,3 +209,31 @@ def status_breakdown(df: pd.DataFrame) -> str:
     """How many runs of the leaderboard have each status, e.g. '2 ranked, 1 excluded, 1 failed'."""
     counts = df["status"].value_counts()
     return ", ".join(f"{int(counts.get(status, 0))} {status}" for status in STATUS_ORDER)
+
+
+def class_boards(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For a leaderboard of runs of several lesion classes (its ``ranked_by`` column), per class:
+    the board with that class's metrics, ranks and paired differences standing where the macro
+    means stand, so every table and figure of a board can be drawn for the class alone. Its mean
+    rank is the mean of the class's own ranks. Empty for a binary leaderboard."""
+    if "ranked_by" not in df.columns:
+        return {}
+    prefix = f"{RANK_COLUMNS['dice_pos']}_"
+    names = [column[len(prefix) :] for column in df.columns if column.startswith(prefix)]
+    boards = {}
+    for name in names:
+        own = {
+            f"{stem}_{name}{suffix}": f"{stem}{suffix}"
+            for stem in (
+                *PAIRED_METRICS,
+                *RANK_COLUMNS.values(),
+                *(f"paired_delta_{m}" for m in PAIRED_METRICS),
+                *(f"{key}" for key in ("wilcoxon_dice_p", "wilcoxon_dice_n", "median_dice_difference")),
+            )
+            for suffix in ("", "_ci_low", "_ci_high", "_n")
+            if f"{stem}_{name}{suffix}" in df.columns
+        }
+        board = df.drop(columns=[c for c in own.values() if c in df.columns]).rename(columns=own)
+        board["mean_rank"] = board[list(RANK_COLUMNS.values())].mean(axis=1)
+        boards[name] = board
+    return boards

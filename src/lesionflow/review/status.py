@@ -47,12 +47,15 @@ class RunStatus:
 
 
 def headline_metrics(project: Project, keys: dict[str, str]) -> dict[str, float | None]:
-    """The run's headline test metrics from its evaluation summary (None where undefined or absent)."""
+    """The run's headline test metrics from its evaluation summary (None where undefined or absent);
+    for a run of several lesion classes, their macro means."""
     for stage, headlines in HEADLINES.items():
         if stage not in keys:
             continue
         path = project.path(f"results/{stage}/{keys[stage]}/summary.json")
         summary = json.loads(path.read_text()) if path.is_file() else {}
+        if isinstance(summary.get("classes"), list):  # several lesion classes: their macro means
+            summary = {"test": summary["test"]["macro"]}
         return {column: _lookup(summary, steps) for steps, column in headlines}
     return {}
 
