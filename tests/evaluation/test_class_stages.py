@@ -217,3 +217,14 @@ def test_the_comparison_report_draws_every_board_table_and_figure_for_each_class
         assert len(comparison.baseline_differences(class_board)) == 1
         comparison_figures.plot_forest(class_board)
     assert comparison.class_boards(board.drop(columns="ranked_by")) == {}
+
+
+def test_detection_by_lesion_volume_is_given_per_class_when_asked_for(evaluated, tmp_path):
+    infer = evaluated["infer"]
+    summary = run_evaluate_stage(
+        evaluated["data"] / "manifest.csv", evaluated["split"] / "split.csv", infer / "val.npz",
+        infer / "test.npz", evaluated["tune"] / "locked.json",
+        evaluate_settings(bootstrap={"n_resamples": 20}, size_bins_mm3=[10, 100]), tmp_path,
+    )  # fmt: skip
+    for name in NAMES:
+        assert "detection_by_size_mm3" in summary["test"]["classes"][name]

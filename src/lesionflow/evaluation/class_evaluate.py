@@ -34,7 +34,7 @@ from lesionflow.evaluation.evaluate import (
     tile_scales,
 )
 from lesionflow.evaluation.metrics import CONVENTIONS
-from lesionflow.evaluation.summary import resampler_record
+from lesionflow.evaluation.summary import resampler_record, volume_detection
 from lesionflow.evaluation.tune import ReferenceMasks, check_probs_in_split, paired_images
 from lesionflow.pipeline.artifacts import open_arrays, write_csv, write_json
 from lesionflow.pipeline.errors import LesionflowError
@@ -152,6 +152,11 @@ def evaluate_class_level(
             "evaluate.bootstrap",
         )
         summary[subset] = class_summaries(tables, resampler, settings["size_bins"])
+        if settings["size_bins_mm3"] is not None:
+            for name, (images, lesions) in tables.items():
+                summary[subset]["classes"][name].update(
+                    volume_detection(images, lesions, settings["size_bins_mm3"], resampler)
+                )
         summary[subset]["confusion"] = {
             kind: table.to_dict(orient="index") for kind, table in confusion.items()
         }
