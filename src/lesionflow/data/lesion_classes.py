@@ -99,6 +99,17 @@ class LesionClasses:
         return np.stack([np.asarray(masks[name], dtype=bool) for name in self.names])
 
 
+def check_channels(array: np.ndarray, classes: LesionClasses, what: str) -> np.ndarray:
+    """``array`` with one channel per class first; refuse another number of channels, naming ``what``."""
+    array = np.asarray(array)
+    if array.ndim < 3 or array.shape[0] != len(classes.names):
+        raise LesionflowError(
+            f"{what} has shape {array.shape}: expected one channel per class first "
+            f"({len(classes.names)}: {', '.join(classes.names)})"
+        )
+    return array
+
+
 def classes_from_record(record: Mapping[str, Any]) -> LesionClasses:
     """The classes that :attr:`LesionClasses.record` wrote."""
     return LesionClasses(

@@ -8,8 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from lesionflow.data.lesion_classes import LesionClasses
-from lesionflow.evaluation.classes import check_channels
+from lesionflow.data.lesion_classes import LesionClasses, check_channels
 from lesionflow.evaluation.tune import ImageCounts, check_tune_settings, image_counts, tune_on_counts
 from lesionflow.pipeline.errors import LesionflowError
 

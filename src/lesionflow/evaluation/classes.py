@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lesionflow.data.lesion_classes import LesionClasses
+from lesionflow.data.lesion_classes import LesionClasses, check_channels
 from lesionflow.evaluation import bootstrap
 from lesionflow.evaluation.bootstrap import Estimate, Resampler
 from lesionflow.evaluation.lesions import label_lesions
@@ -40,17 +40,6 @@ class ClassPrediction:
     masks: np.ndarray
     scores: tuple[float, ...]
     present: tuple[bool, ...]
-
-
-def check_channels(array: np.ndarray, classes: LesionClasses, what: str) -> np.ndarray:
-    """``array`` with one channel per class first; refuse another number of channels, naming ``what``."""
-    array = np.asarray(array)
-    if array.ndim < 3 or array.shape[0] != len(classes.names):
-        raise LesionflowError(
-            f"{what} has shape {array.shape}: expected one channel per class first "
-            f"({len(classes.names)}: {', '.join(classes.names)})"
-        )
-    return array
 
 
 def predict_classes(
