@@ -121,9 +121,10 @@ def class_table(summary_section: Mapping[str, Any]) -> pd.DataFrame:
     for name, section in summary_section["classes"].items():
         columns[name] = [_cell(section, metric) for metric in TABLE_METRICS]
     macro = summary_section["macro"]
+    counts = [macro.get(f"{metric}_n_classes", 0) for metric in TABLE_METRICS]
     columns["macro mean"] = [
-        f"{_cell(macro, metric)} over {macro.get(f'{metric}_n_classes', 0)} classes"
-        for metric in TABLE_METRICS
+        f"{_cell(macro, metric)} over {k} class{'' if k == 1 else 'es'}"
+        for metric, k in zip(TABLE_METRICS, counts, strict=True)
     ]
     return pd.DataFrame(columns, index=pd.Index(TABLE_METRICS, name="metric"))
 
@@ -172,7 +173,9 @@ def plot_confusion(confusion: Mapping[str, Mapping[str, Mapping[str, int]]]) -> 
             shares = np.where(totals > 0, counts / totals, np.nan)
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for (i, j), count in np.ndenumerate(counts):
-            ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8)
+            # White on the darkest blues, where black would not be read.
+            colour = "white" if np.nan_to_num(shares[i, j]) > 0.6 else "black"
+            ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8, color=colour)
         ax.set_xticks(range(len(table.columns)), table.columns, rotation=30)
         ax.set_yticks(range(len(table.index)), table.index)
         ax.set_xlabel("predicted")
