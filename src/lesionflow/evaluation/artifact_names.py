@@ -1,4 +1,5 @@
-"""The file names the evaluate stage writes, per level; read by the stage and by the rules.
+"""The file names the evaluate stage writes, per level, and how its summary tells a run of several
+lesion classes; read by the stage, the rules and the readers of its summaries.
 
 Imports nothing: the Snakefile reads it at every start, cluster jobs included, and must not pay
 for the metrics' imports to learn a file name.
@@ -15,3 +16,8 @@ FILE_NAMES = {
         "summary": "summary_tiles.json",
     },
 }
+
+
+def is_class_summary(summary: dict) -> bool:
+    """Whether an evaluate summary is of several lesion classes (it names them in ``classes``)."""
+    return isinstance(summary.get("classes"), list)

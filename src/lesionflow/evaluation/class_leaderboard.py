@@ -25,11 +25,6 @@ CLASS_COLUMN = "class"
 SUFFIXES = ("", "_ci_low", "_ci_high", "_n")
 
 
-def is_class_summary(summary: Mapping) -> bool:
-    """Whether an evaluate summary is of several lesion classes (it names them)."""
-    return isinstance(summary.get("classes"), list)
-
-
 def ranked_by(names: Sequence[str]) -> str:
     """The ``ranked_by`` cell of a run of the classes ``names``."""
     return f"macro mean over {len(names)} classes ({', '.join(names)})"

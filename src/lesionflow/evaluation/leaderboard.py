@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
+from lesionflow.evaluation.artifact_names import is_class_summary
 from lesionflow.evaluation.bootstrap import Resampler, describe
 from lesionflow.evaluation.class_leaderboard import (
     CLASS_COLUMN,
     class_cells,
     class_paired_comparison,
     flat_test,
-    is_class_summary,
     with_class_ranks,
 )
 from lesionflow.evaluation.leaderboard_columns import (

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from lesionflow.data.class_masks import load_class_masks
 from lesionflow.data.lesion_classes import LesionClasses
+from lesionflow.evaluation.artifact_names import is_class_summary
 from lesionflow.evaluation.classes import predict_classes
 from lesionflow.io.readers import read_image
 from lesionflow.reports.labels import format_value
@@ -75,8 +76,7 @@ class ClassView:
 def class_views(summary: Mapping[str, Any], tiles: Mapping[str, Any] | None = None) -> list[ClassView]:
     """The views of a run from its evaluate ``summary`` (and ``summary_tiles``)."""
     tiles = tiles or {}
-    names = summary.get("classes")
-    if not isinstance(names, list):
+    if not is_class_summary(summary):
         return [ClassView("", None, summary.get("test", {}), summary.get("val", {}), tiles.get("test", {}))]
     return [
         ClassView(
@@ -84,7 +84,7 @@ def class_views(summary: Mapping[str, Any], tiles: Mapping[str, Any] | None = No
             summary["test"]["classes"][name], summary["val"]["classes"][name],
             tiles.get("test", {}).get("classes", {}).get(name, {}),
         )
-        for c, name in enumerate(names)
+        for c, name in enumerate(summary["classes"])
     ]  # fmt: skip
 
 

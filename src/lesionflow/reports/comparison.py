@@ -228,7 +228,7 @@ def class_boards(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 *PAIRED_METRICS,
                 *RANK_COLUMNS.values(),
                 *(f"paired_delta_{m}" for m in PAIRED_METRICS),
-                *(f"{key}" for key in ("wilcoxon_dice_p", "wilcoxon_dice_n", "median_dice_difference")),
+                "wilcoxon_dice_p", "wilcoxon_dice_n", "median_dice_difference",
             )
             for suffix in ("", "_ci_low", "_ci_high", "_n")
             if f"{stem}_{name}{suffix}" in df.columns

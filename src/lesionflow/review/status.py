@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lesionflow.evaluation.artifact_names import is_class_summary
 from lesionflow.review.project import Project
 from lesionflow.review.records import DONE, FAILED, job_records, other_versions, run_job
 
@@ -54,7 +55,7 @@ def headline_metrics(project: Project, keys: dict[str, str]) -> dict[str, float 
             continue
         path = project.path(f"results/{stage}/{keys[stage]}/summary.json")
         summary = json.loads(path.read_text()) if path.is_file() else {}
-        if isinstance(summary.get("classes"), list):  # several lesion classes: their macro means
+        if is_class_summary(summary):  # several lesion classes: their macro means
             summary = {"test": summary["test"]["macro"]}
         return {column: _lookup(summary, steps) for steps, column in headlines}
     return {}
